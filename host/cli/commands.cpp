@@ -1,0 +1,211 @@
+#include "cli/commands.hpp"
+
+#include "config/config.hpp"
+#include "loader/plugin_loader.hpp"
+#include "registry/registry.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
+
+#include <csignal>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace jobhost::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Everything start-up produces, kept together so that the registry (and so every plugin library) outlives the
+// commands that use it.
+struct Startup {
+    config::Config config;
+    loader::Discovery discovery;
+    registry::Registry registry;
+    std::vector<loader::Problem> problems; // discovery and task-creation problems
+};
+
+// Loads config, logging, plugins and registry. Returns an exit code when start-up must stop, or -1 to go on.
+int start(const CommonOptions& o, Startup& s) {
+    log::configure({o.log_level.value_or(log::Level::info), log::Format::text, std::nullopt});
+    if (o.config) {
+        auto r = config::load_file(*o.config);
+        if (!r.ok()) {
+            for (const auto& d : r.errors) std::cerr << d.to_string() << "\n";
+            std::cerr << "jobhost: " << r.errors.size() << " error(s) in the configuration; nothing was started\n";
+            return kExitUsage;
+        }
+        s.config = std::move(r.config);
+    } else {
+        s.config.host.plugin_dir = fs::absolute("plugins");
+    }
+    if (o.plugin_dir) s.config.host.plugin_dir = fs::absolute(*o.plugin_dir);
+    if (o.strict) s.config.host.strict = true;
+
+    log::Options lo{o.log_level.value_or(s.config.log.level), s.config.log.format, s.config.log.file};
+    std::string log_error;
+    if (!log::configure(lo, &log_error)) {
+        std::cerr << s.config.file.string() << ": [log] file: " << log_error << "\n";
+        return kExitUsage;
+    }
+    JH_LOG(info, "host") << "jobhost " << JOBHOST_VERSION << " (plugin ABI "
+                         << loader::abi_version_string(JOBHOST_ABI_VERSION) << "), config "
+                         << (s.config.file.empty() ? std::string("(defaults)") : s.config.file.string());
+
+    s.discovery = loader::discover({s.config.host.plugin_dir, s.config.host.allow_insecure_plugins});
+    s.problems = s.discovery.problems;
+
+    std::set<std::string> known;
+    for (const auto& t : s.discovery.types) known.insert(t.type);
+    auto type_errors = config::check_job_types(s.config, known);
+    if (!type_errors.empty()) {
+        for (const auto& d : type_errors) std::cerr << d.to_string() << "\n";
+        std::cerr << "jobhost: the configuration names job types that were not found in "
+                  << s.config.host.plugin_dir.string() << "; nothing was started\n";
+        return kExitUsage;
+    }
+    auto built = s.registry.build(s.discovery, s.config);
+    s.problems.insert(s.problems.end(), built.problems.begin(), built.problems.end());
+
+    for (const auto& p : s.problems) JH_LOG(warning, "loader") << "skipped " << p.to_string();
+    std::size_t usable = 0;
+    for (const auto& [name, t] : s.registry.types()) usable += t.usable() ? 1 : 0;
+    JH_LOG(info, "loader") << "found " << s.discovery.types.size() << " job type(s) (" << usable << " usable) in "
+                           << s.discovery.libraries_loaded << " librar"
+                           << (s.discovery.libraries_loaded == 1 ? "y" : "ies") << " under "
+                           << s.config.host.plugin_dir.string() << ", skipped " << s.problems.size();
+    if (s.config.host.strict && !s.problems.empty()) {
+        std::cerr << "jobhost: --strict: " << s.problems.size()
+                  << " plugin problem(s), see above; nothing was started\n";
+        return kExitUsage;
+    }
+    return -1;
+}
+
+// Each setting as text, in a fixed order, for display.
+std::vector<std::pair<std::string, std::string>> describe(const registry::JobSettings& s) {
+    auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+    auto d = [](core::Duration v) { return core::format_duration(v); };
+    auto num = [](double v) {
+        std::ostringstream o;
+        o << v;
+        return o.str();
+    };
+    return {{"name", s.name},
+            {"description", s.description},
+            {"version", s.version},
+            {"enabled", b(s.enabled)},
+            {"interval", s.interval.count() ? d(s.interval) : ""},
+            {"cron", s.cron},
+            {"priority", std::string(registry::priority_name(s.priority))},
+            {"max_retries", std::to_string(s.max_retries)},
+            {"backoff.initial", d(s.backoff.initial)},
+            {"backoff.multiplier", num(s.backoff.multiplier)},
+            {"backoff.max", d(s.backoff.max)},
+            {"backoff.jitter", num(s.backoff.jitter)},
+            {"timeout", s.timeout.count() ? d(s.timeout) : "none"},
+            {"concurrency", std::to_string(s.concurrency)},
+            {"batch_size", std::to_string(s.batch_size)},
+            {"dead_letter", b(s.dead_letter)},
+            {"jitter", d(s.schedule_jitter)},
+            {"run_on_start", b(s.run_on_start)}};
+}
+
+} // namespace
+
+int plugins_command(const CommonOptions& o) {
+    Startup s;
+    if (int code = start(o, s); code >= 0) return code;
+    if (o.json) {
+        boost::json::object root;
+        root["plugin_dir"] = s.config.host.plugin_dir.string();
+        boost::json::array types;
+        for (const auto& [name, t] : s.registry.types()) {
+            boost::json::object jt;
+            jt["type"] = name;
+            jt["file"] = t.file.string();
+            jt["abi_version"] = loader::abi_version_string(t.abi_version);
+            jt["usable"] = t.usable();
+            if (!t.usable()) jt["error"] = t.error;
+            boost::json::object settings;
+            auto eff = describe(t.effective);
+            auto dec = describe(t.declared);
+            for (std::size_t i = 0; i < eff.size(); ++i) {
+                settings[eff[i].first] = {
+                    {"value", eff[i].second}, {"declared", dec[i].second}, {"source", t.provenance.of(eff[i].first)}};
+            }
+            jt["settings"] = std::move(settings);
+            jt["task_settings"] = t.settings;
+            types.push_back(std::move(jt));
+        }
+        root["types"] = std::move(types);
+        boost::json::array skipped;
+        for (const auto& p : s.problems)
+            skipped.push_back({{"file", p.file.string()}, {"type", p.type}, {"reason", p.message}});
+        root["skipped"] = std::move(skipped);
+        std::cout << boost::json::serialize(root) << "\n";
+        return kExitOk;
+    }
+    std::cout << "plugin folder: " << s.config.host.plugin_dir.string() << "\n";
+    std::cout << s.registry.types().size() << " job type(s)\n";
+    for (const auto& [name, t] : s.registry.types()) {
+        std::cout << "\n" << name << (t.usable() ? "" : "  [UNUSABLE: " + t.error + "]") << "\n";
+        std::cout << "  file         " << t.file.string() << "\n";
+        std::cout << "  abi          " << loader::abi_version_string(t.abi_version) << "\n";
+        auto eff = describe(t.effective);
+        auto dec = describe(t.declared);
+        for (std::size_t i = 0; i < eff.size(); ++i) {
+            if (eff[i].second.empty() && dec[i].second.empty()) continue;
+            std::string source = t.provenance.of(eff[i].first);
+            std::cout << "  " << std::left << std::setw(19) << eff[i].first << std::setw(15) << eff[i].second << " ";
+            if (source == "plugin")
+                std::cout << "(plugin)";
+            else
+                std::cout << "(" << source << "; plugin: " << (dec[i].second.empty() ? "unset" : dec[i].second) << ")";
+            std::cout << "\n";
+        }
+        if (!t.settings.empty()) std::cout << "  settings           " << boost::json::serialize(t.settings) << "\n";
+    }
+    if (!s.problems.empty()) {
+        std::cout << "\n" << s.problems.size() << " skipped\n";
+        for (const auto& p : s.problems) std::cout << "  " << p.to_string() << "\n";
+    }
+    return kExitOk;
+}
+
+int check_command(const CommonOptions& o) {
+    Startup s;
+    if (int code = start(o, s); code >= 0) return code;
+    if (!s.problems.empty()) {
+        for (const auto& p : s.problems) std::cerr << p.to_string() << "\n";
+        std::cerr << "jobhost check: " << s.problems.size() << " plugin problem(s)\n";
+        return kExitUsage;
+    }
+    if (s.registry.types().empty()) {
+        std::cerr << "jobhost check: no job types found in " << s.config.host.plugin_dir.string() << "\n";
+        return kExitUsage;
+    }
+    std::cout << "ok: " << s.registry.types().size() << " job type(s), configuration valid\n";
+    return kExitOk;
+}
+
+int run_command(const CommonOptions& o) {
+    Startup s;
+    if (int code = start(o, s); code >= 0) return code;
+    boost::asio::io_context io;
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+        if (ec) return;
+        JH_LOG(info, "host") << "received " << (signo == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down";
+        io.stop();
+    });
+    JH_LOG(info, "host") << "serving " << s.registry.types().size() << " job type(s); SIGINT or SIGTERM stops";
+    io.run();
+    JH_LOG(info, "host") << "stopped";
+    return kExitOk;
+}
+
+} // namespace jobhost::cli

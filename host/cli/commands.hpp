@@ -1,0 +1,31 @@
+// The jobhost subcommands. Each returns the process exit code:
+//   0  clean exit
+//   1  runtime failure (the host started but could not keep serving)
+//   2  usage or configuration error, or a plugin problem under --strict (nothing was run)
+#pragma once
+
+#include "log/log.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+namespace jobhost::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRuntime = 1;
+inline constexpr int kExitUsage = 2;
+
+struct CommonOptions {
+    std::optional<std::filesystem::path> config;     // --config
+    std::optional<std::filesystem::path> plugin_dir; // --plugin-dir, overrides [host] plugin_dir
+    std::optional<log::Level> log_level;             // --log-level, overrides [log] level
+    bool strict = false;                             // --strict
+    bool json = false;                               // --json
+};
+
+int run_command(const CommonOptions& options);
+int plugins_command(const CommonOptions& options);
+int check_command(const CommonOptions& options);
+
+} // namespace jobhost::cli

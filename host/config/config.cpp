@@ -1,0 +1,365 @@
+#include "config/config.hpp"
+
+#include "scheduler/cron.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <tuple>
+
+namespace jobhost::config {
+
+namespace fs = std::filesystem;
+
+std::string Diagnostic::to_string() const {
+    if (line == 0) return file + ": " + message;
+    return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+std::optional<std::string> nearest(std::string_view word, const std::vector<std::string>& candidates) {
+    std::optional<std::string> best;
+    std::size_t best_d = std::max<std::size_t>(2, word.size() / 3) + 1;
+    for (const auto& c : candidates) {
+        std::vector<std::size_t> prev(c.size() + 1), cur(c.size() + 1);
+        for (std::size_t j = 0; j <= c.size(); ++j) prev[j] = j;
+        for (std::size_t i = 1; i <= word.size(); ++i) {
+            cur[0] = i;
+            for (std::size_t j = 1; j <= c.size(); ++j)
+                cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (word[i - 1] == c[j - 1] ? 0 : 1)});
+            std::swap(prev, cur);
+        }
+        if (prev[c.size()] < best_d) {
+            best_d = prev[c.size()];
+            best = c;
+        }
+    }
+    return best;
+}
+
+namespace {
+
+// Collects diagnostics while walking the document.
+class Validator {
+public:
+    Validator(std::string source, fs::path base_dir) : source_(std::move(source)), base_(std::move(base_dir)) {}
+
+    void error(const toml::source_region& where, std::string message) {
+        errors_.push_back(
+            {source_, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), std::move(message)});
+    }
+
+    // Reports every key of `table` not in `known`, with a suggestion.
+    void known_keys(const toml::table& table, const std::string& name, const std::vector<std::string>& known) {
+        for (const auto& [key, value] : table) {
+            std::string k(key.str());
+            if (std::find(known.begin(), known.end(), k) != known.end()) continue;
+            std::string msg = "unknown key '" + k + "' in [" + name + "]";
+            if (auto n = nearest(k, known))
+                msg += "; did you mean '" + *n + "'?";
+            else {
+                msg += "; known keys are:";
+                for (const auto& c : known) msg += " " + c;
+            }
+            error(key.source(), msg);
+        }
+    }
+
+    const toml::table* table(const toml::node& node, const std::string& name) {
+        if (auto t = node.as_table()) return t;
+        error(node.source(), "'" + name + "' must be a table, got " + type_name(node));
+        return nullptr;
+    }
+
+    static std::string type_name(const toml::node& node) {
+        switch (node.type()) {
+        case toml::node_type::table: return "a table";
+        case toml::node_type::array: return "an array";
+        case toml::node_type::string: return "a string";
+        case toml::node_type::integer: return "an integer";
+        case toml::node_type::floating_point: return "a float";
+        case toml::node_type::boolean: return "a boolean";
+        default: return "a date or time";
+        }
+    }
+
+    std::optional<bool> boolean(const toml::node& node, const std::string& key) {
+        if (auto v = node.value_exact<bool>()) return v;
+        error(node.source(), "'" + key + "' must be true or false, got " + type_name(node));
+        return std::nullopt;
+    }
+
+    std::optional<std::string> string(const toml::node& node, const std::string& key) {
+        if (auto v = node.value_exact<std::string>()) return v;
+        error(node.source(), "'" + key + "' must be a string, got " + type_name(node));
+        return std::nullopt;
+    }
+
+    std::optional<std::int64_t> integer(const toml::node& node, const std::string& key, std::int64_t min,
+                                        std::int64_t max) {
+        auto v = node.value_exact<std::int64_t>();
+        if (!v) {
+            error(node.source(), "'" + key + "' must be an integer, got " + type_name(node));
+            return std::nullopt;
+        }
+        if (*v < min || *v > max) {
+            error(node.source(), "'" + key + "' must be between " + std::to_string(min) + " and " +
+                                     std::to_string(max) + ", got " + std::to_string(*v));
+            return std::nullopt;
+        }
+        return v;
+    }
+
+    std::optional<double> number(const toml::node& node, const std::string& key, double min, double max) {
+        std::optional<double> v;
+        if (auto i = node.value_exact<std::int64_t>()) v = static_cast<double>(*i);
+        if (auto d = node.value_exact<double>()) v = *d;
+        if (!v) {
+            error(node.source(), "'" + key + "' must be a number, got " + type_name(node));
+            return std::nullopt;
+        }
+        if (!std::isfinite(*v) || *v < min || *v > max) {
+            std::ostringstream m;
+            m << "'" << key << "' must be between " << min << " and " << max << ", got " << *v;
+            error(node.source(), m.str());
+            return std::nullopt;
+        }
+        return v;
+    }
+
+    // A duration: a string such as "1h30m" or "250ms", or an integer of seconds.
+    std::optional<core::Duration> duration(const toml::node& node, const std::string& key) {
+        if (auto i = node.value_exact<std::int64_t>()) {
+            if (*i < 0) {
+                error(node.source(), "'" + key + "' must not be negative, got " + std::to_string(*i));
+                return std::nullopt;
+            }
+            return core::Duration(*i * 1000);
+        }
+        if (auto s = node.value_exact<std::string>()) {
+            if (auto d = core::parse_duration(*s)) return d;
+            error(node.source(), "'" + key + "' is not a duration: \"" + *s +
+                                     "\"; write it as \"250ms\", \"30s\", \"5m\", \"1h30m\" or an integer of seconds");
+            return std::nullopt;
+        }
+        error(node.source(), "'" + key + "' must be a duration string such as \"30s\" or an integer of seconds, got " +
+                                 type_name(node));
+        return std::nullopt;
+    }
+
+    fs::path path(const std::string& value) const {
+        fs::path p(value);
+        return p.is_absolute() ? p : (base_ / p).lexically_normal();
+    }
+
+    std::vector<Diagnostic> take() { return std::move(errors_); }
+
+private:
+    std::string source_;
+    fs::path base_;
+    std::vector<Diagnostic> errors_;
+};
+
+boost::json::value to_json(const toml::node& node) {
+    switch (node.type()) {
+    case toml::node_type::table: {
+        boost::json::object o;
+        for (const auto& [k, v] : *node.as_table()) o[k.str()] = to_json(v);
+        return o;
+    }
+    case toml::node_type::array: {
+        boost::json::array a;
+        for (const auto& v : *node.as_array()) a.push_back(to_json(v));
+        return a;
+    }
+    case toml::node_type::string: return boost::json::string(node.as_string()->get());
+    case toml::node_type::integer: return node.as_integer()->get();
+    case toml::node_type::floating_point: return node.as_floating_point()->get();
+    case toml::node_type::boolean: return node.as_boolean()->get();
+    default: {
+        std::ostringstream s;
+        node.visit([&](const auto& v) { s << v; });
+        return boost::json::string(s.str());
+    }
+    }
+}
+
+void parse_host(Validator& v, const toml::table& t, HostSection& host) {
+    v.known_keys(t, "host", {"plugin_dir", "workers", "shutdown_grace", "strict", "allow_insecure_plugins"});
+    if (auto n = t.get("plugin_dir"))
+        if (auto s = v.string(*n, "plugin_dir")) {
+            if (s->empty())
+                v.error(n->source(), "'plugin_dir' must not be empty");
+            else
+                host.plugin_dir = v.path(*s);
+        }
+    if (auto n = t.get("workers"))
+        if (auto i = v.integer(*n, "workers", 1, 1024)) host.workers = *i;
+    if (auto n = t.get("shutdown_grace"))
+        if (auto d = v.duration(*n, "shutdown_grace")) host.shutdown_grace = *d;
+    if (auto n = t.get("strict"))
+        if (auto b = v.boolean(*n, "strict")) host.strict = *b;
+    if (auto n = t.get("allow_insecure_plugins"))
+        if (auto b = v.boolean(*n, "allow_insecure_plugins")) host.allow_insecure_plugins = *b;
+}
+
+void parse_log(Validator& v, const toml::table& t, LogSection& log) {
+    v.known_keys(t, "log", {"level", "format", "file"});
+    if (auto n = t.get("level"))
+        if (auto s = v.string(*n, "level")) {
+            if (auto l = log::parse_level(*s))
+                log.level = *l;
+            else
+                v.error(n->source(), "'level' must be one of trace, debug, info, warning, error; got \"" + *s + "\"");
+        }
+    if (auto n = t.get("format"))
+        if (auto s = v.string(*n, "format")) {
+            if (*s == "text")
+                log.format = log::Format::text;
+            else if (*s == "json")
+                log.format = log::Format::json;
+            else
+                v.error(n->source(), "'format' must be \"text\" or \"json\", got \"" + *s + "\"");
+        }
+    if (auto n = t.get("file"))
+        if (auto s = v.string(*n, "file")) log.file = v.path(*s);
+}
+
+void parse_job(Validator& v, const std::string& type, const toml::table& t, JobSection& job) {
+    const std::string where = "jobs." + type;
+    v.known_keys(t, where,
+                 {"name", "description", "version", "enabled", "interval", "cron", "priority", "max_retries", "backoff",
+                  "timeout", "concurrency", "batch_size", "dead_letter", "jitter", "run_on_start", "settings"});
+    auto& o = job.overrides;
+    if (auto n = t.get("name")) o.name = v.string(*n, "name");
+    if (auto n = t.get("description")) o.description = v.string(*n, "description");
+    if (auto n = t.get("version")) o.version = v.string(*n, "version");
+    if (auto n = t.get("enabled")) o.enabled = v.boolean(*n, "enabled");
+    if (auto n = t.get("dead_letter")) o.dead_letter = v.boolean(*n, "dead_letter");
+    if (auto n = t.get("run_on_start")) o.run_on_start = v.boolean(*n, "run_on_start");
+    if (auto n = t.get("interval")) {
+        o.interval = v.duration(*n, "interval");
+        if (o.interval && o.interval->count() == 0) {
+            v.error(n->source(), "'interval' must be above zero; to stop a periodic type set enabled = false");
+            o.interval.reset();
+        }
+    }
+    if (auto n = t.get("timeout")) o.timeout = v.duration(*n, "timeout");
+    if (auto n = t.get("jitter")) o.schedule_jitter = v.duration(*n, "jitter");
+    if (auto n = t.get("cron")) {
+        o.cron = v.string(*n, "cron");
+        if (o.cron) {
+            auto c = scheduler::CronExpression::parse(*o.cron);
+            if (!c) {
+                v.error(n->source(), "'cron' is invalid: " + c.error().message);
+                o.cron.reset();
+            }
+        }
+    }
+    if (t.get("interval") && t.get("cron"))
+        v.error(t.get("cron")->source(), "[" + where + "] sets both 'interval' and 'cron'; keep one of them");
+    if (auto n = t.get("priority"))
+        if (auto s = v.string(*n, "priority")) {
+            o.priority = registry::parse_priority(*s);
+            if (!o.priority)
+                v.error(n->source(),
+                        "'priority' must be one of low, normal, medium, high, critical; got \"" + *s + "\"");
+        }
+    if (auto n = t.get("max_retries")) o.max_retries = v.integer(*n, "max_retries", 0, 1000);
+    if (auto n = t.get("concurrency")) o.concurrency = v.integer(*n, "concurrency", 1, 10000);
+    if (auto n = t.get("batch_size")) o.batch_size = v.integer(*n, "batch_size", 1, 10000);
+    if (auto n = t.get("backoff")) {
+        if (auto b = v.table(*n, where + ".backoff")) {
+            v.known_keys(*b, where + ".backoff", {"initial", "multiplier", "max", "jitter"});
+            if (auto m = b->get("initial")) o.backoff_initial = v.duration(*m, "initial");
+            if (auto m = b->get("max")) o.backoff_max = v.duration(*m, "max");
+            if (auto m = b->get("multiplier")) o.backoff_multiplier = v.number(*m, "multiplier", 1.0, 100.0);
+            if (auto m = b->get("jitter")) o.backoff_jitter = v.number(*m, "jitter", 0.0, 1.0);
+            if (o.backoff_initial && o.backoff_max && *o.backoff_max < *o.backoff_initial)
+                v.error(b->get("max")->source(), "'max' must be at least 'initial' in [" + where + ".backoff]");
+        }
+    }
+    if (auto n = t.get("settings"))
+        if (auto s = v.table(*n, where + ".settings")) job.settings = to_json(*s).as_object();
+}
+
+} // namespace
+
+LoadResult parse(std::string_view text, const std::string& source, const fs::path& base_dir) {
+    LoadResult result;
+    result.config.host.plugin_dir = (base_dir / "plugins").lexically_normal();
+    toml::table doc;
+    try {
+        doc = toml::parse(text, source);
+    } catch (const toml::parse_error& e) {
+        result.errors.push_back({source, static_cast<int>(e.source().begin.line),
+                                 static_cast<int>(e.source().begin.column),
+                                 "TOML syntax error: " + std::string(e.description())});
+        return result;
+    }
+    Validator v(source, base_dir);
+    v.known_keys(doc, "top level", {"host", "log", "jobs"});
+    auto& cfg = result.config;
+    if (auto n = doc.get("host"))
+        if (auto t = v.table(*n, "host")) parse_host(v, *t, cfg.host);
+    if (auto n = doc.get("log"))
+        if (auto t = v.table(*n, "log")) parse_log(v, *t, cfg.log);
+    if (auto n = doc.get("jobs"))
+        if (auto jobs = v.table(*n, "jobs")) {
+            for (const auto& [key, node] : *jobs) {
+                std::string type(key.str());
+                auto t = v.table(node, "jobs." + type);
+                if (!t) continue;
+                JobSection job;
+                job.type = type;
+                job.line = static_cast<int>(key.source().begin.line);
+                job.column = static_cast<int>(key.source().begin.column);
+                if (auto err = registry::validate_type_name(type); !err.empty()) v.error(key.source(), err);
+                parse_job(v, type, *t, job);
+                cfg.jobs.emplace(type, std::move(job));
+            }
+        }
+    result.errors = v.take();
+    std::stable_sort(result.errors.begin(), result.errors.end(), [](const Diagnostic& a, const Diagnostic& b) {
+        return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+    });
+    return result;
+}
+
+LoadResult load_file(const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+        LoadResult r;
+        r.errors.push_back({file.string(), 0, 0,
+                            "cannot read the config file (" + std::string(std::strerror(errno)) +
+                                "); pass an existing file with --config"});
+        return r;
+    }
+    std::stringstream buf;
+    buf << in.rdbuf();
+    fs::path base = fs::absolute(file).parent_path();
+    auto r = parse(buf.str(), file.string(), base);
+    r.config.file = file;
+    return r;
+}
+
+std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std::string>& known_types) {
+    std::vector<Diagnostic> out;
+    std::vector<std::string> known(known_types.begin(), known_types.end());
+    for (const auto& [type, job] : config.jobs) {
+        if (known_types.count(type)) continue;
+        std::string msg = "[jobs." + type + "] configures a job type that no loaded plugin provides";
+        if (auto n = nearest(type, known))
+            msg += "; did you mean '" + *n + "'?";
+        else
+            msg += "; run 'jobhost plugins' to list the types that were found";
+        out.push_back({config.file.string(), job.line, job.column, msg});
+    }
+    return out;
+}
+
+} // namespace jobhost::config

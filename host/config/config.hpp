@@ -1,0 +1,76 @@
+// The host's configuration file (TOML). Every key is validated; each problem is a Diagnostic with file, line and
+// column, and the host does not start on a file that has any.
+#pragma once
+
+#include "common/duration.hpp"
+#include "log/log.hpp"
+#include "registry/job_settings.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace jobhost::config {
+
+struct Diagnostic {
+    std::string file;
+    int line = 0; // 1-based; 0 when the problem has no position (the file cannot be read)
+    int column = 0;
+    std::string message;
+    // "file:line:column: message"
+    std::string to_string() const;
+};
+
+struct HostSection {
+    std::filesystem::path plugin_dir = "plugins"; // relative paths are relative to the config file's folder
+    std::int64_t workers = 2;
+    core::Duration shutdown_grace{30'000};
+    bool strict = false;                 // any plugin problem is fatal
+    bool allow_insecure_plugins = false; // load from files or folders that others may write
+};
+
+struct LogSection {
+    log::Level level = log::Level::info;
+    log::Format format = log::Format::text;
+    std::optional<std::filesystem::path> file;
+};
+
+struct JobSection {
+    std::string type;
+    int line = 0;
+    int column = 0;
+    registry::JobOverride overrides;
+    boost::json::object settings; // [jobs.<type>.settings], converted to JSON untouched
+};
+
+struct Config {
+    std::filesystem::path file; // empty when built from defaults
+    HostSection host;
+    LogSection log;
+    std::map<std::string, JobSection> jobs;
+};
+
+struct LoadResult {
+    Config config;
+    std::vector<Diagnostic> errors;
+    bool ok() const noexcept { return errors.empty(); }
+};
+
+// Reads and validates a file. Relative paths inside it are made absolute against the file's folder.
+LoadResult load_file(const std::filesystem::path& file);
+
+// Validates TOML text; `source` names it in diagnostics, `base_dir` anchors relative paths.
+LoadResult parse(std::string_view text, const std::string& source, const std::filesystem::path& base_dir);
+
+// A [jobs.<type>] for a type that no plugin provides is an error at that table's position.
+std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std::string>& known_types);
+
+// The closest of `candidates` to `word` by edit distance, if it is close enough to be a likely typo.
+std::optional<std::string> nearest(std::string_view word, const std::vector<std::string>& candidates);
+
+} // namespace jobhost::config

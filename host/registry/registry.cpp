@@ -1,0 +1,63 @@
+#include "registry/registry.hpp"
+
+#include <boost/json/serialize.hpp>
+
+namespace jobhost::registry {
+
+JobSettings effective_settings(const loader::DiscoveredType& t, const config::Config& config, Provenance& provenance) {
+    JobSettings s = settings_from_descriptor(t.descriptor);
+    auto it = config.jobs.find(t.type);
+    if (it != config.jobs.end()) {
+        std::string where = config.file.string() + ":" + std::to_string(it->second.line);
+        apply_override(s, it->second.overrides, where, provenance);
+    }
+    return s;
+}
+
+BuildResult Registry::build(const loader::Discovery& discovery, const config::Config& config) {
+    BuildResult result;
+    for (const auto& t : discovery.types) {
+        JobType jt;
+        jt.type = t.type;
+        jt.file = t.file;
+        jt.abi_version = t.abi_version;
+        jt.declared = settings_from_descriptor(t.descriptor);
+        jt.effective = effective_settings(t, config, jt.provenance);
+        if (auto it = config.jobs.find(t.type); it != config.jobs.end()) jt.settings = it->second.settings;
+
+        auto errors = validate_settings(jt.effective);
+        if (!errors.empty()) {
+            jt.error = "invalid effective settings: " + errors.front();
+            result.problems.push_back({t.file, t.type, jt.error});
+            types_.emplace(jt.type, std::move(jt));
+            continue;
+        }
+
+        auto handle = std::make_unique<loader::TypeHandle>(t.type);
+        std::string settings_json = boost::json::serialize(jt.settings);
+        jh_task_config cfg{};
+        cfg.struct_size = sizeof cfg;
+        cfg.type = jh_str{jt.type.data(), jt.type.size()};
+        cfg.settings_json = jh_str{settings_json.data(), settings_json.size()};
+        cfg.host = loader::host_api();
+        cfg.host_handle = handle.get();
+        void* task = nullptr;
+        char error[1024] = {};
+        jh_status s = t.descriptor.create(&cfg, &task, error, sizeof error);
+        if (s != JH_OK || !task) {
+            jt.error = std::string("the task could not be created: ") + (error[0] ? error : "no reason given");
+            result.problems.push_back({t.file, t.type, jt.error + "; the type is disabled"});
+        } else {
+            jt.task = std::make_shared<TaskInstance>(t.library, t.descriptor, std::move(handle), task);
+        }
+        types_.emplace(jt.type, std::move(jt));
+    }
+    return result;
+}
+
+const JobType* Registry::find(std::string_view type) const {
+    auto it = types_.find(type);
+    return it == types_.end() ? nullptr : &it->second;
+}
+
+} // namespace jobhost::registry

@@ -1,0 +1,73 @@
+// The job types the host serves: each discovered descriptor, its declared settings overlaid by the config, and the
+// plugin's task instance made from them.
+#pragma once
+
+#include "config/config.hpp"
+#include "loader/host_api.hpp"
+#include "loader/plugin_loader.hpp"
+#include "registry/job_settings.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace jobhost::registry {
+
+// Owns a plugin's task instance. Destroys it through the plugin, and only then lets go of the library: the library
+// member is declared first, so it is released last.
+class TaskInstance {
+public:
+    TaskInstance(std::shared_ptr<loader::PluginLibrary> library, const jh_job_descriptor& descriptor,
+                 std::unique_ptr<loader::TypeHandle> handle, void* task)
+        : library_(std::move(library)), descriptor_(descriptor), handle_(std::move(handle)), task_(task) {}
+    ~TaskInstance() {
+        if (task_) descriptor_.destroy(task_);
+    }
+    TaskInstance(const TaskInstance&) = delete;
+    TaskInstance& operator=(const TaskInstance&) = delete;
+
+    // Runs jobs through the plugin. Thread-safe as the descriptor's concurrency contract says.
+    void run(const jh_job* jobs, std::size_t count) const { descriptor_.run(task_, jobs, count); }
+
+private:
+    std::shared_ptr<loader::PluginLibrary> library_;
+    jh_job_descriptor descriptor_;
+    std::unique_ptr<loader::TypeHandle> handle_;
+    void* task_;
+};
+
+struct JobType {
+    std::string type;
+    std::filesystem::path file;
+    std::uint32_t abi_version = 0;
+    JobSettings declared;  // what the plugin said
+    JobSettings effective; // declared, overlaid by the config
+    Provenance provenance;
+    boost::json::object settings;       // [jobs.<type>.settings]
+    std::shared_ptr<TaskInstance> task; // null when the task could not be created
+    std::string error;                  // why task is null
+    bool usable() const noexcept { return task != nullptr; }
+};
+
+struct BuildResult {
+    std::vector<loader::Problem> problems; // types whose task could not be made, or whose overlay is invalid
+};
+
+class Registry {
+public:
+    // Overlays the config on each discovered type and creates its task (constructor + validate_config). A type whose
+    // task cannot be made is kept, unusable, with the reason; every such case is also returned as a problem.
+    BuildResult build(const loader::Discovery& discovery, const config::Config& config);
+
+    const JobType* find(std::string_view type) const;
+    const std::map<std::string, JobType, std::less<>>& types() const noexcept { return types_; }
+
+private:
+    std::map<std::string, JobType, std::less<>> types_;
+};
+
+// The effective settings of a discovered type under a config (no task is made). Used by build() and by SIGHUP reload.
+JobSettings effective_settings(const loader::DiscoveredType& t, const config::Config& config, Provenance& provenance);
+
+} // namespace jobhost::registry

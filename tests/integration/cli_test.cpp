@@ -1,0 +1,187 @@
+// The jobhost command, run as a user would: real binary, real plugin folders, real files and signals.
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <doctest/doctest.h>
+
+#include <csignal>
+
+using namespace jobhost::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
+const std::string kConfig = std::string(JOBHOST_SOURCE_DIR) + "/config/jobhost.toml";
+
+// A plugin folder holding the good fixture and every broken one.
+void fill_with_broken(const std::filesystem::path& dir) {
+    copy_fixtures(dir, {"fx_good.so", "not_elf.so", "truncated.so", "no_section.so", "abi_major.so", "abi_minor.so",
+                        "small_struct.so", "bad_metadata.so", "dup_a.so", "dup_b.so", "ctor_throws.so",
+                        "config_rejects.so"});
+}
+
+} // namespace
+
+TEST_CASE("--version and --help answer on every subcommand with exit code 0") {
+    auto v = run_jobhost({"--version"});
+    CHECK(v.exit_code == 0);
+    CHECK(contains(v.out, "jobhost 0.1.0"));
+    for (const char* sub : {"run", "plugins", "check"}) {
+        CAPTURE(sub);
+        auto h = run_jobhost({sub, "--help"});
+        CHECK(h.exit_code == 0);
+        CHECK(contains(h.out, "--config"));
+        CHECK(contains(h.out, "--log-level"));
+    }
+    CHECK(contains(run_jobhost({"--help"}).out,
+                   "Exit codes: 0 clean, 1 runtime failure, 2 usage or configuration error"));
+}
+
+TEST_CASE("a usage error exits 2 and says what was wrong") {
+    auto r = run_jobhost({"plugins", "--no-such-flag"});
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "--no-such-flag"));
+    auto missing = run_jobhost({"check", "--config", "/nonexistent.toml"});
+    CHECK(missing.exit_code == 2);
+    CHECK(contains(missing.err, "/nonexistent.toml"));
+}
+
+TEST_CASE("jobhost plugins lists the example types with their effective settings and where each came from") {
+    auto r = run_jobhost({"plugins", "--config", kConfig});
+    REQUIRE(r.exit_code == 0);
+    for (const char* t : {"hello", "shell", "text.upper", "text.count", "math.sum", "math.report"})
+        CHECK(contains(r.out, t));
+    CHECK(contains(r.out, "interval           5s              (" + kConfig + ":17; plugin: 10s)"));
+    CHECK(contains(r.out, "concurrency        4               (plugin)"));
+    CHECK(contains(r.out, "settings           {\"greeting\":\"hello from config/jobhost.toml\"}"));
+}
+
+TEST_CASE("jobhost plugins --json is machine-readable") {
+    auto r = run_jobhost({"plugins", "--config", kConfig, "--json"});
+    REQUIRE(r.exit_code == 0);
+    auto doc = boost::json::parse(r.out).as_object();
+    const auto& types = doc.at("types").as_array();
+    REQUIRE(types.size() == 6);
+    bool saw_hello = false;
+    for (const auto& t : types) {
+        const auto& o = t.as_object();
+        if (o.at("type") != "hello") continue;
+        saw_hello = true;
+        CHECK(o.at("abi_version") == "1.0");
+        const auto& interval = o.at("settings").as_object().at("interval").as_object();
+        CHECK(interval.at("value") == "5s");
+        CHECK(interval.at("declared") == "10s");
+        CHECK(interval.at("source").as_string() == kConfig + ":17");
+    }
+    CHECK(saw_hello);
+    CHECK(doc.at("skipped").as_array().empty());
+}
+
+TEST_CASE("jobhost plugins names every skipped file with why, and lists the good types") {
+    TempDir dir;
+    fill_with_broken(dir.path());
+    auto r = run_jobhost({"plugins", "--plugin-dir", dir.path().string()});
+    REQUIRE(r.exit_code == 0);
+    CHECK(contains(r.out, "fx.ok"));
+    CHECK(contains(r.out, "fx.meta_ok"));
+    CHECK(contains(r.out, "not_elf.so: not a shared library"));
+    CHECK(contains(r.out, "truncated.so: truncated ELF file"));
+    CHECK(contains(r.out, "no_section.so: no 'jobhost' section"));
+    CHECK(contains(r.out, "built for plugin ABI 2.0, this host speaks 1.0"));
+    CHECK(contains(r.out, "built for plugin ABI 1.99, newer than this host's 1.0"));
+    CHECK(contains(r.out, "small_struct.so: descriptor jobhost_job_small has struct_size 24"));
+    CHECK(contains(r.out, "(type 'fx.zero_concurrency'): invalid metadata"));
+    CHECK(contains(r.out, "job type 'fx.dup' is declared twice"));
+    CHECK(contains(r.out, "the task's constructor threw: cannot connect to the warehouse"));
+    CHECK(contains(r.out, "validate_config: settings.url is required"));
+    CHECK(contains(r.out, "14 skipped"));
+}
+
+TEST_CASE("jobhost check accepts the shipped config and rejects a bad one with file, line and column") {
+    auto good = run_jobhost({"check", "--config", kConfig});
+    CHECK(good.exit_code == 0);
+    CHECK(contains(good.out, "ok: 6 job type(s)"));
+
+    TempDir dir;
+    auto bad = dir.write("bad.toml", "[host]\nplugin_dir = \"" + std::string(JOBHOST_EXAMPLE_PLUGIN_DIR) +
+                                         "\"\nwokers = 2\n\n[jobs.hello]\npriority = \"urgent\"\n");
+    auto r = run_jobhost({"check", "--config", bad.string()});
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, bad.string() + ":3:1: unknown key 'wokers' in [host]; did you mean 'workers'?"));
+    CHECK(contains(r.err, bad.string() + ":6:12: 'priority' must be one of low, normal, medium, high, critical"));
+}
+
+TEST_CASE("a [jobs.x] naming a type no plugin provides stops start-up with its position") {
+    TempDir dir;
+    auto cfg = dir.write("c.toml", "[host]\nplugin_dir = \"" + std::string(JOBHOST_EXAMPLE_PLUGIN_DIR) +
+                                       "\"\n\n[jobs.helo]\ninterval = \"5s\"\n");
+    for (const char* sub : {"check", "run"}) {
+        CAPTURE(sub);
+        auto r = run_jobhost({sub, "--config", cfg.string()}, 20s);
+        CHECK(r.exit_code == 2);
+        CHECK(contains(
+            r.err,
+            cfg.string() +
+                ":4:7: [jobs.helo] configures a job type that no loaded plugin provides; did you mean 'hello'?"));
+    }
+}
+
+TEST_CASE("jobhost check fails on any plugin problem; --strict makes plugin problems fatal for run") {
+    TempDir dir;
+    copy_fixtures(dir.path(), {"fx_good.so", "abi_major.so"});
+    auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
+    CHECK(check.exit_code == 2);
+    CHECK(contains(check.err, "abi_major.so"));
+    auto strict = run_jobhost({"run", "--strict", "--plugin-dir", dir.path().string()}, 20s);
+    CHECK(strict.exit_code == 2);
+    CHECK(contains(strict.err, "--strict: 1 plugin problem(s)"));
+}
+
+TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIGTERM and on SIGINT") {
+    for (int signo : {SIGTERM, SIGINT}) {
+        CAPTURE(signo);
+        TempDir dir;
+        fill_with_broken(dir.path() / "plugins");
+        Background host({JOBHOST_BINARY, "run", "--plugin-dir", (dir.path() / "plugins").string()});
+        REQUIRE(host.wait_for_output("serving", 20s));
+        std::string log = host.err();
+        CHECK(contains(log, "found 16 job type(s) (14 usable) in 5 libraries"));
+        CHECK(contains(log, "skipped 14"));
+        CHECK(contains(log, "not_elf.so: not a shared library"));
+        host.signal(signo);
+        REQUIRE(host.wait(20s));
+        CHECK(host.exit_code() == 0);
+        CHECK(contains(host.err(), "shutting down"));
+    }
+}
+
+TEST_CASE("[log] format = json writes one JSON object per line with level, component and message") {
+    TempDir dir;
+    auto cfg = dir.write("c.toml", "[host]\nplugin_dir = \"" + std::string(JOBHOST_EXAMPLE_PLUGIN_DIR) +
+                                       "\"\n[log]\nformat = \"json\"\nfile = \"host.log\"\n");
+    auto r = run_jobhost({"check", "--config", cfg.string()});
+    REQUIRE(r.exit_code == 0);
+    std::string file_log = read_file(dir.path() / "host.log");
+    REQUIRE_FALSE(file_log.empty());
+    std::size_t lines = 0;
+    std::size_t start = 0;
+    while (start < file_log.size()) {
+        auto end = file_log.find('\n', start);
+        auto line = file_log.substr(start, end - start);
+        start = end == std::string::npos ? file_log.size() : end + 1;
+        if (line.empty()) continue;
+        auto o = boost::json::parse(line).as_object();
+        CHECK(o.contains("ts"));
+        CHECK(o.contains("level"));
+        CHECK(o.contains("component"));
+        CHECK(o.contains("message"));
+        ++lines;
+    }
+    CHECK(lines >= 2);
+    CHECK(contains(file_log, "\"component\":\"loader\""));
+}

@@ -1,0 +1,204 @@
+#include "loader/plugin_loader.hpp"
+#include "registry/registry.hpp"
+
+#include "support/temp_dir.hpp"
+
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+
+using namespace jobhost;
+using jobhost::test::TempDir;
+
+namespace {
+
+loader::Discovery discover_one(const char* fixture_name, bool allow_insecure = false) {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {fixture_name});
+    return loader::discover({dir.path(), allow_insecure});
+}
+
+std::string only_problem(const loader::Discovery& d) {
+    REQUIRE(d.problems.size() == 1);
+    return d.problems.front().to_string();
+}
+
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("a good plugin's job types are all discovered with their declared metadata") {
+    auto d = discover_one("fx_good.so");
+    CHECK(d.problems.empty());
+    CHECK(d.libraries_loaded == 1);
+    std::vector<std::string> types;
+    for (const auto& t : d.types) types.push_back(t.type);
+    CHECK(types.size() == 12);
+    auto it = std::find_if(d.types.begin(), d.types.end(), [](const auto& t) { return t.type == "fx.throw"; });
+    REQUIRE(it != d.types.end());
+    CHECK(it->descriptor.max_retries == 2);
+    CHECK(it->descriptor.backoff_initial_ms == 20);
+    CHECK(it->abi_version == JOBHOST_ABI_VERSION);
+}
+
+TEST_CASE("the example plugins are discovered, several types from one library") {
+    auto d = loader::discover({JOBHOST_EXAMPLE_PLUGIN_DIR, false});
+    std::set<std::string> types;
+    for (const auto& t : d.types) types.insert(t.type);
+    for (const char* expected : {"hello", "shell", "text.upper", "text.count", "math.sum", "math.report"})
+        CHECK(types.count(expected) == 1);
+}
+
+TEST_CASE("a text file named .so is skipped as not a shared library") {
+    CHECK(contains(only_problem(discover_one("not_elf.so")), "not_elf.so: not a shared library"));
+}
+
+TEST_CASE("a truncated plugin is skipped with its size and where its section table should end") {
+    auto p = only_problem(discover_one("truncated.so"));
+    CHECK(contains(p, "truncated.so: truncated ELF file: 3000 bytes, but its section table ends at byte"));
+}
+
+TEST_CASE("a library without a jobhost section is skipped and told how to declare job types") {
+    auto p = only_problem(discover_one("no_section.so"));
+    CHECK(contains(p, "no 'jobhost' section"));
+    CHECK(contains(p, "JOBHOST_JOB"));
+}
+
+TEST_CASE("a plugin built for another ABI major is refused, naming both versions") {
+    auto p = only_problem(discover_one("abi_major.so"));
+    CHECK(contains(
+        p, "abi_major.so: descriptor jobhost_job_abi_major was built for plugin ABI 2.0, this host speaks 1.0"));
+    CHECK(contains(p, "rebuild the plugin"));
+}
+
+TEST_CASE("a plugin built for a newer ABI minor is refused, naming both versions") {
+    auto p = only_problem(discover_one("abi_minor.so"));
+    CHECK(contains(p, "built for plugin ABI 1.99, newer than this host's 1.0"));
+}
+
+TEST_CASE("a descriptor smaller than the oldest supported is refused") {
+    auto p = only_problem(discover_one("small_struct.so"));
+    CHECK(contains(p, "has struct_size 24, smaller than the"));
+}
+
+TEST_CASE("invalid metadata skips that type alone, and the library's good type still loads") {
+    auto d = discover_one("bad_metadata.so");
+    REQUIRE(d.types.size() == 1);
+    CHECK(d.types[0].type == "fx.meta_ok");
+    REQUIRE(d.problems.size() == 5);
+    std::string all;
+    for (const auto& p : d.problems) all += p.to_string() + "\n";
+    CAPTURE(all);
+    CHECK(contains(all, "invalid metadata: the job type is empty"));
+    CHECK(contains(all, "the job type 'Bad Type!' has the character 'B'"));
+    CHECK(contains(all, "(type 'fx.zero_concurrency'): invalid metadata: concurrency must be at least 1, got 0"));
+    CHECK(contains(all, "(type 'fx.negative_interval'): invalid metadata: interval must not be negative, got -5000ms"));
+    CHECK(contains(all, "(type 'fx.both_schedules'): invalid metadata: both interval and cron are set"));
+}
+
+TEST_CASE("the same type declared by two files is reported with both files, and the first is kept") {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"dup_a.so", "dup_b.so"});
+    auto d = loader::discover({dir.path(), false});
+    REQUIRE(d.types.size() == 1);
+    CHECK(d.types[0].file.filename() == "dup_a.so");
+    auto p = only_problem(d);
+    CHECK(contains(p, "job type 'fx.dup' is declared twice: by " + (dir.path() / "dup_a.so").string() + " and by " +
+                          (dir.path() / "dup_b.so").string()));
+}
+
+TEST_CASE("a plugin file writable by others is refused unless allow_insecure_plugins is set") {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"fx_good.so"});
+    ::chmod((dir.path() / "fx_good.so").c_str(), 0666);
+    auto refused = loader::discover({dir.path(), false});
+    CHECK(refused.types.empty());
+    auto p = only_problem(refused);
+    CHECK(contains(p, "is writable by users other than its owner (mode 0666)"));
+    CHECK(contains(p, "chmod go-w"));
+    CHECK(contains(p, "allow_insecure_plugins"));
+    auto allowed = loader::discover({dir.path(), true});
+    CHECK(allowed.problems.empty());
+    CHECK(allowed.types.size() == 12);
+}
+
+TEST_CASE("a plugin folder writable by others is refused as a whole") {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"fx_good.so"});
+    ::chmod(dir.path().c_str(), 0777);
+    auto d = loader::discover({dir.path(), false});
+    CHECK(d.types.empty());
+    CHECK(contains(only_problem(d), "the plugin folder " + dir.path().string() + " is writable"));
+}
+
+TEST_CASE("a missing plugin folder is a problem, not a crash") {
+    auto d = loader::discover({"/nonexistent/plugins", false});
+    CHECK(d.types.empty());
+    CHECK(contains(only_problem(d), "/nonexistent/plugins: the plugin folder does not exist"));
+}
+
+TEST_CASE("a task whose constructor throws is disabled with the exception's message") {
+    auto d = discover_one("ctor_throws.so");
+    REQUIRE(d.types.size() == 1);
+    registry::Registry reg;
+    auto built = reg.build(d, config::Config{});
+    REQUIRE(built.problems.size() == 1);
+    CHECK(contains(built.problems[0].to_string(),
+                   "(type 'fx.ctor_throws'): the task could not be created: the task's constructor threw: cannot "
+                   "connect to the warehouse; the type is disabled"));
+    CHECK_FALSE(reg.find("fx.ctor_throws")->usable());
+}
+
+TEST_CASE("validate_config failing or throwing disables the type with the task's message") {
+    auto d = discover_one("config_rejects.so");
+    {
+        registry::Registry reg;
+        auto built = reg.build(d, config::Config{});
+        REQUIRE(built.problems.size() == 1);
+        CHECK(contains(built.problems[0].message, "validate_config: settings.url is required"));
+    }
+    {
+        config::Config cfg;
+        cfg.jobs["fx.config_rejects"].settings = {{"url", 5}};
+        registry::Registry reg;
+        auto built = reg.build(d, cfg);
+        REQUIRE(built.problems.size() == 1);
+        CHECK(contains(built.problems[0].message, "validate_config threw: settings.url must be a string"));
+    }
+    {
+        config::Config cfg;
+        cfg.jobs["fx.config_rejects"].settings = {{"url", "https://example.invalid"}};
+        registry::Registry reg;
+        CHECK(reg.build(d, cfg).problems.empty());
+        CHECK(reg.find("fx.config_rejects")->usable());
+    }
+}
+
+TEST_CASE("config overrides overlay the plugin's defaults, and provenance says where each value came from") {
+    auto d = discover_one("fx_good.so");
+    auto parsed = config::parse("[jobs.\"fx.throw\"]\nmax_retries = 9\ncron = \"@hourly\"\n", "c.toml", "/");
+    REQUIRE(parsed.ok());
+    parsed.config.file = "c.toml";
+    registry::Registry reg;
+    reg.build(d, parsed.config);
+    const auto* t = reg.find("fx.throw");
+    REQUIRE(t);
+    CHECK(t->declared.max_retries == 2);
+    CHECK(t->effective.max_retries == 9);
+    CHECK(t->effective.cron == "@hourly");
+    CHECK(t->provenance.of("max_retries") == "c.toml:1");
+    CHECK(t->provenance.of("concurrency") == "plugin");
+}
+
+TEST_CASE("an override that makes a type invalid is reported and leaves the type unusable") {
+    auto d = discover_one("fx_good.so");
+    config::Config cfg;
+    cfg.jobs["fx.ok"].overrides.concurrency = 0;
+    registry::Registry reg;
+    auto built = reg.build(d, cfg);
+    REQUIRE(built.problems.size() == 1);
+    CHECK(contains(built.problems[0].message, "concurrency must be at least 1"));
+    CHECK_FALSE(reg.find("fx.ok")->usable());
+}
