@@ -1,6 +1,9 @@
 #include "cli/commands.hpp"
 
 #include "config/config.hpp"
+#include "executor/executor.hpp"
+#include "scheduler/scheduler.hpp"
+#include "store/memory_store.hpp"
 #include "loader/plugin_loader.hpp"
 #include "registry/registry.hpp"
 
@@ -9,6 +12,8 @@
 #include <boost/json.hpp>
 
 #include <csignal>
+#include <functional>
+#include <unistd.h>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -192,18 +197,145 @@ int check_command(const CommonOptions& o) {
     return kExitOk;
 }
 
+namespace {
+
+// "TYPE" or "TYPE=JSON" from --enqueue.
+executor::EnqueueRequest parse_enqueue_arg(const std::string& arg) {
+    executor::EnqueueRequest r;
+    auto eq = arg.find('=');
+    r.type = arg.substr(0, eq);
+    if (eq != std::string::npos) r.payload = arg.substr(eq + 1);
+    return r;
+}
+
+std::string summary(const std::string& type, const executor::TypeMetrics& m) {
+    return type + ": enqueued " + std::to_string(m.enqueued) + ", started " + std::to_string(m.started) +
+           ", succeeded " + std::to_string(m.succeeded) + ", failed " + std::to_string(m.failed) + ", timed out " +
+           std::to_string(m.timed_out) + ", retried " + std::to_string(m.retried) + ", dead-lettered " +
+           std::to_string(m.dead_lettered) + ", dropped " + std::to_string(m.dropped) + ", coalesced " +
+           std::to_string(m.coalesced) + ", stuck " + std::to_string(m.stuck) + ", released " +
+           std::to_string(m.released) + ", max running " + std::to_string(m.max_running);
+}
+
+std::string host_id() {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    return std::string(name) + ":" + std::to_string(::getpid());
+}
+
+// After the first SIGINT/SIGTERM the io_context stops, and a second signal must end the process at once.
+void exit_now(int) {
+    static const char msg[] = "jobhost: second signal, exiting at once\n";
+    [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+    std::_Exit(kExitRuntime);
+}
+
+} // namespace
+
 int run_command(const CommonOptions& o) {
     Startup s;
     if (int code = start(o, s); code >= 0) return code;
+
     boost::asio::io_context io;
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    store::MemoryStore store;
+    executor::ExecutorOptions eo;
+    eo.workers = static_cast<std::size_t>(s.config.host.workers);
+    eo.stuck_grace = s.config.host.stuck_grace;
+    eo.aging = s.config.host.aging;
+    eo.owner = host_id();
+    auto ex = std::make_unique<executor::Executor>(io, s.registry, store, eo);
+    scheduler::Scheduler sched(io, [&](const std::string& type) { ex->tick(type); });
+    for (const auto& [name, t] : s.registry.types())
+        if (t.usable()) sched.set(name, t.effective, true);
+
+    for (const auto& arg : o.enqueue) {
+        auto r = ex->enqueue(parse_enqueue_arg(arg));
+        if (!r.ok) {
+            std::cerr << "jobhost: --enqueue " << arg << ": " << r.error << "\n";
+            ex->shutdown(s.config.host.shutdown_grace);
+            return kExitUsage;
+        }
+        JH_LOG(info, "host") << "enqueued job " << r.id << " of type " << parse_enqueue_arg(arg).type;
+    }
+
+    // SIGHUP: re-read the config; apply what can change while running, or keep the running config on any error.
+    auto reload = [&] {
+        if (s.config.file.empty()) {
+            JH_LOG(warning, "host") << "SIGHUP: no --config file to reload";
+            return;
+        }
+        auto r = config::load_file(s.config.file);
+        std::set<std::string> known;
+        for (const auto& t : s.discovery.types) known.insert(t.type);
+        if (r.ok()) {
+            auto more = config::check_job_types(r.config, known);
+            r.errors.insert(r.errors.end(), more.begin(), more.end());
+        }
+        std::vector<std::pair<std::string, registry::JobSettings>> updates;
+        if (r.ok()) {
+            for (const auto& t : s.discovery.types) {
+                registry::Provenance p;
+                auto eff = registry::effective_settings(t, r.config, p);
+                auto errors = registry::validate_settings(eff);
+                if (!errors.empty())
+                    r.errors.push_back({r.config.file.string(), 0, 0, "[jobs." + t.type + "]: " + errors.front()});
+                updates.emplace_back(t.type, eff);
+            }
+        }
+        if (!r.ok()) {
+            for (const auto& d : r.errors) JH_LOG(error, "host") << "SIGHUP: " << d.to_string();
+            JH_LOG(error, "host") << "SIGHUP: the new configuration is invalid; the running configuration stays";
+            return;
+        }
+        for (const auto& [type, eff] : updates) {
+            const auto* t = s.registry.find(type);
+            if (!t || !t->usable()) continue;
+            ex->update_settings(type, eff);
+            sched.set(type, eff, false);
+            if (auto it = r.config.jobs.find(type); it != r.config.jobs.end() && it->second.settings != t->settings)
+                JH_LOG(warning, "host") << "SIGHUP: [jobs." << type
+                                        << ".settings] changed; task settings take effect after a restart";
+        }
+        if (r.config.host.workers != s.config.host.workers || r.config.host.plugin_dir != s.config.host.plugin_dir)
+            JH_LOG(warning, "host") << "SIGHUP: [host] workers and plugin_dir take effect after a restart";
+        JH_LOG(info, "host") << "SIGHUP: configuration reloaded from " << s.config.file.string();
+    };
+
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                               int signo) {
         if (ec) return;
-        JH_LOG(info, "host") << "received " << (signo == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down";
+        if (signo == SIGHUP) {
+            reload();
+            signals.async_wait(on_signal);
+            return;
+        }
+        JH_LOG(info, "host") << "received " << (signo == SIGINT ? "SIGINT" : "SIGTERM")
+                             << ", shutting down: intake stopped, waiting up to "
+                             << core::format_duration(s.config.host.shutdown_grace) << " for running jobs";
+        sched.stop();
         io.stop();
-    });
-    JH_LOG(info, "host") << "serving " << s.registry.types().size() << " job type(s); SIGINT or SIGTERM stops";
+    };
+    signals.async_wait(on_signal);
+    JH_LOG(info, "host") << "serving " << s.registry.types().size() << " job type(s) with " << eo.workers
+                         << " worker(s); SIGINT or SIGTERM stops, SIGHUP reloads the config";
     io.run();
+
+    signals.clear();
+    struct sigaction sa {};
+    sa.sa_handler = &exit_now;
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+
+    std::size_t left = ex->shutdown(s.config.host.shutdown_grace);
+    for (const auto& [type, m] : ex->all_metrics())
+        if (m.enqueued || m.started || m.coalesced) JH_LOG(info, "host") << "summary " << summary(type, m);
+    if (left > 0) {
+        JH_LOG(error, "host") << left << " run(s) did not return after cancellation; exiting without unloading "
+                              << "their plugins";
+        std::_Exit(kExitRuntime);
+    }
+    ex.reset(); // joins the workers before the registry unloads the plugins
     JH_LOG(info, "host") << "stopped";
     return kExitOk;
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace jobhost::cli {
 
@@ -22,6 +23,7 @@ struct CommonOptions {
     std::optional<log::Level> log_level;             // --log-level, overrides [log] level
     bool strict = false;                             // --strict
     bool json = false;                               // --json
+    std::vector<std::string> enqueue;                // run --enqueue TYPE[=JSON], repeatable
 };
 
 int run_command(const CommonOptions& options);

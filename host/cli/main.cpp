@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
 
     auto* run = app.add_subcommand("run", "Load plugins and serve until SIGINT or SIGTERM (the default)");
     add_common(*run, opts, level, true, false);
+    run->add_option("--enqueue", opts.enqueue, "Queue a job at start-up: TYPE or TYPE=JSON (repeatable)");
     auto* plugins =
         app.add_subcommand("plugins", "List discovered job types, their effective settings, and skipped files");
     add_common(*plugins, opts, level, true, true);

@@ -189,7 +189,9 @@ boost::json::value to_json(const toml::node& node) {
 }
 
 void parse_host(Validator& v, const toml::table& t, HostSection& host) {
-    v.known_keys(t, "host", {"plugin_dir", "workers", "shutdown_grace", "strict", "allow_insecure_plugins"});
+    v.known_keys(
+        t, "host",
+        {"plugin_dir", "workers", "shutdown_grace", "strict", "allow_insecure_plugins", "stuck_grace", "aging"});
     if (auto n = t.get("plugin_dir"))
         if (auto s = v.string(*n, "plugin_dir")) {
             if (s->empty())
@@ -201,6 +203,10 @@ void parse_host(Validator& v, const toml::table& t, HostSection& host) {
         if (auto i = v.integer(*n, "workers", 1, 1024)) host.workers = *i;
     if (auto n = t.get("shutdown_grace"))
         if (auto d = v.duration(*n, "shutdown_grace")) host.shutdown_grace = *d;
+    if (auto n = t.get("stuck_grace"))
+        if (auto d = v.duration(*n, "stuck_grace")) host.stuck_grace = *d;
+    if (auto n = t.get("aging"))
+        if (auto d = v.duration(*n, "aging")) host.aging = *d;
     if (auto n = t.get("strict"))
         if (auto b = v.boolean(*n, "strict")) host.strict = *b;
     if (auto n = t.get("allow_insecure_plugins"))

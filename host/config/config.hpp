@@ -32,6 +32,8 @@ struct HostSection {
     core::Duration shutdown_grace{30'000};
     bool strict = false;                 // any plugin problem is fatal
     bool allow_insecure_plugins = false; // load from files or folders that others may write
+    core::Duration stuck_grace{5'000};   // a run this long past its timeout is reported as stuck
+    core::Duration aging{0};             // a waiting job gains one priority level per `aging`; 0 turns aging off
 };
 
 struct LogSection {

@@ -55,7 +55,7 @@ void format_text(const logging::record_view& rec, logging::formatting_ostream& o
     std::string upper(lvl);
     for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     out << upper;
-    for (std::size_t i = upper.size(); i < 7; ++i) out << ' ';
+    for (std::size_t i = upper.size(); i < 8; ++i) out << ' ';
     auto component = extract_sv<void>(rec, "Component");
     if (!component.empty()) out << '[' << component << "] ";
     auto type = extract_sv<void>(rec, "JobType");

@@ -150,7 +150,7 @@ TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIG
         Background host({JOBHOST_BINARY, "run", "--plugin-dir", (dir.path() / "plugins").string()});
         REQUIRE(host.wait_for_output("serving", 20s));
         std::string log = host.err();
-        CHECK(contains(log, "found 16 job type(s) (14 usable) in 5 libraries"));
+        CHECK(contains(log, "found 17 job type(s) (15 usable) in 5 libraries"));
         CHECK(contains(log, "skipped 14"));
         CHECK(contains(log, "not_elf.so: not a shared library"));
         host.signal(signo);

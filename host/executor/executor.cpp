@@ -1,0 +1,521 @@
+#include "executor/executor.hpp"
+
+#include "log/log.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/json/parser.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+namespace jobhost::executor {
+
+using store::Clock;
+using store::JobRecord;
+using store::Outcome;
+
+struct Executor::Lane {
+    std::string type;
+    std::shared_ptr<registry::TaskInstance> task; // null: unusable
+    std::string unusable_reason;
+    std::shared_ptr<const registry::JobSettings> settings;
+    std::uint32_t running_runs = 0; // against settings->concurrency
+    bool schedule_active = false;   // a job from the schedule is pending or running
+    TypeMetrics m;
+};
+
+namespace {
+
+double uniform(double lo, double hi) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    return std::uniform_real_distribution<double>(lo, hi)(rng);
+}
+
+std::string ms_text(Duration d) {
+    return core::format_duration(d);
+}
+
+} // namespace
+
+// One job inside a run: the handle plugin code calls back through.
+class RunningJob final : public loader::PluginHandle {
+public:
+    RunningJob(RunContext& run, JobRecord& job) : run_(run), job_(job), id_text_(std::to_string(job.id)) {}
+    void log(std::int32_t level, std::string_view message) override;
+    bool cancelled() override;
+    void progress(std::int32_t percent, std::string_view message) override {
+        log::write(log::Level::debug, "job", "progress " + std::to_string(percent) + "% " + std::string(message),
+                   job_.type, id_text_);
+    }
+    jh_status enqueue(std::string_view type, std::string_view payload, const jh_enqueue_options* options,
+                      std::string& id, std::string& error) override;
+    void set_result(jh_status status, std::uint32_t flags, std::string_view message, std::string_view output) override {
+        has_result = true;
+        this->status = status;
+        this->flags = flags;
+        this->message.assign(message);
+        this->output.assign(output);
+    }
+
+    JobRecord& job() { return job_; }
+    const std::string& id_text() const { return id_text_; }
+
+    bool has_result = false;
+    jh_status status = JH_FAILED;
+    std::uint32_t flags = 0;
+    std::string message;
+    std::string output;
+
+private:
+    RunContext& run_;
+    JobRecord& job_;
+    std::string id_text_;
+};
+
+// One call into the plugin (one job, or one batch). Shared with its timeout watch on the io_context, which may
+// outlive the call; the watch touches only the atomics and strings here.
+class RunContext {
+public:
+    RunContext(Executor& ex, boost::asio::io_context& io, std::string type)
+        : ex(ex), timer(io), type(std::move(type)) {}
+    Executor& ex;
+    std::atomic<bool> cancelled{false}; // the deadline passed or the host is shutting down
+    std::atomic<bool> timed_out{false};
+    std::atomic<bool> finished{false};
+    boost::asio::steady_timer timer;
+    std::string type;
+    std::string ids; // for log lines
+};
+
+void RunningJob::log(std::int32_t level, std::string_view message) {
+    log::write(static_cast<log::Level>(std::clamp<std::int32_t>(level, JH_LOG_TRACE, JH_LOG_ERROR)), "job", message,
+               job_.type, id_text_);
+}
+
+bool RunningJob::cancelled() {
+    return run_.cancelled.load(std::memory_order_relaxed);
+}
+
+jh_status RunningJob::enqueue(std::string_view type, std::string_view payload, const jh_enqueue_options* options,
+                              std::string& id, std::string& error) {
+    EnqueueRequest r;
+    r.type = std::string(type);
+    r.payload = payload.empty() ? std::string("null") : std::string(payload);
+    if (options && options->struct_size >= sizeof(std::uint32_t) * 2) {
+        if (options->priority >= 0 && options->priority <= 4)
+            r.priority = static_cast<registry::Priority>(options->priority);
+        if (options->delay_ms > 0) r.delay = Duration(options->delay_ms);
+        if (options->run_at_unix_ms > 0)
+            r.run_at = store::TimePoint(std::chrono::milliseconds(options->run_at_unix_ms));
+        if (options->unique_key.data && options->unique_key.size)
+            r.unique_key.assign(options->unique_key.data, options->unique_key.size);
+    }
+    auto result = run_.ex.enqueue(r);
+    if (!result.ok) {
+        error = result.error;
+        return JH_INVALID;
+    }
+    id = std::to_string(result.id);
+    return JH_OK;
+}
+
+Executor::Executor(boost::asio::io_context& io, const registry::Registry& registry, store::JobStore& store,
+                   ExecutorOptions options)
+    : io_(io), registry_(registry), store_(store), options_(std::move(options)), idle_workers_(options_.workers),
+      due_timer_(io), pool_(options_.workers) {
+    for (const auto& [name, t] : registry.types()) {
+        auto l = std::make_unique<Lane>();
+        l->type = name;
+        l->task = t.task;
+        l->unusable_reason = t.error;
+        l->settings = std::make_shared<const registry::JobSettings>(t.effective);
+        lanes_.emplace(name, std::move(l));
+        type_names_.insert(name);
+    }
+}
+
+Executor::~Executor() {
+    shutdown(Duration(0));
+    pool_.join();
+}
+
+Executor::Lane* Executor::lane(std::string_view type) {
+    auto it = lanes_.find(type);
+    return it == lanes_.end() ? nullptr : it->second.get();
+}
+
+Duration Executor::backoff(const registry::JobSettings& s, std::uint32_t attempt) const {
+    double base = static_cast<double>(s.backoff.initial.count()) *
+                  std::pow(s.backoff.multiplier, static_cast<double>(attempt > 0 ? attempt - 1 : 0));
+    base = std::min(base, static_cast<double>(s.backoff.max.count()));
+    if (s.backoff.jitter > 0) base *= uniform(1.0 - s.backoff.jitter, 1.0 + s.backoff.jitter);
+    return Duration(static_cast<std::int64_t>(std::max(0.0, base)));
+}
+
+EnqueueResult Executor::enqueue(const EnqueueRequest& request) {
+    EnqueueResult result;
+    Lane* ln = lane(request.type);
+    if (!ln) {
+        result.error = "unknown job type '" + request.type + "'; nothing was queued (see 'jobhost plugins')";
+        return result;
+    }
+    std::shared_ptr<const registry::JobSettings> settings;
+    {
+        std::lock_guard lock(mutex_);
+        settings = ln->settings;
+        if (!accepting_) {
+            result.error = "the host is shutting down; nothing was queued";
+            return result;
+        }
+    }
+    if (!ln->task) {
+        result.error = "job type '" + request.type + "' is unusable (" + ln->unusable_reason + "); nothing was queued";
+        return result;
+    }
+    if (!settings->enabled) {
+        result.error = "job type '" + request.type + "' is disabled (enabled = false); nothing was queued";
+        return result;
+    }
+    if (request.payload != "null") {
+        boost::json::parser p;
+        boost::system::error_code ec;
+        std::size_t used = p.write_some(request.payload.data(), request.payload.size(), ec);
+        if (!ec && used < request.payload.size()) ec = boost::json::error::extra_data;
+        if (ec) {
+            result.error = "the payload is not valid JSON (" + ec.message() + " at byte " + std::to_string(used) +
+                           "); nothing was queued";
+            std::lock_guard lock(mutex_);
+            ln->m.refused += 1;
+            return result;
+        }
+    }
+    store::NewJob n;
+    n.type = request.type;
+    n.payload = request.payload;
+    n.priority = request.priority.value_or(settings->priority);
+    n.unique_key = request.unique_key;
+    n.max_attempts = static_cast<std::uint32_t>(1 + settings->max_retries);
+    n.from_schedule = request.from_schedule;
+    auto now = Clock::now();
+    if (request.delay.count() > 0)
+        n.run_at = now + request.delay;
+    else if (request.run_at)
+        n.run_at = *request.run_at;
+    auto out = store_.enqueue(std::span<const store::NewJob>(&n, 1));
+    result.id = out.front().id;
+    if (!out.front().created) {
+        result.duplicate = true;
+        result.error = "a job of type '" + request.type + "' with unique key '" + request.unique_key +
+                       "' is already pending or running: job " + std::to_string(result.id) + "; nothing was queued";
+        std::lock_guard lock(mutex_);
+        ln->m.refused += 1;
+        return result;
+    }
+    result.ok = true;
+    bool delayed = n.run_at > now;
+    {
+        std::lock_guard lock(mutex_);
+        ln->m.enqueued += 1;
+        if (request.from_schedule) ln->schedule_active = true;
+        if (!delayed && idle_workers_ > 0) pump_locked();
+    }
+    if (delayed) arm_due_timer();
+    return result;
+}
+
+bool Executor::tick(const std::string& type) {
+    Lane* ln = lane(type);
+    if (!ln) return false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!accepting_) return false;
+        if (ln->schedule_active) {
+            ln->m.coalesced += 1;
+            log::write(log::Level::debug, "scheduler", "tick coalesced: the previous run is still pending or running",
+                       type);
+            return false;
+        }
+    }
+    EnqueueRequest r;
+    r.type = type;
+    r.from_schedule = true;
+    auto result = enqueue(r);
+    if (!result.ok) log::write(log::Level::warning, "scheduler", "tick not queued: " + result.error, type);
+    return result.ok;
+}
+
+std::vector<JobRecord> Executor::claim_locked() {
+    if (!dispatching_) return {};
+    store::ClaimRequest req;
+    req.types.reserve(lanes_.size());
+    for (auto& [name, l] : lanes_) {
+        if (!l->task || !l->settings->enabled) continue;
+        if (l->running_runs >= static_cast<std::uint32_t>(l->settings->concurrency)) continue;
+        req.types.emplace_back(l->type, static_cast<std::uint32_t>(l->settings->batch_size));
+    }
+    if (req.types.empty()) return {};
+    req.max = 1u << 20;
+    req.now = Clock::now();
+    req.owner = options_.owner;
+    req.lease_expiry = req.now + options_.lease;
+    req.aging = options_.aging;
+    auto jobs = store_.claim(req);
+    if (jobs.empty()) return jobs;
+    Lane* l = lane(jobs.front().type);
+    l->running_runs += 1;
+    l->m.running += static_cast<std::uint32_t>(jobs.size());
+    l->m.max_running = std::max(l->m.max_running, l->m.running);
+    l->m.started += jobs.size();
+    l->m.runs += 1;
+    running_runs_ += 1;
+    return jobs;
+}
+
+void Executor::pump_locked() {
+    while (idle_workers_ > 0) {
+        auto jobs = claim_locked();
+        if (jobs.empty()) break;
+        idle_workers_ -= 1;
+        boost::asio::post(pool_, [this, jobs = std::move(jobs)]() mutable { worker(std::move(jobs)); });
+    }
+}
+
+void Executor::worker(std::vector<JobRecord> batch) {
+    while (!batch.empty()) {
+        Lane& ln = *lane(batch.front().type);
+        std::shared_ptr<const registry::JobSettings> settings;
+        {
+            std::lock_guard lock(mutex_);
+            settings = ln.settings;
+        }
+        run_batch(batch, ln, *settings);
+        std::lock_guard lock(mutex_);
+        batch = claim_locked();
+        if (batch.empty())
+            idle_workers_ += 1;
+        else if (idle_workers_ > 0)
+            pump_locked();
+        changed_.notify_all();
+    }
+}
+
+void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const registry::JobSettings& settings) {
+    auto ctx = std::make_shared<RunContext>(*this, io_, ln.type);
+    std::vector<RunningJob> handles;
+    handles.reserve(batch.size());
+    for (auto& j : batch) handles.emplace_back(*ctx, j);
+    std::int64_t deadline_ms = 0;
+    if (settings.timeout.count() > 0) {
+        auto deadline = Clock::now() + settings.timeout;
+        deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
+        for (const auto& h : handles) ctx->ids += (ctx->ids.empty() ? "" : ",") + h.id_text();
+        ctx->timer.expires_after(settings.timeout);
+        Duration stuck_grace = options_.stuck_grace;
+        Duration timeout = settings.timeout;
+        ctx->timer.async_wait([ctx, stuck_grace, timeout](const boost::system::error_code& ec) {
+            if (ec || ctx->finished.load()) return;
+            ctx->timed_out = true;
+            ctx->cancelled = true;
+            log::write(log::Level::warning, "executor",
+                       "job " + ctx->ids + " timed out after " + ms_text(timeout) + "; cancellation requested",
+                       ctx->type, ctx->ids);
+            ctx->timer.expires_after(stuck_grace);
+            ctx->timer.async_wait([ctx, stuck_grace](const boost::system::error_code& ec2) {
+                if (ec2 || ctx->finished.load()) return;
+                log::write(log::Level::error, "executor",
+                           "job " + ctx->ids + " of type " + ctx->type + " is stuck: still running " +
+                               ms_text(stuck_grace) + " after its timeout and ignoring cancellation",
+                           ctx->type, ctx->ids);
+                std::lock_guard lock(ctx->ex.mutex_);
+                ctx->ex.lane(ctx->type)->m.stuck += 1;
+            });
+        });
+    }
+    if (shutting_down_.load()) ctx->cancelled = true;
+    std::vector<jh_job> jobs(batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto& j = jobs[i];
+        j.struct_size = sizeof(jh_job);
+        j.id = {handles[i].id_text().data(), handles[i].id_text().size()};
+        j.type = {batch[i].type.data(), batch[i].type.size()};
+        j.payload = {batch[i].payload.data(), batch[i].payload.size()};
+        j.attempt = batch[i].attempt;
+        j.max_retries = batch[i].max_attempts > 0 ? batch[i].max_attempts - 1 : 0;
+        j.deadline_unix_ms = deadline_ms;
+        j.host_handle = &handles[i];
+    }
+    {
+        std::lock_guard lock(mutex_);
+        active_.insert(ctx.get());
+    }
+    ln.task->run(jobs.data(), jobs.size());
+    ctx->finished = true;
+    if (settings.timeout.count() > 0) boost::asio::post(io_, [ctx] { ctx->timer.cancel(); });
+
+    // Outcomes, decided outside the lock.
+    auto now = Clock::now();
+    bool timed_out = ctx->timed_out.load();
+    bool cancelled_by_shutdown = shutting_down_.load() && ctx->cancelled.load() && !timed_out;
+    std::vector<Outcome> outcomes;
+    std::vector<store::JobId> released;
+    TypeMetrics d; // deltas
+    bool schedule_done = false;
+    bool retry_scheduled = false;
+    for (auto& h : handles) {
+        JobRecord& job = h.job();
+        bool ok = h.has_result && h.status == JH_OK && !timed_out;
+        if (ok) {
+            d.succeeded += 1;
+            outcomes.push_back({job.id, Outcome::Kind::done, now, {}, {}, store::DeadReason::none});
+            schedule_done = schedule_done || job.from_schedule;
+            continue;
+        }
+        std::string error = timed_out       ? "timed out after " + ms_text(settings.timeout)
+                            : !h.has_result ? std::string("the task reported no result")
+                                            : (h.message.empty() ? std::string("failed") : h.message);
+        d.failed += 1;
+        if (timed_out) d.timed_out += 1;
+        if (cancelled_by_shutdown) {
+            d.released += 1;
+            released.push_back(job.id);
+            log::write(log::Level::warning, "executor", "cancelled by shutdown; left to be retried: " + error, job.type,
+                       h.id_text());
+            continue;
+        }
+        store::DeadReason reason = store::DeadReason::none;
+        if (!timed_out && h.status == JH_PERMANENT)
+            reason = store::DeadReason::permanent_failure;
+        else if (!timed_out && (h.flags & JH_RESULT_NO_RETRY))
+            reason = store::DeadReason::should_retry_said_no;
+        else if (job.attempt >= job.max_attempts)
+            reason = timed_out ? store::DeadReason::timed_out : store::DeadReason::retries_exhausted;
+        if (reason == store::DeadReason::none) {
+            Duration delay = backoff(settings, job.attempt);
+            d.retried += 1;
+            retry_scheduled = true;
+            outcomes.push_back({job.id, Outcome::Kind::retry, now, now + delay, error, reason});
+            log::write(log::Level::warning, "executor",
+                       "attempt " + std::to_string(job.attempt) + "/" + std::to_string(job.max_attempts) +
+                           " failed: " + error + "; retrying in " + ms_text(delay),
+                       job.type, h.id_text());
+            continue;
+        }
+        schedule_done = schedule_done || job.from_schedule;
+        std::string why(store::dead_reason_name(reason));
+        if (settings.dead_letter) {
+            d.dead_lettered += 1;
+            outcomes.push_back({job.id, Outcome::Kind::dead, now, {}, error, reason});
+            log::write(log::Level::error, "executor",
+                       "dead-lettered after attempt " + std::to_string(job.attempt) + " (" + why + "): " + error,
+                       job.type, h.id_text());
+        } else {
+            d.dropped += 1;
+            outcomes.push_back({job.id, Outcome::Kind::dropped, now, {}, error, reason});
+            log::write(log::Level::warning, "executor",
+                       "dropped after attempt " + std::to_string(job.attempt) + " (" + why +
+                           ", dead_letter = false): " + error,
+                       job.type, h.id_text());
+        }
+    }
+    if (!outcomes.empty()) store_.finish(outcomes);
+    if (!released.empty()) store_.release(released, "cancelled by shutdown", now);
+    {
+        std::lock_guard lock(mutex_);
+        auto& m = ln.m;
+        m.succeeded += d.succeeded;
+        m.failed += d.failed;
+        m.timed_out += d.timed_out;
+        m.retried += d.retried;
+        m.dead_lettered += d.dead_lettered;
+        m.dropped += d.dropped;
+        m.released += d.released;
+        m.running -= static_cast<std::uint32_t>(batch.size());
+        ln.running_runs -= 1;
+        running_runs_ -= 1;
+        if (schedule_done) ln.schedule_active = false;
+        active_.erase(ctx.get());
+    }
+    if (retry_scheduled) arm_due_timer();
+}
+
+void Executor::arm_due_timer() {
+    boost::asio::post(io_, [this] {
+        auto due = store_.next_due(type_names_, Clock::now());
+        if (!due) return;
+        auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*due - Clock::now()) + Duration(1);
+        due_timer_.expires_after(std::max(delay, Duration(0)));
+        due_timer_.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return;
+            {
+                std::lock_guard lock(mutex_);
+                pump_locked();
+            }
+            arm_due_timer();
+        });
+    });
+}
+
+std::size_t Executor::shutdown(Duration grace) {
+    std::unique_lock lock(mutex_);
+    if (!accepting_ && !dispatching_ && running_runs_ == 0) return 0;
+    accepting_ = false;
+    dispatching_ = false;
+    if (running_runs_ > 0)
+        log::write(log::Level::info, "executor",
+                   "waiting up to " + ms_text(grace) + " for " + std::to_string(running_runs_) + " running job(s)");
+    changed_.wait_for(lock, grace, [this] { return running_runs_ == 0; });
+    if (running_runs_ == 0) return 0;
+    shutting_down_ = true;
+    for (auto* ctx : active_) ctx->cancelled = true;
+    log::write(log::Level::warning, "executor",
+               std::to_string(running_runs_) + " run(s) still going after the grace period; cancelling them");
+    changed_.wait_for(lock, options_.stuck_grace, [this] { return running_runs_ == 0; });
+    return running_runs_;
+}
+
+void Executor::update_settings(const std::string& type, const registry::JobSettings& settings) {
+    std::lock_guard lock(mutex_);
+    Lane* ln = lane(type);
+    if (!ln) return;
+    ln->settings = std::make_shared<const registry::JobSettings>(settings);
+    if (idle_workers_ > 0) pump_locked(); // a raised concurrency or a re-enabled type may free work
+}
+
+TypeMetrics Executor::metrics(const std::string& type) const {
+    std::lock_guard lock(mutex_);
+    auto it = lanes_.find(type);
+    return it == lanes_.end() ? TypeMetrics{} : it->second->m;
+}
+
+std::map<std::string, TypeMetrics> Executor::all_metrics() const {
+    std::lock_guard lock(mutex_);
+    std::map<std::string, TypeMetrics> out;
+    for (const auto& [name, l] : lanes_) out[name] = l->m;
+    return out;
+}
+
+std::size_t Executor::running_runs() const {
+    std::lock_guard lock(mutex_);
+    return running_runs_;
+}
+
+bool Executor::wait_idle(Duration limit) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        bool idle = false;
+        {
+            std::unique_lock lock(mutex_);
+            if (running_runs_ == 0) {
+                idle = true;
+                for (const auto& [type, c] : store_.counts()) idle = idle && c.ready == 0 && c.scheduled == 0;
+            }
+            if (idle) return true;
+            if (std::chrono::steady_clock::now() >= until) return false;
+            // woken by a finished run; delayed jobs are woken by the due timer, so re-check now and then
+            changed_.wait_for(lock, std::chrono::milliseconds(20));
+        }
+    }
+}
+
+} // namespace jobhost::executor

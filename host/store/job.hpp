@@ -1,0 +1,70 @@
+// A job as the store keeps it. The store is the source of truth for every job's state; the executor holds a copy of
+// the jobs it is running.
+#pragma once
+
+#include "registry/job_settings.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace jobhost::store {
+
+using Clock = std::chrono::system_clock;
+using TimePoint = Clock::time_point;
+using JobId = std::uint64_t;
+
+// scheduled: waits for run_at (a delayed enqueue or a retry); ready: may be claimed; leased: claimed by a host
+// until lease_expiry; done: finished successfully; dead: in the dead-letter queue.
+enum class JobState { scheduled, ready, leased, done, dead };
+std::string_view state_name(JobState s);
+
+// Why a job stopped for good without success.
+enum class DeadReason { none, retries_exhausted, permanent_failure, should_retry_said_no, timed_out };
+std::string_view dead_reason_name(DeadReason r);
+
+struct AttemptError {
+    std::uint32_t attempt = 0;
+    TimePoint at;
+    std::string message;
+};
+
+struct JobRecord {
+    JobId id = 0;
+    std::string type;
+    std::string payload = "null"; // JSON text
+    registry::Priority priority = registry::Priority::normal;
+    std::string unique_key;         // empty: none
+    std::uint32_t attempt = 0;      // runs started so far; the next run is attempt + 1
+    std::uint32_t max_attempts = 1; // 1 + max_retries at enqueue time
+    JobState state = JobState::ready;
+    TimePoint run_at; // not before
+    TimePoint created_at;
+    TimePoint ready_since; // when it last became ready: the age that priority aging and "oldest first" use
+    TimePoint started_at;
+    TimePoint finished_at;
+    std::string lease_owner;
+    TimePoint lease_expiry;
+    bool from_schedule = false; // enqueued by the scheduler (for tick coalescing)
+    std::vector<AttemptError> errors;
+    DeadReason dead_reason = DeadReason::none;
+};
+
+// What an enqueue asks for.
+struct NewJob {
+    std::string type;
+    std::string payload = "null";
+    registry::Priority priority = registry::Priority::normal;
+    std::string unique_key;
+    std::uint32_t max_attempts = 1;
+    TimePoint run_at{}; // epoch: now
+    bool from_schedule = false;
+};
+
+struct EnqueueOutcome {
+    JobId id = 0;         // the new job, or the existing one on a unique-key conflict
+    bool created = false; // false: refused because `id` holds the same type and unique key
+};
+
+} // namespace jobhost::store

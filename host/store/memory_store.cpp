@@ -1,0 +1,320 @@
+#include "store/memory_store.hpp"
+
+#include <algorithm>
+
+namespace jobhost::store {
+
+std::string_view state_name(JobState s) {
+    switch (s) {
+    case JobState::scheduled: return "scheduled";
+    case JobState::ready: return "ready";
+    case JobState::leased: return "leased";
+    case JobState::done: return "done";
+    case JobState::dead: return "dead";
+    }
+    return "unknown";
+}
+
+std::string_view dead_reason_name(DeadReason r) {
+    switch (r) {
+    case DeadReason::none: return "none";
+    case DeadReason::retries_exhausted: return "retries exhausted";
+    case DeadReason::permanent_failure: return "permanent failure";
+    case DeadReason::should_retry_said_no: return "should_retry said no";
+    case DeadReason::timed_out: return "timed out";
+    }
+    return "unknown";
+}
+
+void MemoryStore::make_ready(JobRecord& job, TypeQueues& q, TimePoint since) {
+    job.state = JobState::ready;
+    job.ready_since = since;
+    q.ready[static_cast<std::size_t>(job.priority)].push_back({job.id, since});
+}
+
+void MemoryStore::promote_due(TypeQueues& q, TimePoint now) {
+    while (!q.scheduled.empty() && q.scheduled.top().at <= now) {
+        auto s = q.scheduled.top();
+        q.scheduled.pop();
+        auto it = jobs_.find(s.id);
+        if (it == jobs_.end() || it->second.state != JobState::scheduled || it->second.run_at != s.at) continue;
+        make_ready(it->second, q, s.at);
+    }
+}
+
+void MemoryStore::drop_unique(const JobRecord& job) {
+    if (job.unique_key.empty()) return;
+    auto it = unique_.find({job.type, job.unique_key});
+    if (it != unique_.end() && it->second == job.id) unique_.erase(it);
+}
+
+std::vector<EnqueueOutcome> MemoryStore::enqueue(std::span<const NewJob> jobs) {
+    std::vector<EnqueueOutcome> out;
+    out.reserve(jobs.size());
+    auto now = Clock::now();
+    std::lock_guard lock(mutex_);
+    for (const auto& n : jobs) {
+        if (!n.unique_key.empty()) {
+            auto it = unique_.find({n.type, n.unique_key});
+            if (it != unique_.end()) {
+                out.push_back({it->second, false});
+                continue;
+            }
+        }
+        JobId id = next_id_++;
+        JobRecord job;
+        job.id = id;
+        job.type = n.type;
+        job.payload = n.payload;
+        job.priority = n.priority;
+        job.unique_key = n.unique_key;
+        job.max_attempts = n.max_attempts;
+        job.created_at = now;
+        job.run_at = n.run_at == TimePoint{} ? now : n.run_at;
+        job.from_schedule = n.from_schedule;
+        auto& q = types_[n.type];
+        if (job.run_at > now) {
+            job.state = JobState::scheduled;
+            q.scheduled.push({job.run_at, id});
+        } else {
+            make_ready(job, q, job.run_at);
+        }
+        if (!n.unique_key.empty()) unique_.emplace(std::make_pair(n.type, n.unique_key), id);
+        jobs_.emplace(id, std::move(job));
+        out.push_back({id, true});
+    }
+    return out;
+}
+
+std::vector<JobRecord> MemoryStore::claim(const ClaimRequest& r) {
+    std::vector<JobRecord> out;
+    std::lock_guard lock(mutex_);
+    // Score of a queue head: its level, raised by aging; ties go to the oldest.
+    auto score = [&](std::size_t level, TimePoint since) {
+        double s = static_cast<double>(level);
+        if (r.aging.count() > 0 && r.now > since)
+            s += static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(r.now - since).count()) /
+                 static_cast<double>(r.aging.count());
+        return s;
+    };
+    TypeQueues* best_q = nullptr;
+    std::uint32_t best_cap = 0;
+    double best_score = -1;
+    TimePoint best_since{};
+    for (const auto& [type, cap] : r.types) {
+        if (cap == 0) continue;
+        auto it = types_.find(type);
+        if (it == types_.end()) continue;
+        auto& q = it->second;
+        promote_due(q, r.now);
+        for (std::size_t level = 0; level < q.ready.size(); ++level) {
+            if (q.ready[level].empty()) continue;
+            const auto& head = q.ready[level].front();
+            double s = score(level, head.since);
+            if (s > best_score || (s == best_score && head.since < best_since)) {
+                best_score = s;
+                best_since = head.since;
+                best_q = &q;
+                best_cap = cap;
+            }
+        }
+    }
+    if (!best_q) return out;
+    std::uint32_t n = std::min(best_cap, r.max);
+    while (out.size() < n) {
+        // the best head within this type
+        std::deque<ReadyEntry>* from = nullptr;
+        double fs = -1;
+        for (std::size_t level = 0; level < best_q->ready.size(); ++level) {
+            auto& d = best_q->ready[level];
+            if (d.empty()) continue;
+            double s = score(level, d.front().since);
+            if (!from || s > fs || (s == fs && d.front().since < from->front().since)) {
+                from = &d;
+                fs = s;
+            }
+        }
+        if (!from) break;
+        JobId id = from->front().id;
+        from->pop_front();
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second.state != JobState::ready) continue;
+        auto& job = it->second;
+        job.state = JobState::leased;
+        job.attempt += 1;
+        job.started_at = r.now;
+        job.lease_owner = r.owner;
+        job.lease_expiry = r.lease_expiry;
+        best_q->leased += 1;
+        out.push_back(job);
+    }
+    return out;
+}
+
+void MemoryStore::finish(std::span<const Outcome> outcomes) {
+    std::lock_guard lock(mutex_);
+    for (const auto& o : outcomes) {
+        auto it = jobs_.find(o.id);
+        if (it == jobs_.end() || it->second.state != JobState::leased) continue;
+        auto& job = it->second;
+        auto& q = types_[job.type];
+        q.leased -= 1;
+        job.lease_owner.clear();
+        if (!o.error.empty()) job.errors.push_back({job.attempt, o.at, o.error});
+        switch (o.kind) {
+        case Outcome::Kind::done:
+            q.done += 1;
+            drop_unique(job);
+            jobs_.erase(it);
+            break;
+        case Outcome::Kind::retry:
+            job.state = JobState::scheduled;
+            job.run_at = o.retry_at;
+            q.scheduled.push({job.run_at, job.id});
+            break;
+        case Outcome::Kind::dead:
+            job.state = JobState::dead;
+            job.finished_at = o.at;
+            job.dead_reason = o.reason;
+            q.dead += 1;
+            drop_unique(job);
+            break;
+        case Outcome::Kind::dropped:
+            drop_unique(job);
+            jobs_.erase(it);
+            break;
+        }
+    }
+}
+
+void MemoryStore::release(std::span<const JobId> ids, const std::string& error, TimePoint now) {
+    std::lock_guard lock(mutex_);
+    for (JobId id : ids) {
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second.state != JobState::leased) continue;
+        auto& job = it->second;
+        auto& q = types_[job.type];
+        q.leased -= 1;
+        job.lease_owner.clear();
+        if (!error.empty()) job.errors.push_back({job.attempt, now, error});
+        make_ready(job, q, now);
+    }
+}
+
+void MemoryStore::renew(std::span<const JobId> ids, TimePoint lease_expiry) {
+    std::lock_guard lock(mutex_);
+    for (JobId id : ids) {
+        auto it = jobs_.find(id);
+        if (it != jobs_.end() && it->second.state == JobState::leased) it->second.lease_expiry = lease_expiry;
+    }
+}
+
+std::size_t MemoryStore::recover_expired(TimePoint now) {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (auto& [id, job] : jobs_) {
+        if (job.state != JobState::leased || job.lease_expiry >= now) continue;
+        auto& q = types_[job.type];
+        q.leased -= 1;
+        job.lease_owner.clear();
+        job.errors.push_back({job.attempt, now, "lease expired: the host running it stopped or stalled"});
+        make_ready(job, q, now);
+        ++n;
+    }
+    return n;
+}
+
+std::optional<TimePoint> MemoryStore::next_due(const std::set<std::string>& types, TimePoint now) {
+    std::lock_guard lock(mutex_);
+    std::optional<TimePoint> best;
+    for (const auto& t : types) {
+        auto it = types_.find(t);
+        if (it == types_.end()) continue;
+        promote_due(it->second, now); // what is due is claimable now
+        auto& sched = it->second.scheduled;
+        // skip stale heap entries (replayed or purged jobs)
+        while (!sched.empty()) {
+            auto j = jobs_.find(sched.top().id);
+            if (j != jobs_.end() && j->second.state == JobState::scheduled && j->second.run_at == sched.top().at) break;
+            sched.pop();
+        }
+        if (!sched.empty() && (!best || sched.top().at < *best)) best = sched.top().at;
+    }
+    return best;
+}
+
+std::optional<JobRecord> MemoryStore::get(JobId id) {
+    std::lock_guard lock(mutex_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return std::nullopt;
+    return it->second;
+}
+
+std::vector<JobRecord> MemoryStore::dead_letters(const DeadLetterFilter& filter) {
+    std::lock_guard lock(mutex_);
+    std::vector<JobRecord> out;
+    for (const auto& [id, job] : jobs_) {
+        if (job.state != JobState::dead) continue;
+        if (filter.type && job.type != *filter.type) continue;
+        out.push_back(job);
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    if (out.size() > filter.limit) out.resize(filter.limit);
+    return out;
+}
+
+std::size_t MemoryStore::replay(std::span<const JobId> ids, TimePoint now) {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (JobId id : ids) {
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second.state != JobState::dead) continue;
+        auto& job = it->second;
+        if (!job.unique_key.empty()) {
+            auto [u, inserted] = unique_.emplace(std::make_pair(job.type, job.unique_key), id);
+            if (!inserted) continue; // another job holds the key now
+        }
+        auto& q = types_[job.type];
+        q.dead -= 1;
+        job.attempt = 0;
+        job.dead_reason = DeadReason::none;
+        job.run_at = now;
+        make_ready(job, q, now);
+        ++n;
+    }
+    return n;
+}
+
+std::size_t MemoryStore::purge(std::span<const JobId> ids) {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (JobId id : ids) {
+        auto it = jobs_.find(id);
+        if (it == jobs_.end() || it->second.state != JobState::dead) continue;
+        types_[it->second.type].dead -= 1;
+        jobs_.erase(it);
+        ++n;
+    }
+    return n;
+}
+
+std::map<std::string, TypeCounts> MemoryStore::counts() {
+    std::lock_guard lock(mutex_);
+    std::map<std::string, TypeCounts> out;
+    for (const auto& [type, q] : types_) {
+        auto& c = out[type];
+        for (const auto& d : q.ready) c.ready += d.size();
+        c.leased = q.leased;
+        c.done = q.done;
+        c.dead = q.dead;
+    }
+    for (const auto& [id, job] : jobs_)
+        if (job.state == JobState::scheduled) out[job.type].scheduled += 1;
+    // ready deques may hold stale entries of jobs that left the state; recount exactly
+    for (auto& [type, c] : out) c.ready = 0;
+    for (const auto& [id, job] : jobs_)
+        if (job.state == JobState::ready) out[job.type].ready += 1;
+    return out;
+}
+
+} // namespace jobhost::store

@@ -1,0 +1,61 @@
+// The in-memory engine: fastest, and nothing survives the process. One mutex guards everything; each call holds it
+// for O(types + jobs touched).
+#pragma once
+
+#include "store/store.hpp"
+
+#include <array>
+#include <deque>
+#include <mutex>
+#include <queue>
+#include <unordered_map>
+
+namespace jobhost::store {
+
+class MemoryStore final : public JobStore {
+public:
+    std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
+    std::vector<JobRecord> claim(const ClaimRequest& request) override;
+    void finish(std::span<const Outcome> outcomes) override;
+    void release(std::span<const JobId> ids, const std::string& error, TimePoint now) override;
+    void renew(std::span<const JobId> ids, TimePoint lease_expiry) override;
+    std::size_t recover_expired(TimePoint now) override;
+    std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
+    std::optional<JobRecord> get(JobId id) override;
+    std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;
+    std::size_t replay(std::span<const JobId> ids, TimePoint now) override;
+    std::size_t purge(std::span<const JobId> ids) override;
+    std::map<std::string, TypeCounts> counts() override;
+
+private:
+    struct ReadyEntry {
+        JobId id;
+        TimePoint since;
+    };
+    struct Scheduled {
+        TimePoint at;
+        JobId id;
+        bool operator>(const Scheduled& o) const { return at > o.at || (at == o.at && id > o.id); }
+    };
+    struct TypeQueues {
+        std::array<std::deque<ReadyEntry>, 5> ready; // one FIFO per priority level
+        std::priority_queue<Scheduled, std::vector<Scheduled>, std::greater<>> scheduled;
+        std::size_t leased = 0, done = 0, dead = 0;
+    };
+
+    void make_ready(JobRecord& job, TypeQueues& q, TimePoint since);
+    void promote_due(TypeQueues& q, TimePoint now);
+    void drop_unique(const JobRecord& job);
+
+    std::mutex mutex_;
+    JobId next_id_ = 1;
+    std::unordered_map<JobId, JobRecord> jobs_; // every job but the done ones
+    struct StringHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
+    std::unordered_map<std::string, TypeQueues, StringHash, std::equal_to<>> types_;
+    std::map<std::pair<std::string, std::string>, JobId> unique_; // (type, key) -> active job
+};
+
+} // namespace jobhost::store
