@@ -1,0 +1,136 @@
+// jobhost run with real plugins and real signals: jobs, retries, shutdown draining and SIGHUP reload.
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+using namespace jobhost::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A folder with fx_good.so under plugins/ and a config pointing at it.
+struct Setup {
+    TempDir dir;
+    std::filesystem::path config;
+    explicit Setup(const std::string& extra_toml = {}) {
+        copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+        config = dir.write("jobhost.toml", "[host]\nplugin_dir = \"plugins\"\nworkers = 2\n" + extra_toml);
+    }
+    std::vector<std::string> args(std::initializer_list<std::string> more) const {
+        std::vector<std::string> a{JOBHOST_BINARY, "run", "--config", config.string()};
+        a.insert(a.end(), more.begin(), more.end());
+        return a;
+    }
+};
+
+} // namespace
+
+TEST_CASE("the example config runs periodic and enqueued jobs, retries a failing one and dead-letters it") {
+    TempDir dir;
+    auto cfg = dir.write("c.toml", "[host]\nplugin_dir = \"" + std::string(JOBHOST_EXAMPLE_PLUGIN_DIR) +
+                                       "\"\n\n[jobs.hello]\ninterval = \"200ms\"\n\n"
+                                       "[jobs.shell]\nmax_retries = 1\nbackoff = { initial = \"50ms\", jitter = 0 }\n");
+    Background host({JOBHOST_BINARY, "run", "--config", cfg.string(), "--enqueue", "text.upper={\"text\":\"abc\"}",
+                     "--enqueue", "shell={\"command\":\"echo out-of-shell; exit 7\"}", "--enqueue", "math.sum=[1,2,3]"});
+    REQUIRE(host.wait_for_output("dead-lettered", 20s));
+    REQUIRE(host.wait_for_output("hello from jobhost", 20s, 2));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    std::string log = host.err();
+    CAPTURE(log);
+    CHECK(contains(log, "summary text.upper: enqueued 1, started 1, succeeded 1, failed 0"));
+    CHECK(contains(log, "summary math.sum: enqueued 1, started 1, succeeded 1, failed 0"));
+    CHECK(contains(log, "summary shell: enqueued 1, started 2, succeeded 0, failed 2, timed out 0, retried 1, "
+                        "dead-lettered 1"));
+    CHECK(contains(log, "command failed (exit status 7): echo out-of-shell; exit 7\nout-of-shell"));
+    CHECK(contains(log, "{hello "));
+}
+
+TEST_CASE("a malformed --enqueue payload is refused with a clear error and exit code 2") {
+    Setup s;
+    auto r = run({s.args({"--enqueue", "fx.ok={\"a\":"})});
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "--enqueue fx.ok={\"a\":: the payload is not valid JSON"));
+    auto unknown = run({s.args({"--enqueue", "nope"})});
+    CHECK(unknown.exit_code == 2);
+    CHECK(contains(unknown.err, "unknown job type 'nope'"));
+}
+
+TEST_CASE("SIGTERM lets a running job finish within shutdown_grace, then exits 0") {
+    Setup s("shutdown_grace = \"10s\"\n");
+    Background host(s.args({"--enqueue", "fx.slow={\"ms\":700}"}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(150ms);
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    CHECK(contains(host.err(), "summary fx.slow: enqueued 1, started 1, succeeded 1, failed 0"));
+    CHECK(contains(host.err(), "stopped"));
+}
+
+TEST_CASE("a job still running after shutdown_grace is cancelled and left to be retried") {
+    Setup s("shutdown_grace = \"200ms\"\n");
+    Background host(s.args({"--enqueue", "fx.slow={\"ms\":5000}"}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(150ms);
+    auto start = std::chrono::steady_clock::now();
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(std::chrono::steady_clock::now() - start < 4s);
+    CHECK(host.exit_code() == 0);
+    CHECK(contains(host.err(), "cancelled by shutdown; left to be retried"));
+    CHECK(contains(host.err(), "released 1"));
+}
+
+TEST_CASE("a second signal during shutdown exits at once") {
+    Setup s("shutdown_grace = \"30s\"\n");
+    Background host(s.args({"--enqueue", "fx.stuck={\"ms\":20000}"}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(100ms);
+    host.signal(SIGINT);
+    REQUIRE(host.wait_for_output("shutting down", 10s));
+    auto start = std::chrono::steady_clock::now();
+    host.signal(SIGINT);
+    REQUIRE(host.wait(10s));
+    CHECK(std::chrono::steady_clock::now() - start < 3s);
+    CHECK(host.exit_code() == 1);
+    CHECK(contains(host.err(), "second signal, exiting at once"));
+}
+
+TEST_CASE("SIGHUP reloads the config: a type is enabled and rescheduled, and an invalid file is rejected") {
+    Setup s;
+    Background host(s.args({}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(300ms);
+    CHECK_FALSE(contains(host.err(), "summary fx.tick")); // disabled by its plugin
+
+    std::ofstream(s.config) << "[host]\nplugin_dir = \"plugins\"\nworkers = 2\n\n[jobs.\"fx.tick\"]\nenabled = true\n"
+                               "interval = \"100ms\"\n";
+    host.signal(SIGHUP);
+    REQUIRE(host.wait_for_output("configuration reloaded", 10s));
+    std::this_thread::sleep_for(800ms);
+
+    std::ofstream(s.config) << "[host]\nplugin_dir = \"plugins\"\nworkers = \"many\"\n";
+    host.signal(SIGHUP);
+    REQUIRE(host.wait_for_output("the running configuration stays", 10s));
+    CHECK(contains(host.err(), "'workers' must be an integer, got a string"));
+    std::this_thread::sleep_for(300ms);
+
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    std::string log = host.err();
+    CAPTURE(log);
+    auto pos = log.find("summary fx.tick: enqueued ");
+    REQUIRE(pos != std::string::npos);
+    int enqueued = std::stoi(log.substr(pos + std::string("summary fx.tick: enqueued ").size()));
+    CHECK(enqueued >= 3); // it ran after the reload, while the broken file changed nothing
+}
