@@ -21,7 +21,9 @@ struct Executor::Lane {
     std::string unusable_reason;
     std::shared_ptr<const registry::JobSettings> settings;
     std::uint32_t running_runs = 0; // against settings->concurrency
-    bool schedule_active = false;   // a job from the schedule is pending or running
+    std::size_t pending = 0;        // jobs queued in the store and not claimed (ready or scheduled)
+    store::TypeRef ref = 0;
+    bool schedule_active = false; // a job from the schedule is pending or running
     TypeMetrics m;
 };
 
@@ -77,13 +79,12 @@ private:
 // outlive the call; the watch touches only the atomics and strings here.
 class RunContext {
 public:
-    RunContext(Executor& ex, boost::asio::io_context& io, std::string type)
-        : ex(ex), timer(io), type(std::move(type)) {}
+    RunContext(Executor& ex, std::string type) : ex(ex), type(std::move(type)) {}
     Executor& ex;
     std::atomic<bool> cancelled{false}; // the deadline passed or the host is shutting down
     std::atomic<bool> timed_out{false};
     std::atomic<bool> finished{false};
-    boost::asio::steady_timer timer;
+    std::optional<boost::asio::steady_timer> timer; // only for types with a timeout
     std::string type;
     std::string ids; // for log lines
 };
@@ -94,7 +95,7 @@ void RunningJob::log(std::int32_t level, std::string_view message) {
 }
 
 bool RunningJob::cancelled() {
-    return run_.cancelled.load(std::memory_order_relaxed);
+    return run_.cancelled.load(std::memory_order_relaxed) || run_.ex.shutting_down_.load(std::memory_order_relaxed);
 }
 
 jh_status RunningJob::enqueue(std::string_view type, std::string_view payload, const jh_enqueue_options* options,
@@ -130,6 +131,8 @@ Executor::Executor(boost::asio::io_context& io, const registry::Registry& regist
         l->task = t.task;
         l->unusable_reason = t.error;
         l->settings = std::make_shared<const registry::JobSettings>(t.effective);
+        l->ref = store.intern(name);
+        lane_list_.push_back(l.get());
         lanes_.emplace(name, std::move(l));
         type_names_.insert(name);
     }
@@ -154,74 +157,103 @@ Duration Executor::backoff(const registry::JobSettings& s, std::uint32_t attempt
 }
 
 EnqueueResult Executor::enqueue(const EnqueueRequest& request) {
-    EnqueueResult result;
-    Lane* ln = lane(request.type);
-    if (!ln) {
-        result.error = "unknown job type '" + request.type + "'; nothing was queued (see 'jobhost plugins')";
-        return result;
-    }
-    std::shared_ptr<const registry::JobSettings> settings;
+    return std::move(enqueue(std::span<const EnqueueRequest>(&request, 1)).front());
+}
+
+std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> requests) {
+    std::vector<EnqueueResult> results(requests.size());
+    std::vector<store::NewJob> jobs;
+    std::vector<std::size_t> index; // jobs[k] is requests[index[k]]
+    std::vector<Lane*> lanes(requests.size(), nullptr);
+    std::vector<std::shared_ptr<const registry::JobSettings>> settings(requests.size());
+    jobs.reserve(requests.size());
+    index.reserve(requests.size());
+    bool accepting;
     {
         std::lock_guard lock(mutex_);
-        settings = ln->settings;
-        if (!accepting_) {
-            result.error = "the host is shutting down; nothing was queued";
-            return result;
-        }
+        accepting = accepting_;
+        for (std::size_t i = 0; i < requests.size(); ++i)
+            if ((lanes[i] = lane(requests[i].type))) settings[i] = lanes[i]->settings;
     }
-    if (!ln->task) {
-        result.error = "job type '" + request.type + "' is unusable (" + ln->unusable_reason + "); nothing was queued";
-        return result;
-    }
-    if (!settings->enabled) {
-        result.error = "job type '" + request.type + "' is disabled (enabled = false); nothing was queued";
-        return result;
-    }
-    if (request.payload != "null") {
-        boost::json::parser p;
-        boost::system::error_code ec;
-        std::size_t used = p.write_some(request.payload.data(), request.payload.size(), ec);
-        if (!ec && used < request.payload.size()) ec = boost::json::error::extra_data;
-        if (ec) {
-            result.error = "the payload is not valid JSON (" + ec.message() + " at byte " + std::to_string(used) +
-                           "); nothing was queued";
-            std::lock_guard lock(mutex_);
-            ln->m.refused += 1;
-            return result;
-        }
-    }
-    store::NewJob n;
-    n.type = request.type;
-    n.payload = request.payload;
-    n.priority = request.priority.value_or(settings->priority);
-    n.unique_key = request.unique_key;
-    n.max_attempts = static_cast<std::uint32_t>(1 + settings->max_retries);
-    n.from_schedule = request.from_schedule;
     auto now = Clock::now();
-    if (request.delay.count() > 0)
-        n.run_at = now + request.delay;
-    else if (request.run_at)
-        n.run_at = *request.run_at;
-    auto out = store_.enqueue(std::span<const store::NewJob>(&n, 1));
-    result.id = out.front().id;
-    if (!out.front().created) {
-        result.duplicate = true;
-        result.error = "a job of type '" + request.type + "' with unique key '" + request.unique_key +
-                       "' is already pending or running: job " + std::to_string(result.id) + "; nothing was queued";
-        std::lock_guard lock(mutex_);
-        ln->m.refused += 1;
-        return result;
+    std::size_t refused_payloads = 0;
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        const auto& request = requests[i];
+        auto& result = results[i];
+        Lane* ln = lanes[i];
+        if (!ln) {
+            result.error = "unknown job type '" + request.type + "'; nothing was queued (see 'jobhost plugins')";
+            continue;
+        }
+        if (!accepting) {
+            result.error = "the host is shutting down; nothing was queued";
+            continue;
+        }
+        if (!ln->task) {
+            result.error =
+                "job type '" + request.type + "' is unusable (" + ln->unusable_reason + "); nothing was queued";
+            continue;
+        }
+        if (!settings[i]->enabled) {
+            result.error = "job type '" + request.type + "' is disabled (enabled = false); nothing was queued";
+            continue;
+        }
+        if (request.payload != "null") {
+            boost::json::parser p;
+            boost::system::error_code ec;
+            std::size_t used = p.write_some(request.payload.data(), request.payload.size(), ec);
+            if (!ec && used < request.payload.size()) ec = boost::json::error::extra_data;
+            if (ec) {
+                result.error = "the payload is not valid JSON (" + ec.message() + " at byte " + std::to_string(used) +
+                               "); nothing was queued";
+                ++refused_payloads;
+                continue;
+            }
+        }
+        store::NewJob& n = jobs.emplace_back();
+        n.type = request.type;
+        n.payload = request.payload;
+        n.priority = request.priority.value_or(settings[i]->priority);
+        n.unique_key = request.unique_key;
+        n.max_attempts = static_cast<std::uint32_t>(1 + settings[i]->max_retries);
+        n.from_schedule = request.from_schedule;
+        if (request.delay.count() > 0)
+            n.run_at = now + request.delay;
+        else if (request.run_at)
+            n.run_at = *request.run_at;
+        index.push_back(i);
     }
-    result.ok = true;
-    bool delayed = n.run_at > now;
+    if (jobs.empty() && refused_payloads == 0) return results;
+    auto out = jobs.empty() ? std::vector<store::EnqueueOutcome>{} : store_.enqueue(jobs);
+    bool delayed = false;
     {
         std::lock_guard lock(mutex_);
-        ln->m.enqueued += 1;
-        if (request.from_schedule) ln->schedule_active = true;
-        if (!delayed && idle_workers_ > 0) pump_locked();
+        for (std::size_t i = 0; i < requests.size(); ++i)
+            if (lanes[i] && !results[i].error.empty() && results[i].error.rfind("the payload", 0) == 0)
+                lanes[i]->m.refused += 1;
+        for (std::size_t k = 0; k < jobs.size(); ++k) {
+            std::size_t i = index[k];
+            auto& result = results[i];
+            Lane* ln = lanes[i];
+            result.id = out[k].id;
+            if (!out[k].created) {
+                result.duplicate = true;
+                result.error = "a job of type '" + requests[i].type + "' with unique key '" + requests[i].unique_key +
+                               "' is already pending or running: job " + std::to_string(result.id) +
+                               "; nothing was queued";
+                ln->m.refused += 1;
+                continue;
+            }
+            result.ok = true;
+            ln->m.enqueued += 1;
+            ln->pending += 1;
+            if (requests[i].from_schedule) ln->schedule_active = true;
+            delayed = delayed || jobs[k].run_at > now;
+        }
+        if (idle_workers_ > 0) pump_locked();
     }
     if (delayed) arm_due_timer();
-    return result;
+    return results;
 }
 
 bool Executor::tick(const std::string& type) {
@@ -245,14 +277,16 @@ bool Executor::tick(const std::string& type) {
     return result.ok;
 }
 
-std::vector<JobRecord> Executor::claim_locked() {
+Executor::Claimed Executor::claim_locked() {
     if (!dispatching_) return {};
-    store::ClaimRequest req;
-    req.types.reserve(lanes_.size());
-    for (auto& [name, l] : lanes_) {
-        if (!l->task || !l->settings->enabled) continue;
+    auto& req = claim_request_;
+    req.types.clear();
+    claim_lanes_.clear();
+    for (Lane* l : lane_list_) {
+        if (l->pending == 0 || !l->task || !l->settings->enabled) continue;
         if (l->running_runs >= static_cast<std::uint32_t>(l->settings->concurrency)) continue;
-        req.types.emplace_back(l->type, static_cast<std::uint32_t>(l->settings->batch_size));
+        req.types.emplace_back(l->ref, static_cast<std::uint32_t>(l->settings->batch_size));
+        claim_lanes_.push_back(l);
     }
     if (req.types.empty()) return {};
     req.max = 1u << 20;
@@ -260,39 +294,36 @@ std::vector<JobRecord> Executor::claim_locked() {
     req.owner = options_.owner;
     req.lease_expiry = req.now + options_.lease;
     req.aging = options_.aging;
-    auto jobs = store_.claim(req);
-    if (jobs.empty()) return jobs;
-    Lane* l = lane(jobs.front().type);
+    Claimed c;
+    auto result = store_.claim(req);
+    if (result.jobs.empty()) return c;
+    c.jobs = std::move(result.jobs);
+    Lane* l = c.lane = claim_lanes_[result.index];
+    c.settings = l->settings;
+    l->pending -= std::min(l->pending, c.jobs.size());
     l->running_runs += 1;
-    l->m.running += static_cast<std::uint32_t>(jobs.size());
+    l->m.running += static_cast<std::uint32_t>(c.jobs.size());
     l->m.max_running = std::max(l->m.max_running, l->m.running);
-    l->m.started += jobs.size();
+    l->m.started += c.jobs.size();
     l->m.runs += 1;
     running_runs_ += 1;
-    return jobs;
+    return c;
 }
 
 void Executor::pump_locked() {
     while (idle_workers_ > 0) {
-        auto jobs = claim_locked();
-        if (jobs.empty()) break;
+        auto c = claim_locked();
+        if (c.jobs.empty()) break;
         idle_workers_ -= 1;
-        boost::asio::post(pool_, [this, jobs = std::move(jobs)]() mutable { worker(std::move(jobs)); });
+        boost::asio::post(pool_, [this, c = std::move(c)]() mutable { worker(std::move(c)); });
     }
 }
 
-void Executor::worker(std::vector<JobRecord> batch) {
-    while (!batch.empty()) {
-        Lane& ln = *lane(batch.front().type);
-        std::shared_ptr<const registry::JobSettings> settings;
-        {
-            std::lock_guard lock(mutex_);
-            settings = ln.settings;
-        }
-        run_batch(batch, ln, *settings);
-        std::lock_guard lock(mutex_);
-        batch = claim_locked();
-        if (batch.empty())
+void Executor::worker(Claimed c) {
+    while (!c.jobs.empty()) {
+        auto lock = run_batch(c.jobs, *c.lane, *c.settings); // returns holding the lock, accounts done
+        c = claim_locked();
+        if (c.jobs.empty())
             idle_workers_ += 1;
         else if (idle_workers_ > 0)
             pump_locked();
@@ -300,8 +331,9 @@ void Executor::worker(std::vector<JobRecord> batch) {
     }
 }
 
-void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const registry::JobSettings& settings) {
-    auto ctx = std::make_shared<RunContext>(*this, io_, ln.type);
+std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln,
+                                                 const registry::JobSettings& settings) {
+    auto ctx = std::make_shared<RunContext>(*this, ln.type);
     std::vector<RunningJob> handles;
     handles.reserve(batch.size());
     for (auto& j : batch) handles.emplace_back(*ctx, j);
@@ -310,18 +342,19 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const registry
         auto deadline = Clock::now() + settings.timeout;
         deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
         for (const auto& h : handles) ctx->ids += (ctx->ids.empty() ? "" : ",") + h.id_text();
-        ctx->timer.expires_after(settings.timeout);
+        ctx->timer.emplace(io_);
+        ctx->timer->expires_after(settings.timeout);
         Duration stuck_grace = options_.stuck_grace;
         Duration timeout = settings.timeout;
-        ctx->timer.async_wait([ctx, stuck_grace, timeout](const boost::system::error_code& ec) {
+        ctx->timer->async_wait([ctx, stuck_grace, timeout](const boost::system::error_code& ec) {
             if (ec || ctx->finished.load()) return;
             ctx->timed_out = true;
             ctx->cancelled = true;
             log::write(log::Level::warning, "executor",
                        "job " + ctx->ids + " timed out after " + ms_text(timeout) + "; cancellation requested",
                        ctx->type, ctx->ids);
-            ctx->timer.expires_after(stuck_grace);
-            ctx->timer.async_wait([ctx, stuck_grace](const boost::system::error_code& ec2) {
+            ctx->timer->expires_after(stuck_grace);
+            ctx->timer->async_wait([ctx, stuck_grace](const boost::system::error_code& ec2) {
                 if (ec2 || ctx->finished.load()) return;
                 log::write(log::Level::error, "executor",
                            "job " + ctx->ids + " of type " + ctx->type + " is stuck: still running " +
@@ -345,18 +378,14 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const registry
         j.deadline_unix_ms = deadline_ms;
         j.host_handle = &handles[i];
     }
-    {
-        std::lock_guard lock(mutex_);
-        active_.insert(ctx.get());
-    }
     ln.task->run(jobs.data(), jobs.size());
     ctx->finished = true;
-    if (settings.timeout.count() > 0) boost::asio::post(io_, [ctx] { ctx->timer.cancel(); });
+    if (ctx->timer) boost::asio::post(io_, [ctx] { ctx->timer->cancel(); });
 
     // Outcomes, decided outside the lock.
     auto now = Clock::now();
     bool timed_out = ctx->timed_out.load();
-    bool cancelled_by_shutdown = shutting_down_.load() && ctx->cancelled.load() && !timed_out;
+    bool cancelled_by_shutdown = shutting_down_.load() && !timed_out;
     std::vector<Outcome> outcomes;
     std::vector<store::JobId> released;
     TypeMetrics d; // deltas
@@ -420,8 +449,9 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const registry
     }
     if (!outcomes.empty()) store_.finish(outcomes);
     if (!released.empty()) store_.release(released, "cancelled by shutdown", now);
+    if (retry_scheduled) arm_due_timer();
+    std::unique_lock lock(mutex_);
     {
-        std::lock_guard lock(mutex_);
         auto& m = ln.m;
         m.succeeded += d.succeeded;
         m.failed += d.failed;
@@ -431,12 +461,12 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const registry
         m.dropped += d.dropped;
         m.released += d.released;
         m.running -= static_cast<std::uint32_t>(batch.size());
+        ln.pending += d.retried + d.released;
         ln.running_runs -= 1;
         running_runs_ -= 1;
         if (schedule_done) ln.schedule_active = false;
-        active_.erase(ctx.get());
     }
-    if (retry_scheduled) arm_due_timer();
+    return lock;
 }
 
 void Executor::arm_due_timer() {
@@ -466,8 +496,7 @@ std::size_t Executor::shutdown(Duration grace) {
                    "waiting up to " + ms_text(grace) + " for " + std::to_string(running_runs_) + " running job(s)");
     changed_.wait_for(lock, grace, [this] { return running_runs_ == 0; });
     if (running_runs_ == 0) return 0;
-    shutting_down_ = true;
-    for (auto* ctx : active_) ctx->cancelled = true;
+    shutting_down_ = true; // every running job's Context now says cancelled
     log::write(log::Level::warning, "executor",
                std::to_string(running_runs_) + " run(s) still going after the grace period; cancelling them");
     changed_.wait_for(lock, options_.stuck_grace, [this] { return running_runs_ == 0; });

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,7 @@ struct EnqueueResult {
 };
 
 class RunContext;
+class RunningJob;
 
 class Executor {
 public:
@@ -69,6 +71,8 @@ public:
 
     // Validates and queues one job. Thread-safe; callable from plugin code (Context::enqueue).
     EnqueueResult enqueue(const EnqueueRequest& request);
+    // The same for many jobs, with one store call and one lock: one result per request, in order.
+    std::vector<EnqueueResult> enqueue(std::span<const EnqueueRequest> requests);
 
     // A periodic tick: queues a run unless one from the schedule is still pending or running, in which case the
     // tick is coalesced and counted. Returns true when a job was queued.
@@ -92,12 +96,20 @@ public:
 
 private:
     friend class RunContext;
+    friend class RunningJob;
     struct Lane;
 
-    std::vector<store::JobRecord> claim_locked();
+    struct Claimed {
+        Lane* lane = nullptr;
+        std::shared_ptr<const registry::JobSettings> settings; // as they were when claimed
+        std::vector<store::JobRecord> jobs;
+    };
+    Claimed claim_locked();
     void pump_locked();
-    void worker(std::vector<store::JobRecord> batch);
-    void run_batch(std::vector<store::JobRecord>& batch, Lane& lane, const registry::JobSettings& settings);
+    void worker(Claimed claimed);
+    // Runs one claim through the plugin, records its outcomes, and returns holding mutex_ with the accounting done.
+    std::unique_lock<std::mutex> run_batch(std::vector<store::JobRecord>& batch, Lane& lane,
+                                           const registry::JobSettings& settings);
     void arm_due_timer();
     Lane* lane(std::string_view type);
     Duration backoff(const registry::JobSettings& s, std::uint32_t attempt) const;
@@ -108,14 +120,16 @@ private:
     ExecutorOptions options_;
 
     mutable std::mutex mutex_;
-    std::condition_variable changed_; // a run finished or the executor stopped
-    std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_;
+    std::condition_variable changed_;                                 // a run finished or the executor stopped
+    std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_; // fixed after construction
+    std::vector<Lane*> lane_list_;                                    // the same lanes, for the dispatch scan
+    store::ClaimRequest claim_request_;                               // reused by claim_locked
+    std::vector<Lane*> claim_lanes_;                                  // the lane of each claim_request_ entry
     std::set<std::string> type_names_;
     std::size_t idle_workers_;
     std::size_t running_runs_ = 0;
     bool accepting_ = true;
     bool dispatching_ = true;
-    std::set<RunContext*> active_;
     std::atomic<bool> shutting_down_{false};
 
     boost::asio::steady_timer due_timer_;

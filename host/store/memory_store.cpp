@@ -26,6 +26,20 @@ std::string_view dead_reason_name(DeadReason r) {
     return "unknown";
 }
 
+MemoryStore::TypeQueues& MemoryStore::queues(std::string_view type) {
+    auto it = refs_.find(type);
+    if (it != refs_.end()) return types_[it->second].second;
+    refs_.emplace(std::string(type), static_cast<TypeRef>(types_.size()));
+    types_.emplace_back(std::string(type), TypeQueues{});
+    return types_.back().second;
+}
+
+TypeRef MemoryStore::intern(std::string_view type) {
+    std::lock_guard lock(mutex_);
+    queues(type);
+    return refs_.find(type)->second;
+}
+
 void MemoryStore::make_ready(JobRecord& job, TypeQueues& q, TimePoint since) {
     job.state = JobState::ready;
     job.ready_since = since;
@@ -72,7 +86,7 @@ std::vector<EnqueueOutcome> MemoryStore::enqueue(std::span<const NewJob> jobs) {
         job.created_at = now;
         job.run_at = n.run_at == TimePoint{} ? now : n.run_at;
         job.from_schedule = n.from_schedule;
-        auto& q = types_[n.type];
+        auto& q = queues(n.type);
         if (job.run_at > now) {
             job.state = JobState::scheduled;
             q.scheduled.push({job.run_at, id});
@@ -86,8 +100,9 @@ std::vector<EnqueueOutcome> MemoryStore::enqueue(std::span<const NewJob> jobs) {
     return out;
 }
 
-std::vector<JobRecord> MemoryStore::claim(const ClaimRequest& r) {
-    std::vector<JobRecord> out;
+ClaimResult MemoryStore::claim(const ClaimRequest& r) {
+    ClaimResult result;
+    auto& out = result.jobs;
     std::lock_guard lock(mutex_);
     // Score of a queue head: its level, raised by aging; ties go to the oldest.
     auto score = [&](std::size_t level, TimePoint since) {
@@ -101,11 +116,10 @@ std::vector<JobRecord> MemoryStore::claim(const ClaimRequest& r) {
     std::uint32_t best_cap = 0;
     double best_score = -1;
     TimePoint best_since{};
-    for (const auto& [type, cap] : r.types) {
-        if (cap == 0) continue;
-        auto it = types_.find(type);
-        if (it == types_.end()) continue;
-        auto& q = it->second;
+    for (std::size_t i = 0; i < r.types.size(); ++i) {
+        auto [ref, cap] = r.types[i];
+        if (cap == 0 || ref >= types_.size()) continue;
+        auto& q = types_[ref].second;
         promote_due(q, r.now);
         for (std::size_t level = 0; level < q.ready.size(); ++level) {
             if (q.ready[level].empty()) continue;
@@ -116,10 +130,11 @@ std::vector<JobRecord> MemoryStore::claim(const ClaimRequest& r) {
                 best_since = head.since;
                 best_q = &q;
                 best_cap = cap;
+                result.index = i;
             }
         }
     }
-    if (!best_q) return out;
+    if (!best_q) return result;
     std::uint32_t n = std::min(best_cap, r.max);
     while (out.size() < n) {
         // the best head within this type
@@ -148,7 +163,7 @@ std::vector<JobRecord> MemoryStore::claim(const ClaimRequest& r) {
         best_q->leased += 1;
         out.push_back(job);
     }
-    return out;
+    return result;
 }
 
 void MemoryStore::finish(std::span<const Outcome> outcomes) {
@@ -157,7 +172,7 @@ void MemoryStore::finish(std::span<const Outcome> outcomes) {
         auto it = jobs_.find(o.id);
         if (it == jobs_.end() || it->second.state != JobState::leased) continue;
         auto& job = it->second;
-        auto& q = types_[job.type];
+        auto& q = queues(job.type);
         q.leased -= 1;
         job.lease_owner.clear();
         if (!o.error.empty()) job.errors.push_back({job.attempt, o.at, o.error});
@@ -193,7 +208,7 @@ void MemoryStore::release(std::span<const JobId> ids, const std::string& error, 
         auto it = jobs_.find(id);
         if (it == jobs_.end() || it->second.state != JobState::leased) continue;
         auto& job = it->second;
-        auto& q = types_[job.type];
+        auto& q = queues(job.type);
         q.leased -= 1;
         job.lease_owner.clear();
         if (!error.empty()) job.errors.push_back({job.attempt, now, error});
@@ -214,7 +229,7 @@ std::size_t MemoryStore::recover_expired(TimePoint now) {
     std::size_t n = 0;
     for (auto& [id, job] : jobs_) {
         if (job.state != JobState::leased || job.lease_expiry >= now) continue;
-        auto& q = types_[job.type];
+        auto& q = queues(job.type);
         q.leased -= 1;
         job.lease_owner.clear();
         job.errors.push_back({job.attempt, now, "lease expired: the host running it stopped or stalled"});
@@ -228,10 +243,11 @@ std::optional<TimePoint> MemoryStore::next_due(const std::set<std::string>& type
     std::lock_guard lock(mutex_);
     std::optional<TimePoint> best;
     for (const auto& t : types) {
-        auto it = types_.find(t);
-        if (it == types_.end()) continue;
-        promote_due(it->second, now); // what is due is claimable now
-        auto& sched = it->second.scheduled;
+        auto it = refs_.find(t);
+        if (it == refs_.end()) continue;
+        auto& q = types_[it->second].second;
+        promote_due(q, now); // what is due is claimable now
+        auto& sched = q.scheduled;
         // skip stale heap entries (replayed or purged jobs)
         while (!sched.empty()) {
             auto j = jobs_.find(sched.top().id);
@@ -274,7 +290,7 @@ std::size_t MemoryStore::replay(std::span<const JobId> ids, TimePoint now) {
             auto [u, inserted] = unique_.emplace(std::make_pair(job.type, job.unique_key), id);
             if (!inserted) continue; // another job holds the key now
         }
-        auto& q = types_[job.type];
+        auto& q = queues(job.type);
         q.dead -= 1;
         job.attempt = 0;
         job.dead_reason = DeadReason::none;
@@ -291,7 +307,7 @@ std::size_t MemoryStore::purge(std::span<const JobId> ids) {
     for (JobId id : ids) {
         auto it = jobs_.find(id);
         if (it == jobs_.end() || it->second.state != JobState::dead) continue;
-        types_[it->second.type].dead -= 1;
+        queues(it->second.type).dead -= 1;
         jobs_.erase(it);
         ++n;
     }
@@ -302,6 +318,9 @@ std::map<std::string, TypeCounts> MemoryStore::counts() {
     std::lock_guard lock(mutex_);
     std::map<std::string, TypeCounts> out;
     for (const auto& [type, q] : types_) {
+        if (q.leased == 0 && q.done == 0 && q.dead == 0 && q.scheduled.empty() &&
+            std::all_of(q.ready.begin(), q.ready.end(), [](const auto& d) { return d.empty(); }))
+            continue; // interned but never used
         auto& c = out[type];
         for (const auto& d : q.ready) c.ready += d.size();
         c.leased = q.leased;

@@ -15,7 +15,8 @@ namespace jobhost::store {
 class MemoryStore final : public JobStore {
 public:
     std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
-    std::vector<JobRecord> claim(const ClaimRequest& request) override;
+    TypeRef intern(std::string_view type) override;
+    ClaimResult claim(const ClaimRequest& request) override;
     void finish(std::span<const Outcome> outcomes) override;
     void release(std::span<const JobId> ids, const std::string& error, TimePoint now) override;
     void renew(std::span<const JobId> ids, TimePoint lease_expiry) override;
@@ -43,6 +44,7 @@ private:
         std::size_t leased = 0, done = 0, dead = 0;
     };
 
+    TypeQueues& queues(std::string_view type); // creates on first use; caller holds mutex_
     void make_ready(JobRecord& job, TypeQueues& q, TimePoint since);
     void promote_due(TypeQueues& q, TimePoint now);
     void drop_unique(const JobRecord& job);
@@ -54,7 +56,8 @@ private:
         using is_transparent = void;
         std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
     };
-    std::unordered_map<std::string, TypeQueues, StringHash, std::equal_to<>> types_;
+    std::unordered_map<std::string, TypeRef, StringHash, std::equal_to<>> refs_;
+    std::deque<std::pair<std::string, TypeQueues>> types_;        // by TypeRef; a deque keeps references stable
     std::map<std::pair<std::string, std::string>, JobId> unique_; // (type, key) -> active job
 };
 

@@ -17,10 +17,12 @@
 
 namespace jobhost::store {
 
+// A job type's name as the store knows it, from JobStore::intern: lets the hot path skip hashing names.
+using TypeRef = std::uint32_t;
+
 struct ClaimRequest {
-    // Types that may be claimed now and how many of each at most (their free slots times batch size).
-    // The views must stay valid during the call.
-    std::vector<std::pair<std::string_view, std::uint32_t>> types;
+    // Types that may be claimed now and how many jobs of each at most (a run, or a batch).
+    std::vector<std::pair<TypeRef, std::uint32_t>> types;
     std::uint32_t max = 1; // total jobs at most; all of the same type (one run or one batch)
     TimePoint now;
     std::string owner; // lease owner, unique per host process
@@ -37,6 +39,11 @@ struct Outcome {
     TimePoint retry_at; // for retry
     std::string error;  // for retry, dead and dropped: this attempt's error
     DeadReason reason = DeadReason::none;
+};
+
+struct ClaimResult {
+    std::size_t index = 0; // which entry of ClaimRequest::types the jobs belong to
+    std::vector<JobRecord> jobs;
 };
 
 struct DeadLetterFilter {
@@ -56,9 +63,12 @@ public:
     // scheduled, ready or leased.
     virtual std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) = 0;
 
+    // The store's handle for a type name; the same name always gives the same handle.
+    virtual TypeRef intern(std::string_view type) = 0;
+
     // Leases the best ready jobs: the highest (aged) priority across the requested types, oldest first within one
     // priority; due scheduled jobs count as ready. Returns up to request.max jobs of one type, attempt incremented.
-    virtual std::vector<JobRecord> claim(const ClaimRequest& request) = 0;
+    virtual ClaimResult claim(const ClaimRequest& request) = 0;
 
     // Records outcomes of leased jobs. A job whose lease was lost (recovered by another host) is ignored.
     virtual void finish(std::span<const Outcome> outcomes) = 0;

@@ -13,7 +13,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
 
 // A folder with fx_good.so under plugins/ and a config pointing at it.
 struct Setup {
@@ -38,7 +40,8 @@ TEST_CASE("the example config runs periodic and enqueued jobs, retries a failing
                                        "\"\n\n[jobs.hello]\ninterval = \"200ms\"\n\n"
                                        "[jobs.shell]\nmax_retries = 1\nbackoff = { initial = \"50ms\", jitter = 0 }\n");
     Background host({JOBHOST_BINARY, "run", "--config", cfg.string(), "--enqueue", "text.upper={\"text\":\"abc\"}",
-                     "--enqueue", "shell={\"command\":\"echo out-of-shell; exit 7\"}", "--enqueue", "math.sum=[1,2,3]"});
+                     "--enqueue", "shell={\"command\":\"echo out-of-shell; exit 7\"}", "--enqueue",
+                     "math.sum=[1,2,3]"});
     REQUIRE(host.wait_for_output("dead-lettered", 20s));
     REQUIRE(host.wait_for_output("hello from jobhost", 20s, 2));
     host.signal(SIGTERM);
