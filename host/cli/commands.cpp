@@ -4,6 +4,7 @@
 #include "executor/executor.hpp"
 #include "scheduler/scheduler.hpp"
 #include "store/memory_store.hpp"
+#include "store/sqlite_store.hpp"
 #include "loader/plugin_loader.hpp"
 #include "registry/registry.hpp"
 
@@ -22,6 +23,57 @@ namespace jobhost::cli {
 
 namespace fs = std::filesystem;
 
+namespace {} // namespace
+
+core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host) {
+    if (config.store.kind == config::StoreSection::Kind::memory)
+        return std::unique_ptr<store::JobStore>(std::make_unique<store::MemoryStore>());
+    store::SqliteOptions so;
+    so.path = config.store.path;
+    so.full_sync = config.store.full_sync;
+    so.create = host;
+    so.host = host;
+    so.owner = host_id();
+    so.retain_done = static_cast<std::size_t>(config.store.retain_done);
+    so.retain_dead = static_cast<std::size_t>(config.store.retain_dead);
+    auto s = store::SqliteStore::open(so);
+    if (!s) return s.error();
+    return std::unique_ptr<store::JobStore>(std::move(*s));
+}
+
+int load_config(const CommonOptions& o, config::Config& config) {
+    log::configure({o.log_level.value_or(log::Level::info), log::Format::text, std::nullopt});
+    if (o.config) {
+        auto r = config::load_file(*o.config);
+        if (!r.ok()) {
+            for (const auto& d : r.errors) std::cerr << d.to_string() << "\n";
+            std::cerr << "jobhost: " << r.errors.size() << " error(s) in the configuration; nothing was started\n";
+            return kExitUsage;
+        }
+        config = std::move(r.config);
+    } else {
+        config.host.plugin_dir = fs::absolute("plugins");
+        config.store.path = fs::absolute(fs::path("var") / "jobhost.db");
+    }
+    if (o.plugin_dir) config.host.plugin_dir = fs::absolute(*o.plugin_dir);
+    if (o.store) {
+        if (*o.store == "memory")
+            config.store.kind = config::StoreSection::Kind::memory;
+        else {
+            config.store.kind = config::StoreSection::Kind::sqlite;
+            config.store.path = fs::absolute(*o.store);
+        }
+    }
+    if (o.strict) config.host.strict = true;
+    return -1;
+}
+
+std::string host_id() {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    return std::string(name) + ":" + std::to_string(::getpid());
+}
+
 namespace {
 
 // Everything start-up produces, kept together so that the registry (and so every plugin library) outlives the
@@ -35,20 +87,7 @@ struct Startup {
 
 // Loads config, logging, plugins and registry. Returns an exit code when start-up must stop, or -1 to go on.
 int start(const CommonOptions& o, Startup& s) {
-    log::configure({o.log_level.value_or(log::Level::info), log::Format::text, std::nullopt});
-    if (o.config) {
-        auto r = config::load_file(*o.config);
-        if (!r.ok()) {
-            for (const auto& d : r.errors) std::cerr << d.to_string() << "\n";
-            std::cerr << "jobhost: " << r.errors.size() << " error(s) in the configuration; nothing was started\n";
-            return kExitUsage;
-        }
-        s.config = std::move(r.config);
-    } else {
-        s.config.host.plugin_dir = fs::absolute("plugins");
-    }
-    if (o.plugin_dir) s.config.host.plugin_dir = fs::absolute(*o.plugin_dir);
-    if (o.strict) s.config.host.strict = true;
+    if (int code = load_config(o, s.config); code >= 0) return code;
 
     log::Options lo{o.log_level.value_or(s.config.log.level), s.config.log.format, s.config.log.file};
     std::string log_error;
@@ -217,12 +256,6 @@ std::string summary(const std::string& type, const executor::TypeMetrics& m) {
            std::to_string(m.released) + ", max running " + std::to_string(m.max_running);
 }
 
-std::string host_id() {
-    char name[256] = {};
-    ::gethostname(name, sizeof name - 1);
-    return std::string(name) + ":" + std::to_string(::getpid());
-}
-
 // After the first SIGINT/SIGTERM the io_context stops, and a second signal must end the process at once.
 void exit_now(int) {
     static const char msg[] = "jobhost: second signal, exiting at once\n";
@@ -236,14 +269,24 @@ int run_command(const CommonOptions& o) {
     Startup s;
     if (int code = start(o, s); code >= 0) return code;
 
+    auto store_or = open_store(s.config, true);
+    if (!store_or) {
+        std::cerr << "jobhost: " << store_or.error().message << "\n";
+        return kExitRuntime;
+    }
+    store::JobStore& store = **store_or;
+    if (auto* sq = dynamic_cast<store::SqliteStore*>(&store); sq && sq->recovered_at_open() > 0)
+        JH_LOG(warning, "store") << sq->recovered_at_open()
+                                 << " job(s) leased by a host that is gone were put back to ready";
+
     boost::asio::io_context io;
-    store::MemoryStore store;
     executor::ExecutorOptions eo;
     eo.workers = static_cast<std::size_t>(s.config.host.workers);
     eo.stuck_grace = s.config.host.stuck_grace;
     eo.aging = s.config.host.aging;
     eo.owner = host_id();
     auto ex = std::make_unique<executor::Executor>(io, s.registry, store, eo);
+    ex->poke(); // jobs the store kept from before
     scheduler::Scheduler sched(io, [&](const std::string& type) { ex->tick(type); });
     for (const auto& [name, t] : s.registry.types())
         if (t.usable()) sched.set(name, t.effective, true);
@@ -318,7 +361,10 @@ int run_command(const CommonOptions& o) {
     };
     signals.async_wait(on_signal);
     JH_LOG(info, "host") << "serving " << s.registry.types().size() << " job type(s) with " << eo.workers
-                         << " worker(s); SIGINT or SIGTERM stops, SIGHUP reloads the config";
+                         << " worker(s), store "
+                         << (s.config.store.kind == config::StoreSection::Kind::memory ? std::string("in memory")
+                                                                                       : s.config.store.path.string())
+                         << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
     io.run();
 
     signals.clear();
@@ -335,6 +381,8 @@ int run_command(const CommonOptions& o) {
                               << "their plugins";
         std::_Exit(kExitRuntime);
     }
+    io.restart();
+    io.poll();  // timer cancellations still queued, while the executor exists
     ex.reset(); // joins the workers before the registry unloads the plugins
     JH_LOG(info, "host") << "stopped";
     return kExitOk;

@@ -4,9 +4,13 @@
 //   2  usage or configuration error, or a plugin problem under --strict (nothing was run)
 #pragma once
 
+#include "common/error.hpp"
+#include "config/config.hpp"
 #include "log/log.hpp"
+#include "store/store.hpp"
 
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +28,15 @@ struct CommonOptions {
     bool strict = false;                             // --strict
     bool json = false;                               // --json
     std::vector<std::string> enqueue;                // run --enqueue TYPE[=JSON], repeatable
+    std::optional<std::string> store;                // --store FILE (or "memory"), overrides [store]
 };
+
+// Reads --config (or the defaults) and applies the command-line overrides. Returns an exit code on error, else -1.
+int load_config(const CommonOptions& options, config::Config& config);
+// Opens the configured store; `host` creates the file, recovers dead leases and prefetches.
+core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host);
+// "hostname:pid", the lease owner of this process.
+std::string host_id();
 
 int run_command(const CommonOptions& options);
 int plugins_command(const CommonOptions& options);

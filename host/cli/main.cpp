@@ -1,5 +1,6 @@
 // jobhost: loads job types from shared libraries and runs their jobs.
 #include "cli/commands.hpp"
+#include "cli/store_commands.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -9,14 +10,21 @@ using namespace jobhost;
 
 namespace {
 
-void add_common(CLI::App& app, cli::CommonOptions& o, std::string& level, bool with_plugin_dir, bool with_json) {
-    app.add_option("-c,--config", o.config, "Configuration file (TOML); without it, defaults and ./plugins")
+struct Flags {
+    bool plugin_dir = true;
+    bool json = false;
+    bool store = true;
+};
+
+void add_common(CLI::App& app, cli::CommonOptions& o, std::string& level, Flags f) {
+    app.add_option("-c,--config", o.config, "Configuration file (TOML); without it, defaults, ./plugins and ./var")
         ->check(CLI::ExistingFile);
-    if (with_plugin_dir) app.add_option("--plugin-dir", o.plugin_dir, "Plugin folder, overriding [host] plugin_dir");
+    if (f.plugin_dir) app.add_option("--plugin-dir", o.plugin_dir, "Plugin folder, overriding [host] plugin_dir");
+    if (f.store) app.add_option("--store", o.store, "Store file, overriding [store] path (\"memory\": no file)");
     app.add_option("--log-level", level, "trace, debug, info, warning or error, overriding [log] level")
         ->check(CLI::IsMember({"trace", "debug", "info", "warning", "error"}));
     app.add_flag("--strict", o.strict, "Treat any plugin problem as fatal (exit 2)");
-    if (with_json) app.add_flag("--json", o.json, "Print JSON instead of a table");
+    if (f.json) app.add_flag("--json", o.json, "Print JSON instead of a table");
 }
 
 } // namespace
@@ -30,16 +38,62 @@ int main(int argc, char** argv) {
 
     cli::CommonOptions opts;
     std::string level;
-    add_common(app, opts, level, true, false);
+    add_common(app, opts, level, {});
 
-    auto* run = app.add_subcommand("run", "Load plugins and serve until SIGINT or SIGTERM (the default)");
-    add_common(*run, opts, level, true, false);
+    auto* run = app.add_subcommand("run", "Load plugins and run jobs until SIGINT or SIGTERM (the default)");
+    add_common(*run, opts, level, {});
     run->add_option("--enqueue", opts.enqueue, "Queue a job at start-up: TYPE or TYPE=JSON (repeatable)");
     auto* plugins =
         app.add_subcommand("plugins", "List discovered job types, their effective settings, and skipped files");
-    add_common(*plugins, opts, level, true, true);
+    add_common(*plugins, opts, level, {.json = true, .store = false});
     auto* check = app.add_subcommand("check", "Validate the configuration against the discovered plugins; run nothing");
-    add_common(*check, opts, level, true, false);
+    add_common(*check, opts, level, {.store = false});
+
+    cli::EnqueueOptions eo;
+    auto* enqueue =
+        app.add_subcommand("enqueue", "Queue a job in the store; a running host picks it up within a second");
+    add_common(*enqueue, opts, level, {});
+    enqueue->add_option("type", eo.type, "Job type")->required();
+    enqueue->add_option("--payload", eo.payload, "Payload, JSON text");
+    enqueue->add_option("--payload-file", eo.payload_file, "Read the payload from this file");
+    enqueue->add_option("--priority", eo.priority, "low, normal, medium, high or critical (default: the type's)");
+    enqueue->add_option("--delay", eo.delay, "Run no earlier than this from now (30s, 5m, 1h30m)");
+    enqueue->add_option("--at", eo.at, "Run no earlier than this time: 2026-11-29T10:00:00Z (UTC) or unix seconds");
+    enqueue->add_option("--unique", eo.unique_key, "Refuse if a job of this type with this key is pending or running");
+
+    cli::ListOptions lo;
+    auto* jobs = app.add_subcommand("jobs", "List jobs in the store, newest first");
+    add_common(*jobs, opts, level, {.json = true});
+    jobs->add_option("--type", lo.type, "Only this job type");
+    jobs->add_option("--state", lo.state, "scheduled, ready, leased, done or dead");
+    jobs->add_option("--limit", lo.limit, "At most this many (default 50)");
+
+    std::string job_id;
+    auto* job = app.add_subcommand("job", "Show one job: payload, attempts and errors");
+    add_common(*job, opts, level, {.json = true});
+    job->add_option("id", job_id, "Job id")->required();
+
+    cli::DlqOptions dq;
+    std::string dlq_id;
+    auto* dlq = app.add_subcommand("dlq", "Inspect, retry and purge the dead-letter queue");
+    dlq->require_subcommand(1);
+    auto* dlq_list = dlq->add_subcommand("list", "List dead letters");
+    add_common(*dlq_list, opts, level, {.json = true});
+    dlq_list->add_option("--type", dq.type, "Only this job type");
+    auto* dlq_show = dlq->add_subcommand("show", "Show one dead letter with every attempt's error");
+    add_common(*dlq_show, opts, level, {.json = true});
+    dlq_show->add_option("id", dlq_id, "Job id")->required();
+    auto* dlq_retry = dlq->add_subcommand("retry", "Put dead letters back to ready, attempts reset, history kept");
+    add_common(*dlq_retry, opts, level, {});
+    dlq_retry->add_option("ids", dq.ids, "Job ids");
+    dlq_retry->add_flag("--all", dq.all, "Every dead letter (of --type)");
+    dlq_retry->add_option("--type", dq.type, "With --all: only this job type");
+    auto* dlq_purge = dlq->add_subcommand("purge", "Delete dead letters");
+    add_common(*dlq_purge, opts, level, {});
+    dlq_purge->add_option("ids", dq.ids, "Job ids");
+    dlq_purge->add_flag("--all", dq.all, "Every dead letter (of --type, --older-than)");
+    dlq_purge->add_option("--type", dq.type, "With --all: only this job type");
+    dlq_purge->add_option("--older-than", dq.older_than, "With --all: only those dead for longer than this (7d, 12h)");
 
     try {
         app.parse(argc, argv);
@@ -52,6 +106,13 @@ int main(int argc, char** argv) {
     try {
         if (*plugins) return cli::plugins_command(opts);
         if (*check) return cli::check_command(opts);
+        if (*enqueue) return cli::enqueue_command(opts, eo);
+        if (*jobs) return cli::jobs_command(opts, lo);
+        if (*job) return cli::job_command(opts, job_id);
+        if (*dlq_list) return cli::dlq_list_command(opts, dq);
+        if (*dlq_show) return cli::dlq_show_command(opts, dlq_id);
+        if (*dlq_retry) return cli::dlq_retry_command(opts, dq);
+        if (*dlq_purge) return cli::dlq_purge_command(opts, dq);
         return cli::run_command(opts);
     } catch (const std::exception& e) {
         std::cerr << "jobhost: fatal: " << e.what() << "\n";

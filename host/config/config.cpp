@@ -235,6 +235,37 @@ void parse_log(Validator& v, const toml::table& t, LogSection& log) {
         if (auto s = v.string(*n, "file")) log.file = v.path(*s);
 }
 
+void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
+    v.known_keys(t, "store", {"kind", "path", "synchronous", "retain_done", "retain_dead"});
+    if (auto n = t.get("kind"))
+        if (auto s = v.string(*n, "kind")) {
+            if (*s == "sqlite")
+                store.kind = StoreSection::Kind::sqlite;
+            else if (*s == "memory")
+                store.kind = StoreSection::Kind::memory;
+            else
+                v.error(n->source(), "'kind' must be \"sqlite\" or \"memory\", got \"" + *s + "\"");
+        }
+    if (auto n = t.get("path"))
+        if (auto s = v.string(*n, "path")) {
+            if (s->empty())
+                v.error(n->source(), "'path' must not be empty");
+            else
+                store.path = v.path(*s);
+        }
+    if (auto n = t.get("synchronous"))
+        if (auto s = v.string(*n, "synchronous")) {
+            if (*s == "normal" || *s == "full")
+                store.full_sync = *s == "full";
+            else
+                v.error(n->source(), "'synchronous' must be \"normal\" or \"full\", got \"" + *s + "\"");
+        }
+    if (auto n = t.get("retain_done"))
+        if (auto i = v.integer(*n, "retain_done", 0, 1'000'000'000)) store.retain_done = *i;
+    if (auto n = t.get("retain_dead"))
+        if (auto i = v.integer(*n, "retain_dead", 1, 1'000'000'000)) store.retain_dead = *i;
+}
+
 void parse_job(Validator& v, const std::string& type, const toml::table& t, JobSection& job) {
     const std::string where = "jobs." + type;
     v.known_keys(t, where,
@@ -298,6 +329,7 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
 LoadResult parse(std::string_view text, const std::string& source, const fs::path& base_dir) {
     LoadResult result;
     result.config.host.plugin_dir = (base_dir / "plugins").lexically_normal();
+    result.config.store.path = (base_dir / "var" / "jobhost.db").lexically_normal();
     toml::table doc;
     try {
         doc = toml::parse(text, source);
@@ -308,12 +340,14 @@ LoadResult parse(std::string_view text, const std::string& source, const fs::pat
         return result;
     }
     Validator v(source, base_dir);
-    v.known_keys(doc, "top level", {"host", "log", "jobs"});
+    v.known_keys(doc, "top level", {"host", "log", "store", "jobs"});
     auto& cfg = result.config;
     if (auto n = doc.get("host"))
         if (auto t = v.table(*n, "host")) parse_host(v, *t, cfg.host);
     if (auto n = doc.get("log"))
         if (auto t = v.table(*n, "log")) parse_log(v, *t, cfg.log);
+    if (auto n = doc.get("store"))
+        if (auto t = v.table(*n, "store")) parse_store(v, *t, cfg.store);
     if (auto n = doc.get("jobs"))
         if (auto jobs = v.table(*n, "jobs")) {
             for (const auto& [key, node] : *jobs) {

@@ -42,6 +42,14 @@ struct LogSection {
     std::optional<std::filesystem::path> file;
 };
 
+struct StoreSection {
+    enum class Kind { sqlite, memory } kind = Kind::sqlite;
+    std::filesystem::path path = "var/jobhost.db"; // made absolute against the config file's folder
+    bool full_sync = false;                        // synchronous = "full"
+    std::int64_t retain_done = 0;
+    std::int64_t retain_dead = 100'000;
+};
+
 struct JobSection {
     std::string type;
     int line = 0;
@@ -54,6 +62,7 @@ struct Config {
     std::filesystem::path file; // empty when built from defaults
     HostSection host;
     LogSection log;
+    StoreSection store;
     std::map<std::string, JobSection> jobs;
 };
 

@@ -21,7 +21,7 @@ struct Executor::Lane {
     std::string unusable_reason;
     std::shared_ptr<const registry::JobSettings> settings;
     std::uint32_t running_runs = 0; // against settings->concurrency
-    std::size_t pending = 0;        // jobs queued in the store and not claimed (ready or scheduled)
+    bool has_work = true;           // the store may hold claimable jobs of this type (false: a claim said none)
     store::TypeRef ref = 0;
     bool schedule_active = false; // a job from the schedule is pending or running
     TypeMetrics m;
@@ -136,11 +136,22 @@ Executor::Executor(boost::asio::io_context& io, const registry::Registry& regist
         lanes_.emplace(name, std::move(l));
         type_names_.insert(name);
     }
+    store_.set_wakeup([this] {
+        poke();
+        arm_due_timer();
+    });
 }
 
 Executor::~Executor() {
+    store_.set_wakeup({}); // waits for a wakeup in progress
     shutdown(Duration(0));
     pool_.join();
+}
+
+void Executor::poke() {
+    std::lock_guard lock(mutex_);
+    for (Lane* l : lane_list_) l->has_work = true;
+    if (idle_workers_ > 0) pump_locked();
 }
 
 Executor::Lane* Executor::lane(std::string_view type) {
@@ -154,6 +165,15 @@ Duration Executor::backoff(const registry::JobSettings& s, std::uint32_t attempt
     base = std::min(base, static_cast<double>(s.backoff.max.count()));
     if (s.backoff.jitter > 0) base *= uniform(1.0 - s.backoff.jitter, 1.0 + s.backoff.jitter);
     return Duration(static_cast<std::int64_t>(std::max(0.0, base)));
+}
+
+std::optional<std::string> payload_error(std::string_view payload) {
+    boost::json::parser p;
+    boost::system::error_code ec;
+    std::size_t used = p.write_some(payload.data(), payload.size(), ec);
+    if (!ec && used < payload.size()) ec = boost::json::error::extra_data;
+    if (!ec) return std::nullopt;
+    return ec.message() + " at byte " + std::to_string(used);
 }
 
 EnqueueResult Executor::enqueue(const EnqueueRequest& request) {
@@ -199,13 +219,8 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             continue;
         }
         if (request.payload != "null") {
-            boost::json::parser p;
-            boost::system::error_code ec;
-            std::size_t used = p.write_some(request.payload.data(), request.payload.size(), ec);
-            if (!ec && used < request.payload.size()) ec = boost::json::error::extra_data;
-            if (ec) {
-                result.error = "the payload is not valid JSON (" + ec.message() + " at byte " + std::to_string(used) +
-                               "); nothing was queued";
+            if (auto why = payload_error(request.payload)) {
+                result.error = "the payload is not valid JSON (" + *why + "); nothing was queued";
                 ++refused_payloads;
                 continue;
             }
@@ -246,7 +261,7 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             }
             result.ok = true;
             ln->m.enqueued += 1;
-            ln->pending += 1;
+            ln->has_work = true;
             if (requests[i].from_schedule) ln->schedule_active = true;
             delayed = delayed || jobs[k].run_at > now;
         }
@@ -283,7 +298,7 @@ Executor::Claimed Executor::claim_locked() {
     req.types.clear();
     claim_lanes_.clear();
     for (Lane* l : lane_list_) {
-        if (l->pending == 0 || !l->task || !l->settings->enabled) continue;
+        if (!l->has_work || !l->task || !l->settings->enabled) continue;
         if (l->running_runs >= static_cast<std::uint32_t>(l->settings->concurrency)) continue;
         req.types.emplace_back(l->ref, static_cast<std::uint32_t>(l->settings->batch_size));
         claim_lanes_.push_back(l);
@@ -296,11 +311,12 @@ Executor::Claimed Executor::claim_locked() {
     req.aging = options_.aging;
     Claimed c;
     auto result = store_.claim(req);
+    // stop scanning lanes with nothing claimable until an enqueue, a retry, a due timer or a store wakeup
+    for (std::size_t i : result.exhausted) claim_lanes_[i]->has_work = false;
     if (result.jobs.empty()) return c;
     c.jobs = std::move(result.jobs);
     Lane* l = c.lane = claim_lanes_[result.index];
     c.settings = l->settings;
-    l->pending -= std::min(l->pending, c.jobs.size());
     l->running_runs += 1;
     l->m.running += static_cast<std::uint32_t>(c.jobs.size());
     l->m.max_running = std::max(l->m.max_running, l->m.running);
@@ -396,7 +412,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         bool ok = h.has_result && h.status == JH_OK && !timed_out;
         if (ok) {
             d.succeeded += 1;
-            outcomes.push_back({job.id, Outcome::Kind::done, now, {}, {}, store::DeadReason::none});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::done, now, {}, {}, store::DeadReason::none});
             schedule_done = schedule_done || job.from_schedule;
             continue;
         }
@@ -423,7 +439,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
             Duration delay = backoff(settings, job.attempt);
             d.retried += 1;
             retry_scheduled = true;
-            outcomes.push_back({job.id, Outcome::Kind::retry, now, now + delay, error, reason});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::retry, now, now + delay, error, reason});
             log::write(log::Level::warning, "executor",
                        "attempt " + std::to_string(job.attempt) + "/" + std::to_string(job.max_attempts) +
                            " failed: " + error + "; retrying in " + ms_text(delay),
@@ -434,13 +450,13 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         std::string why(store::dead_reason_name(reason));
         if (settings.dead_letter) {
             d.dead_lettered += 1;
-            outcomes.push_back({job.id, Outcome::Kind::dead, now, {}, error, reason});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::dead, now, {}, error, reason});
             log::write(log::Level::error, "executor",
                        "dead-lettered after attempt " + std::to_string(job.attempt) + " (" + why + "): " + error,
                        job.type, h.id_text());
         } else {
             d.dropped += 1;
-            outcomes.push_back({job.id, Outcome::Kind::dropped, now, {}, error, reason});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::dropped, now, {}, error, reason});
             log::write(log::Level::warning, "executor",
                        "dropped after attempt " + std::to_string(job.attempt) + " (" + why +
                            ", dead_letter = false): " + error,
@@ -461,7 +477,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         m.dropped += d.dropped;
         m.released += d.released;
         m.running -= static_cast<std::uint32_t>(batch.size());
-        ln.pending += d.retried + d.released;
+        if (d.retried + d.released > 0) ln.has_work = true;
         ln.running_runs -= 1;
         running_runs_ -= 1;
         if (schedule_done) ln.schedule_active = false;
@@ -477,10 +493,7 @@ void Executor::arm_due_timer() {
         due_timer_.expires_after(std::max(delay, Duration(0)));
         due_timer_.async_wait([this](const boost::system::error_code& ec) {
             if (ec) return;
-            {
-                std::lock_guard lock(mutex_);
-                pump_locked();
-            }
+            poke();
             arm_due_timer();
         });
     });
@@ -532,18 +545,23 @@ std::size_t Executor::running_runs() const {
 bool Executor::wait_idle(Duration limit) {
     auto until = std::chrono::steady_clock::now() + limit;
     for (;;) {
-        bool idle = false;
+        bool quiet;
         {
-            std::unique_lock lock(mutex_);
-            if (running_runs_ == 0) {
-                idle = true;
-                for (const auto& [type, c] : store_.counts()) idle = idle && c.ready == 0 && c.scheduled == 0;
-            }
-            if (idle) return true;
-            if (std::chrono::steady_clock::now() >= until) return false;
-            // woken by a finished run; delayed jobs are woken by the due timer, so re-check now and then
-            changed_.wait_for(lock, std::chrono::milliseconds(20));
+            std::lock_guard lock(mutex_);
+            quiet = running_runs_ == 0;
         }
+        if (quiet) {
+            store_.flush(); // outcomes may still be on their way to the store
+            bool idle = true;
+            for (const auto& [type, c] : store_.counts())
+                idle = idle && c.ready == 0 && c.scheduled == 0 && c.leased == 0;
+            std::lock_guard lock(mutex_);
+            if (idle && running_runs_ == 0) return true;
+        }
+        if (std::chrono::steady_clock::now() >= until) return false;
+        // woken by a finished run; delayed jobs are woken by the due timer, so re-check now and then
+        std::unique_lock lock(mutex_);
+        changed_.wait_for(lock, std::chrono::milliseconds(10));
     }
 }
 

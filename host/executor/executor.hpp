@@ -60,6 +60,9 @@ struct EnqueueResult {
 class RunContext;
 class RunningJob;
 
+// Why `payload` is not one valid JSON text ("... at byte N"), or nullopt when it is.
+std::optional<std::string> payload_error(std::string_view payload);
+
 class Executor {
 public:
     // The registry and store must outlive the executor. `io` runs the timers; it must be run by the caller.
@@ -89,6 +92,10 @@ public:
 
     TypeMetrics metrics(const std::string& type) const;
     std::map<std::string, TypeMetrics> all_metrics() const;
+
+    // Looks for claimable work in every lane (jobs the store holds from before, or that another process queued)
+    // and dispatches what it finds. The store's wakeup calls this; call it once after construction.
+    void poke();
 
     // For tests and benchmarks: waits until nothing is ready, scheduled or running, or the limit passes.
     bool wait_idle(Duration limit);

@@ -121,6 +121,10 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
         if (cap == 0 || ref >= types_.size()) continue;
         auto& q = types_[ref].second;
         promote_due(q, r.now);
+        if (std::all_of(q.ready.begin(), q.ready.end(), [](const auto& d) { return d.empty(); })) {
+            result.exhausted.push_back(i);
+            continue;
+        }
         for (std::size_t level = 0; level < q.ready.size(); ++level) {
             if (q.ready[level].empty()) continue;
             const auto& head = q.ready[level].front();
@@ -312,6 +316,19 @@ std::size_t MemoryStore::purge(std::span<const JobId> ids) {
         ++n;
     }
     return n;
+}
+
+std::vector<JobRecord> MemoryStore::list(const ListFilter& filter) {
+    std::lock_guard lock(mutex_);
+    std::vector<JobRecord> out;
+    for (const auto& [id, job] : jobs_) {
+        if (filter.type && job.type != *filter.type) continue;
+        if (filter.state && job.state != *filter.state) continue;
+        out.push_back(job);
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id > b.id; });
+    if (out.size() > filter.limit) out.resize(filter.limit);
+    return out;
 }
 
 std::map<std::string, TypeCounts> MemoryStore::counts() {

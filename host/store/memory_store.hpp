@@ -26,6 +26,7 @@ public:
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;
     std::size_t replay(std::span<const JobId> ids, TimePoint now) override;
     std::size_t purge(std::span<const JobId> ids) override;
+    std::vector<JobRecord> list(const ListFilter& filter) override;
     std::map<std::string, TypeCounts> counts() override;
 
 private:

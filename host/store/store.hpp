@@ -8,6 +8,7 @@
 
 #include "store/job.hpp"
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -34,6 +35,7 @@ struct ClaimRequest {
 // How a run ended, as the executor reports it.
 struct Outcome {
     JobId id = 0;
+    std::string type;
     enum class Kind { done, retry, dead, dropped } kind = Kind::done;
     TimePoint at;
     TimePoint retry_at; // for retry
@@ -44,11 +46,20 @@ struct Outcome {
 struct ClaimResult {
     std::size_t index = 0; // which entry of ClaimRequest::types the jobs belong to
     std::vector<JobRecord> jobs;
+    // Entries of ClaimRequest::types that have nothing claimable now; the store calls the wakeup (or the caller
+    // enqueues) before they have again.
+    std::vector<std::size_t> exhausted;
 };
 
 struct DeadLetterFilter {
     std::optional<std::string> type;
     std::size_t limit = 1000;
+};
+
+struct ListFilter {
+    std::optional<std::string> type;
+    std::optional<JobState> state;
+    std::size_t limit = 100;
 };
 
 struct TypeCounts {
@@ -94,7 +105,19 @@ public:
     // Deletes dead jobs. Returns how many.
     virtual std::size_t purge(std::span<const JobId> ids) = 0;
 
+    // Jobs by type and state, newest first.
+    virtual std::vector<JobRecord> list(const ListFilter& filter) = 0;
+
     virtual std::map<std::string, TypeCounts> counts() = 0;
+
+    // Returns once everything this object was asked to write so far is committed. Outcomes may be written
+    // asynchronously; call this before reading them back.
+    virtual void flush() {}
+
+    // Sets what the store calls (from any thread) when jobs may have become claimable without an enqueue through
+    // this object: another process enqueued or replayed jobs, leases were recovered, prefetched jobs arrived. An
+    // engine that never needs it ignores it. Passing an empty function waits for a running call to return.
+    virtual void set_wakeup(std::function<void()> wakeup) { (void)wakeup; }
 };
 
 } // namespace jobhost::store

@@ -56,7 +56,7 @@ TEST_CASE("jobhost plugins lists the example types with their effective settings
     REQUIRE(r.exit_code == 0);
     for (const char* t : {"hello", "shell", "text.upper", "text.count", "math.sum", "math.report"})
         CHECK(contains(r.out, t));
-    CHECK(contains(r.out, "interval           5s              (" + kConfig + ":17; plugin: 10s)"));
+    CHECK(contains(r.out, "interval           5s              (" + kConfig + ":24; plugin: 10s)"));
     CHECK(contains(r.out, "concurrency        4               (plugin)"));
     CHECK(contains(r.out, "settings           {\"greeting\":\"hello from config/jobhost.toml\"}"));
 }
@@ -76,7 +76,7 @@ TEST_CASE("jobhost plugins --json is machine-readable") {
         const auto& interval = o.at("settings").as_object().at("interval").as_object();
         CHECK(interval.at("value") == "5s");
         CHECK(interval.at("declared") == "10s");
-        CHECK(interval.at("source").as_string() == kConfig + ":17");
+        CHECK(interval.at("source").as_string() == kConfig + ":24");
     }
     CHECK(saw_hello);
     CHECK(doc.at("skipped").as_array().empty());
@@ -137,7 +137,7 @@ TEST_CASE("jobhost check fails on any plugin problem; --strict makes plugin prob
     auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
     CHECK(check.exit_code == 2);
     CHECK(contains(check.err, "abi_major.so"));
-    auto strict = run_jobhost({"run", "--strict", "--plugin-dir", dir.path().string()}, 20s);
+    auto strict = run_jobhost({"run", "--strict", "--plugin-dir", dir.path().string(), "--store", "memory"}, 20s);
     CHECK(strict.exit_code == 2);
     CHECK(contains(strict.err, "--strict: 1 plugin problem(s)"));
 }
@@ -147,7 +147,8 @@ TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIG
         CAPTURE(signo);
         TempDir dir;
         fill_with_broken(dir.path() / "plugins");
-        Background host({JOBHOST_BINARY, "run", "--plugin-dir", (dir.path() / "plugins").string()});
+        Background host({JOBHOST_BINARY, "run", "--plugin-dir", (dir.path() / "plugins").string(), "--store",
+                         (dir.path() / "store.db").string()});
         REQUIRE(host.wait_for_output("serving", 20s));
         std::string log = host.err();
         CHECK(contains(log, "found 17 job type(s) (15 usable) in 5 libraries"));

@@ -7,12 +7,14 @@
 #include "registry/registry.hpp"
 #include "scheduler/scheduler.hpp"
 #include "store/memory_store.hpp"
+#include "store/sqlite_store.hpp"
 #include "support/temp_dir.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <future>
 #include <thread>
@@ -21,10 +23,23 @@ namespace jobhost::test {
 
 class Harness {
 public:
+    // The executor suite runs against each engine: TEST_CASE_TEMPLATE(..., E, MemoryEngine, SqliteEngine).
     // Loads the named fixture libraries with `toml` as the config ([jobs.x] overrides), and starts an executor.
-    Harness(std::initializer_list<const char*> fixtures, const std::string& toml = {},
+    enum class Engine { memory, sqlite };
+
+    Harness(Engine engine, std::initializer_list<const char*> fixtures, const std::string& toml = {},
             executor::ExecutorOptions options = {})
         : work_(io_.get_executor()) {
+        if (engine == Engine::memory) {
+            store_ = std::make_unique<store::MemoryStore>();
+        } else {
+            store::SqliteOptions so;
+            so.path = dir_.path() / "var" / "store.db";
+            so.owner = "test:" + std::to_string(::getpid());
+            auto s = store::SqliteStore::open(so);
+            if (!s) throw std::runtime_error(s.error().message);
+            store_ = std::move(*s);
+        }
         copy_fixtures(dir_.path(), fixtures);
         auto parsed = config::parse(toml, "test.toml", dir_.path());
         if (!parsed.ok()) throw std::runtime_error(parsed.errors.front().to_string());
@@ -32,7 +47,8 @@ public:
         discovery_ = loader::discover({dir_.path(), false});
         registry_.build(discovery_, config_);
         io_thread_ = std::thread([this] { io_.run(); });
-        executor_ = std::make_unique<executor::Executor>(io_, registry_, store_, options);
+        executor_ = std::make_unique<executor::Executor>(io_, registry_, *store_, options);
+        executor_->poke();
     }
     ~Harness() {
         executor_->shutdown(std::chrono::seconds(5));
@@ -46,7 +62,7 @@ public:
     }
 
     executor::Executor& ex() { return *executor_; }
-    store::MemoryStore& store() { return store_; }
+    store::JobStore& store() { return *store_; }
     const registry::Registry& registry() const { return registry_; }
     boost::asio::io_context& io() { return io_; }
 
@@ -98,12 +114,19 @@ private:
     config::Config config_;
     loader::Discovery discovery_;
     registry::Registry registry_;
-    store::MemoryStore store_;
+    std::unique_ptr<store::JobStore> store_;
     boost::asio::io_context io_;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
     std::thread io_thread_;
     std::unique_ptr<executor::Executor> executor_;
     std::unique_ptr<scheduler::Scheduler> scheduler_;
+};
+
+struct MemoryEngine {
+    static constexpr auto kind = Harness::Engine::memory;
+};
+struct SqliteEngine {
+    static constexpr auto kind = Harness::Engine::sqlite;
 };
 
 } // namespace jobhost::test

@@ -6,6 +6,8 @@
 using namespace jobhost;
 using namespace std::chrono_literals;
 using jobhost::test::Harness;
+using jobhost::test::MemoryEngine;
+using jobhost::test::SqliteEngine;
 using registry::Priority;
 
 namespace {
@@ -24,8 +26,10 @@ store::JobRecord only_dead(Harness& h, const std::string& type) {
 
 } // namespace
 
-TEST_CASE("a job that always throws runs exactly 1 + max_retries times with growing delays, then is dead-lettered") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE(
+    "a job that always throws runs exactly 1 + max_retries times with growing delays, then is dead-lettered", E,
+    MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     auto r = h.enqueue("fx.throw", "{\"n\":1}");
     REQUIRE(r.ok);
     REQUIRE(h.ex().wait_idle(10s));
@@ -52,8 +56,9 @@ TEST_CASE("a job that always throws runs exactly 1 + max_retries times with grow
     CHECK(gap2 >= 40ms);
 }
 
-TEST_CASE("a failed result and a failed validate count as failures, never as successes") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE("a failed result and a failed validate count as failures, never as successes", E, MemoryEngine,
+                   SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     REQUIRE(h.enqueue("fx.fail").ok);
     REQUIRE(h.enqueue("fx.invalid").ok);
     REQUIRE(h.ex().wait_idle(10s));
@@ -67,16 +72,17 @@ TEST_CASE("a failed result and a failed validate count as failures, never as suc
     CHECK(only_dead(h, "fx.invalid").errors.at(0).message == "validate: payload rejected");
 }
 
-TEST_CASE("a permanent failure goes straight to the dead-letter queue") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE("a permanent failure goes straight to the dead-letter queue", E, MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     REQUIRE(h.enqueue("fx.permanent").ok);
     REQUIRE(h.ex().wait_idle(10s));
     CHECK(h.ex().metrics("fx.permanent").started == 1);
     CHECK(only_dead(h, "fx.permanent").dead_reason == store::DeadReason::permanent_failure);
 }
 
-TEST_CASE("on_error may recover a failure, and should_retry may stop retries early") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE("on_error may recover a failure, and should_retry may stop retries early", E, MemoryEngine,
+                   SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     REQUIRE(h.enqueue("fx.recover", "\"recover\"").ok);
     REQUIRE(h.enqueue("fx.recover", "\"other\"").ok);
     REQUIRE(h.ex().wait_idle(10s));
@@ -86,8 +92,9 @@ TEST_CASE("on_error may recover a failure, and should_retry may stop retries ear
     CHECK(only_dead(h, "fx.recover").dead_reason == store::DeadReason::should_retry_said_no);
 }
 
-TEST_CASE("cleanup runs after every run, even when execute throws something that is not an exception") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE("cleanup runs after every run, even when execute throws something that is not an exception", E,
+                   MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     int before = h.hook<int()>("fx_good.so", "fx_cleanups")();
     for (int i = 0; i < 3; ++i) REQUIRE(h.enqueue("fx.cleanup").ok);
     REQUIRE(h.ex().wait_idle(10s));
@@ -98,8 +105,9 @@ TEST_CASE("cleanup runs after every run, even when execute throws something that
     CHECK(dead[0].errors.at(0).message == "exception of unknown type");
 }
 
-TEST_CASE("with dead_letter = false a job that exhausts its retries is dropped and counted as dropped") {
-    Harness h({"fx_good.so"}, "[jobs.\"fx.fail\"]\ndead_letter = false\n");
+TEST_CASE_TEMPLATE("with dead_letter = false a job that exhausts its retries is dropped and counted as dropped", E,
+                   MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"}, "[jobs.\"fx.fail\"]\ndead_letter = false\n");
     REQUIRE(h.enqueue("fx.fail").ok);
     REQUIRE(h.ex().wait_idle(10s));
     auto m = h.ex().metrics("fx.fail");
@@ -108,8 +116,9 @@ TEST_CASE("with dead_letter = false a job that exhausts its retries is dropped a
     CHECK(h.store().dead_letters({}).empty());
 }
 
-TEST_CASE("enqueue refuses an unknown type, a disabled type and invalid JSON, and queues nothing") {
-    Harness h({"fx_good.so"}, "[jobs.\"fx.ok\"]\nenabled = false\n");
+TEST_CASE_TEMPLATE("enqueue refuses an unknown type, a disabled type and invalid JSON, and queues nothing", E,
+                   MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"}, "[jobs.\"fx.ok\"]\nenabled = false\n");
     auto unknown = h.enqueue("fx.nope");
     CHECK_FALSE(unknown.ok);
     CHECK(unknown.error == "unknown job type 'fx.nope'; nothing was queued (see 'jobhost plugins')");
@@ -125,8 +134,9 @@ TEST_CASE("enqueue refuses an unknown type, a disabled type and invalid JSON, an
     CHECK(h.store().counts().empty());
 }
 
-TEST_CASE("a unique key refuses a second enqueue with the id of the job that holds it, until that job ends") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE("a unique key refuses a second enqueue with the id of the job that holds it, until that job ends", E,
+                   MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     auto first = h.enqueue("fx.slow", "{\"ms\":300}", std::nullopt, "nightly");
     REQUIRE(first.ok);
     auto second = h.enqueue("fx.slow", "{\"ms\":1}", std::nullopt, "nightly");
@@ -140,10 +150,11 @@ TEST_CASE("a unique key refuses a second enqueue with the id of the job that hol
     REQUIRE(h.ex().wait_idle(10s));
 }
 
-TEST_CASE("with one worker and a backlog, critical runs before high before normal, oldest first within one") {
+TEST_CASE_TEMPLATE("with one worker and a backlog, critical runs before high before normal, oldest first within one", E,
+                   MemoryEngine, SqliteEngine) {
     executor::ExecutorOptions o;
     o.workers = 1;
-    Harness h({"fx_good.so"}, {}, o);
+    Harness h(E::kind, {"fx_good.so"}, {}, o);
     REQUIRE(h.enqueue("fx.order", "{\"ms\":200,\"n\":\"blocker\"}").ok);
     std::this_thread::sleep_for(50ms); // the one worker is now busy with the blocker
     REQUIRE(h.enqueue("fx.order", "\"normal-1\"", Priority::normal).ok);
@@ -157,10 +168,11 @@ TEST_CASE("with one worker and a backlog, critical runs before high before norma
                       "\"low-1\" ");
 }
 
-TEST_CASE("priority holds across types: the highest-priority ready job of any type runs next") {
+TEST_CASE_TEMPLATE("priority holds across types: the highest-priority ready job of any type runs next", E, MemoryEngine,
+                   SqliteEngine) {
     executor::ExecutorOptions o;
     o.workers = 1;
-    Harness h({"fx_good.so"}, "[jobs.\"fx.ok\"]\npriority = \"critical\"\n", o);
+    Harness h(E::kind, {"fx_good.so"}, "[jobs.\"fx.ok\"]\npriority = \"critical\"\n", o);
     REQUIRE(h.enqueue("fx.order", "{\"ms\":200}").ok);
     std::this_thread::sleep_for(50ms);
     REQUIRE(h.enqueue("fx.order", "\"normal\"").ok);
@@ -173,13 +185,14 @@ TEST_CASE("priority holds across types: the highest-priority ready job of any ty
     CHECK(ok_done.started == 1);
 }
 
-TEST_CASE("with aging on, a low-priority job is not starved by a stream of higher-priority jobs") {
+TEST_CASE_TEMPLATE("with aging on, a low-priority job is not starved by a stream of higher-priority jobs", E,
+                   MemoryEngine, SqliteEngine) {
     for (bool aging : {false, true}) {
         CAPTURE(aging);
         executor::ExecutorOptions o;
         o.workers = 1;
         o.aging = aging ? 30ms : 0ms;
-        Harness h({"fx_good.so"}, {}, o);
+        Harness h(E::kind, {"fx_good.so"}, {}, o);
         REQUIRE(h.enqueue("fx.order", "{\"ms\":50}").ok); // occupies the worker
         std::this_thread::sleep_for(10ms);
         REQUIRE(h.enqueue("fx.order", "\"low\"", Priority::low).ok);
@@ -204,16 +217,23 @@ TEST_CASE("with aging on, a low-priority job is not starved by a stream of highe
     }
 }
 
-TEST_CASE("under 10,000 jobs across 20 types no type exceeds its concurrency, and every job finishes exactly once") {
+TEST_CASE_TEMPLATE(
+    "under 10,000 jobs across 20 types no type exceeds its concurrency, and every job finishes exactly once", E,
+    MemoryEngine, SqliteEngine) {
     executor::ExecutorOptions o;
     o.workers = 8;
-    Harness h({"fx_load.so"}, {}, o);
+    Harness h(E::kind, {"fx_load.so"}, {}, o);
     constexpr int kJobs = 10000;
+    std::vector<executor::EnqueueRequest> requests(kJobs);
     for (int i = 0; i < kJobs; ++i) {
         char type[16];
         std::snprintf(type, sizeof type, "fx.load.%02d", i % 20);
-        REQUIRE(h.enqueue(type, std::to_string(i)).ok);
+        requests[static_cast<std::size_t>(i)].type = type;
+        requests[static_cast<std::size_t>(i)].payload = std::to_string(i);
     }
+    for (std::size_t i = 0; i < requests.size(); i += 500)
+        for (const auto& r : h.ex().enqueue(std::span<const executor::EnqueueRequest>(requests).subspan(i, 500)))
+            REQUIRE(r.ok);
     REQUIRE(h.ex().wait_idle(120s));
     auto max_of = h.hook<int(int)>("fx_load.so", "fx_load_max");
     auto runs_of = h.hook<int(int)>("fx_load.so", "fx_load_runs");
@@ -237,10 +257,11 @@ TEST_CASE("under 10,000 jobs across 20 types no type exceeds its concurrency, an
     CHECK(wrong == 0);
 }
 
-TEST_CASE("a batch type gets several jobs in one execute, and each job has its own outcome") {
+TEST_CASE_TEMPLATE("a batch type gets several jobs in one execute, and each job has its own outcome", E, MemoryEngine,
+                   SqliteEngine) {
     executor::ExecutorOptions o;
     o.workers = 1;
-    Harness h({"fx_good.so"}, {}, o);
+    Harness h(E::kind, {"fx_good.so"}, {}, o);
     REQUIRE(h.enqueue("fx.order", "{\"ms\":150}").ok); // keep the worker busy while the batch queues up
     std::this_thread::sleep_for(30ms);
     for (int i = 0; i < 20; ++i) REQUIRE(h.enqueue("fx.batch", i == 7 ? "false" : "true").ok);
@@ -255,9 +276,10 @@ TEST_CASE("a batch type gets several jobs in one execute, and each job has its o
     CHECK(dead.errors.at(0).message == "false in batch of 8");
 }
 
-TEST_CASE("at its timeout a job is cancelled and counted as timed out, then retried as configured") {
+TEST_CASE_TEMPLATE("at its timeout a job is cancelled and counted as timed out, then retried as configured", E,
+                   MemoryEngine, SqliteEngine) {
     Harness h(
-        {"fx_good.so"},
+        E::kind, {"fx_good.so"},
         "[jobs.\"fx.slow\"]\ntimeout = \"100ms\"\nmax_retries = 1\nbackoff = { initial = \"10ms\", jitter = 0 }\n");
     auto start = std::chrono::steady_clock::now();
     REQUIRE(h.enqueue("fx.slow", "{\"ms\":5000}").ok);
@@ -273,10 +295,10 @@ TEST_CASE("at its timeout a job is cancelled and counted as timed out, then retr
     CHECK(dead.errors.at(0).message == "timed out after 100ms");
 }
 
-TEST_CASE("a task that ignores cancellation is reported as stuck") {
+TEST_CASE_TEMPLATE("a task that ignores cancellation is reported as stuck", E, MemoryEngine, SqliteEngine) {
     executor::ExecutorOptions o;
     o.stuck_grace = 200ms;
-    Harness h({"fx_good.so"}, {}, o);
+    Harness h(E::kind, {"fx_good.so"}, {}, o);
     REQUIRE(h.enqueue("fx.stuck", "{\"ms\":800}").ok); // timeout 100ms; it sleeps on
     REQUIRE(h.ex().wait_idle(10s));
     auto m = h.ex().metrics("fx.stuck");
@@ -285,8 +307,8 @@ TEST_CASE("a task that ignores cancellation is reported as stuck") {
     CHECK(m.dead_lettered == 1);
 }
 
-TEST_CASE("a job may enqueue another job through its Context") {
-    Harness h({"fx_good.so"});
+TEST_CASE_TEMPLATE("a job may enqueue another job through its Context", E, MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
     REQUIRE(h.enqueue("fx.chain").ok);
     REQUIRE(h.enqueue("fx.chain", "{\"next\":\"fx.missing\"}").ok);
     REQUIRE(h.ex().wait_idle(10s));
@@ -296,8 +318,9 @@ TEST_CASE("a job may enqueue another job through its Context") {
     CHECK(dead.errors.at(0).message.find("enqueue failed: unknown job type 'fx.missing'") == 0);
 }
 
-TEST_CASE("a periodic job that outlasts its interval never has two runs pending or running at once") {
-    Harness h({"fx_good.so"}, "[jobs.\"fx.tick\"]\nenabled = true\n"); // interval 50ms, each run 150ms
+TEST_CASE_TEMPLATE("a periodic job that outlasts its interval never has two runs pending or running at once", E,
+                   MemoryEngine, SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"}, "[jobs.\"fx.tick\"]\nenabled = true\n"); // interval 50ms, each run 150ms
     h.start_scheduler();
     int most_active = 0;
     auto until = std::chrono::steady_clock::now() + 1200ms;
@@ -320,10 +343,11 @@ TEST_CASE("a periodic job that outlasts its interval never has two runs pending 
     CHECK(m.succeeded == m.enqueued);
 }
 
-TEST_CASE("reloaded settings apply without a restart: concurrency, priority and enabled") {
+TEST_CASE_TEMPLATE("reloaded settings apply without a restart: concurrency, priority and enabled", E, MemoryEngine,
+                   SqliteEngine) {
     executor::ExecutorOptions o;
     o.workers = 4;
-    Harness h({"fx_good.so"}, {}, o);
+    Harness h(E::kind, {"fx_good.so"}, {}, o);
     auto settings = h.registry().find("fx.slow")->effective;
     settings.concurrency = 1;
     h.ex().update_settings("fx.slow", settings);

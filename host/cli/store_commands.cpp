@@ -1,0 +1,394 @@
+#include "cli/store_commands.hpp"
+
+#include "executor/executor.hpp"
+#include "loader/plugin_loader.hpp"
+#include "registry/registry.hpp"
+#include "store/sqlite_store.hpp"
+
+#include <boost/json.hpp>
+
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace jobhost::cli {
+
+namespace {
+
+using store::Clock;
+using store::TimePoint;
+
+std::string iso(TimePoint t) {
+    if (t == TimePoint{}) return "-";
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+    std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+// "2026-11-29T10:00:00Z" (UTC) or whole seconds since the epoch.
+std::optional<TimePoint> parse_time(const std::string& text) {
+    if (!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 13)
+        return TimePoint(std::chrono::seconds(std::stoll(text)));
+    std::tm tm{};
+    const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end || (*end != 'Z' && *end != '\0') || (*end == 'Z' && end[1] != '\0')) return std::nullopt;
+    return Clock::from_time_t(timegm(&tm));
+}
+
+std::optional<store::JobId> parse_id(const std::string& text) {
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+    return static_cast<store::JobId>(std::stoull(text));
+}
+
+boost::json::object to_json(const store::JobRecord& j) {
+    boost::json::object o;
+    o["id"] = j.id;
+    o["type"] = j.type;
+    o["state"] = std::string(store::state_name(j.state));
+    o["priority"] = std::string(registry::priority_name(j.priority));
+    boost::system::error_code ec;
+    auto payload = boost::json::parse(j.payload, ec);
+    o["payload"] = ec ? boost::json::value(j.payload) : payload;
+    if (!j.unique_key.empty()) o["unique_key"] = j.unique_key;
+    o["attempt"] = j.attempt;
+    o["max_attempts"] = j.max_attempts;
+    o["run_at"] = iso(j.run_at);
+    o["created_at"] = iso(j.created_at);
+    o["started_at"] = iso(j.started_at);
+    o["finished_at"] = iso(j.finished_at);
+    if (!j.lease_owner.empty()) o["lease_owner"] = j.lease_owner;
+    if (j.dead_reason != store::DeadReason::none)
+        o["dead_reason"] = std::string(store::dead_reason_name(j.dead_reason));
+    boost::json::array errors;
+    for (const auto& e : j.errors) errors.push_back({{"attempt", e.attempt}, {"at", iso(e.at)}, {"error", e.message}});
+    o["errors"] = std::move(errors);
+    return o;
+}
+
+// Opens the configured SQLite store for a command; prints why it cannot and returns null.
+std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, config::Config& config, int& code) {
+    code = load_config(common, config);
+    if (code >= 0) return nullptr;
+    if (config.store.kind == config::StoreSection::Kind::memory) {
+        std::cerr << "jobhost: the configured store is in memory, inside the running host; commands on the store "
+                     "need [store] kind = \"sqlite\"\n";
+        code = kExitUsage;
+        return nullptr;
+    }
+    auto s = open_store(config, false);
+    if (!s) {
+        std::cerr << "jobhost: " << s.error().message << "\n";
+        code = kExitRuntime;
+        return nullptr;
+    }
+    code = -1;
+    return std::move(*s);
+}
+
+void print_table(const std::vector<store::JobRecord>& jobs) {
+    std::cout << std::left << std::setw(10) << "ID" << std::setw(20) << "TYPE" << std::setw(10) << "STATE"
+              << std::setw(9) << "PRIORITY" << std::setw(9) << "ATTEMPT" << std::setw(22) << "RUN AT"
+              << "LAST ERROR\n";
+    for (const auto& j : jobs) {
+        std::string last = j.errors.empty() ? "" : j.errors.back().message;
+        if (auto nl = last.find('\n'); nl != std::string::npos) last = last.substr(0, nl) + " ...";
+        if (last.size() > 60) last = last.substr(0, 57) + "...";
+        std::cout << std::left << std::setw(10) << j.id << std::setw(20) << j.type << std::setw(10)
+                  << store::state_name(j.state) << std::setw(9) << registry::priority_name(j.priority) << std::setw(9)
+                  << (std::to_string(j.attempt) + "/" + std::to_string(j.max_attempts)) << std::setw(22)
+                  << iso(j.run_at) << last << "\n";
+    }
+}
+
+void print_job(const store::JobRecord& j) {
+    std::cout << "job " << j.id << "\n";
+    std::cout << "  type         " << j.type << "\n";
+    std::cout << "  state        " << store::state_name(j.state) << "\n";
+    if (j.dead_reason != store::DeadReason::none)
+        std::cout << "  stopped      " << store::dead_reason_name(j.dead_reason) << "\n";
+    std::cout << "  priority     " << registry::priority_name(j.priority) << "\n";
+    std::cout << "  attempt      " << j.attempt << " of " << j.max_attempts << "\n";
+    if (!j.unique_key.empty()) std::cout << "  unique key   " << j.unique_key << "\n";
+    std::cout << "  created      " << iso(j.created_at) << "\n";
+    std::cout << "  run at       " << iso(j.run_at) << "\n";
+    std::cout << "  started      " << iso(j.started_at) << "\n";
+    std::cout << "  finished     " << iso(j.finished_at) << "\n";
+    if (!j.lease_owner.empty()) std::cout << "  leased by    " << j.lease_owner << "\n";
+    std::cout << "  payload      " << j.payload << "\n";
+    std::cout << "  errors       " << j.errors.size() << "\n";
+    for (const auto& e : j.errors)
+        std::cout << "    attempt " << e.attempt << " at " << iso(e.at) << ": " << e.message << "\n";
+}
+
+// The ids to act on: the given ones (each must exist as a dead letter) or, with --all, every dead letter of --type.
+std::optional<std::vector<store::JobId>> dead_ids(store::JobStore& s, const DlqOptions& o,
+                                                  const std::string& store_path) {
+    std::vector<store::JobId> ids;
+    if (o.all == !o.ids.empty()) {
+        std::cerr << "jobhost: give job ids or --all, not both and not neither\n";
+        return std::nullopt;
+    }
+    if (o.all) {
+        for (const auto& j : s.dead_letters({o.type, std::numeric_limits<std::size_t>::max()})) ids.push_back(j.id);
+        return ids;
+    }
+    for (const auto& text : o.ids) {
+        auto id = parse_id(text);
+        if (!id) {
+            std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
+            return std::nullopt;
+        }
+        auto j = s.get(*id);
+        if (!j) {
+            std::cerr << "jobhost: no job " << *id << " in " << store_path << "\n";
+            return std::nullopt;
+        }
+        if (j->state != store::JobState::dead) {
+            std::cerr << "jobhost: job " << *id << " is " << store::state_name(j->state)
+                      << ", not in the dead-letter queue\n";
+            return std::nullopt;
+        }
+        ids.push_back(*id);
+    }
+    return ids;
+}
+
+} // namespace
+
+int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
+    config::Config config;
+    if (int code = load_config(common, config); code >= 0) return code;
+    // The type must exist and be enabled: read the plugins' descriptors (no task is created, nothing runs).
+    auto discovery = loader::discover({config.host.plugin_dir, config.host.allow_insecure_plugins});
+    const loader::DiscoveredType* type = nullptr;
+    for (const auto& t : discovery.types)
+        if (t.type == o.type) type = &t;
+    if (!type) {
+        std::cerr << "jobhost: unknown job type '" << o.type << "' in " << config.host.plugin_dir.string()
+                  << "; nothing was queued (see 'jobhost plugins')\n";
+        return kExitUsage;
+    }
+    registry::Provenance provenance;
+    auto settings = registry::effective_settings(*type, config, provenance);
+    if (!settings.enabled) {
+        std::cerr << "jobhost: job type '" << o.type << "' is disabled (enabled = false); nothing was queued\n";
+        return kExitUsage;
+    }
+    std::string payload = "null";
+    if (o.payload && o.payload_file) {
+        std::cerr << "jobhost: give --payload or --payload-file, not both\n";
+        return kExitUsage;
+    }
+    if (o.payload) payload = *o.payload;
+    if (o.payload_file) {
+        std::ifstream in(*o.payload_file, std::ios::binary);
+        if (!in) {
+            std::cerr << "jobhost: cannot read --payload-file " << *o.payload_file << "\n";
+            return kExitUsage;
+        }
+        std::stringstream buf;
+        buf << in.rdbuf();
+        payload = buf.str();
+    }
+    if (auto why = executor::payload_error(payload)) {
+        std::cerr << "jobhost: the payload is not valid JSON (" << *why << "); nothing was queued\n";
+        return kExitUsage;
+    }
+    store::NewJob n;
+    n.type = o.type;
+    n.payload = payload;
+    n.priority = settings.priority;
+    if (o.priority) {
+        auto p = registry::parse_priority(*o.priority);
+        if (!p) {
+            std::cerr << "jobhost: --priority must be low, normal, medium, high or critical\n";
+            return kExitUsage;
+        }
+        n.priority = *p;
+    }
+    if (o.delay && o.at) {
+        std::cerr << "jobhost: give --delay or --at, not both\n";
+        return kExitUsage;
+    }
+    if (o.delay) {
+        auto d = core::parse_duration(*o.delay);
+        if (!d) {
+            std::cerr << "jobhost: --delay '" << *o.delay << "' is not a duration such as 30s, 5m or 1h30m\n";
+            return kExitUsage;
+        }
+        n.run_at = Clock::now() + *d;
+    }
+    if (o.at) {
+        auto t = parse_time(*o.at);
+        if (!t) {
+            std::cerr << "jobhost: --at '" << *o.at
+                      << "' is not a time such as 2026-11-29T10:00:00Z (UTC) or unix seconds\n";
+            return kExitUsage;
+        }
+        n.run_at = *t;
+    }
+    n.unique_key = o.unique_key;
+    n.max_attempts = static_cast<std::uint32_t>(1 + settings.max_retries);
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto out = s->enqueue(std::span<const store::NewJob>(&n, 1)).front();
+    if (!out.created) {
+        std::cerr << "jobhost: a job of type '" << o.type << "' with unique key '" << o.unique_key
+                  << "' is already pending or running: job " << out.id << "; nothing was queued\n";
+        return kExitUsage;
+    }
+    std::cout << out.id << "\n";
+    return kExitOk;
+}
+
+int jobs_command(const CommonOptions& common, const ListOptions& o) {
+    store::ListFilter f;
+    f.type = o.type;
+    f.limit = o.limit;
+    if (o.state) {
+        static const std::pair<const char*, store::JobState> states[] = {{"scheduled", store::JobState::scheduled},
+                                                                         {"ready", store::JobState::ready},
+                                                                         {"leased", store::JobState::leased},
+                                                                         {"done", store::JobState::done},
+                                                                         {"dead", store::JobState::dead}};
+        for (const auto& [name, st] : states)
+            if (*o.state == name) f.state = st;
+        if (!f.state) {
+            std::cerr << "jobhost: --state must be scheduled, ready, leased, done or dead\n";
+            return kExitUsage;
+        }
+    }
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto jobs = s->list(f);
+    if (common.json) {
+        boost::json::array a;
+        for (const auto& j : jobs) a.push_back(to_json(j));
+        std::cout << boost::json::serialize(a) << "\n";
+    } else {
+        print_table(jobs);
+    }
+    return kExitOk;
+}
+
+int job_command(const CommonOptions& common, const std::string& text) {
+    auto id = parse_id(text);
+    if (!id) {
+        std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
+        return kExitUsage;
+    }
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto j = s->get(*id);
+    if (!j) {
+        std::cerr << "jobhost: no job " << *id << " in " << config.store.path.string()
+                  << " (finished jobs are kept only with [store] retain_done)\n";
+        return kExitUsage;
+    }
+    if (common.json)
+        std::cout << boost::json::serialize(to_json(*j)) << "\n";
+    else
+        print_job(*j);
+    return kExitOk;
+}
+
+int dlq_list_command(const CommonOptions& common, const DlqOptions& o) {
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto jobs = s->dead_letters({o.type, std::numeric_limits<std::size_t>::max()});
+    if (common.json) {
+        boost::json::array a;
+        for (const auto& j : jobs) a.push_back(to_json(j));
+        std::cout << boost::json::serialize(a) << "\n";
+    } else {
+        print_table(jobs);
+        std::cout << jobs.size() << " dead letter(s)\n";
+    }
+    return kExitOk;
+}
+
+int dlq_show_command(const CommonOptions& common, const std::string& text) {
+    auto id = parse_id(text);
+    if (!id) {
+        std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
+        return kExitUsage;
+    }
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto j = s->get(*id);
+    if (!j || j->state != store::JobState::dead) {
+        std::cerr << "jobhost: no dead letter " << *id << " in " << config.store.path.string() << "\n";
+        return kExitUsage;
+    }
+    if (common.json)
+        std::cout << boost::json::serialize(to_json(*j)) << "\n";
+    else
+        print_job(*j);
+    return kExitOk;
+}
+
+int dlq_retry_command(const CommonOptions& common, const DlqOptions& o) {
+    if (o.older_than) {
+        std::cerr << "jobhost: --older-than goes with 'dlq purge'\n";
+        return kExitUsage;
+    }
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto ids = dead_ids(*s, o, config.store.path.string());
+    if (!ids) return kExitUsage;
+    auto n = s->replay(*ids, Clock::now());
+    std::cout << "retried " << n << " dead letter(s)";
+    if (n < ids->size()) std::cout << "; " << ids->size() - n << " kept: another job holds their unique key";
+    std::cout << "\n";
+    return kExitOk;
+}
+
+int dlq_purge_command(const CommonOptions& common, const DlqOptions& o) {
+    std::optional<TimePoint> older;
+    if (o.older_than) {
+        auto d = core::parse_duration(*o.older_than);
+        if (!d) {
+            std::cerr << "jobhost: --older-than '" << *o.older_than << "' is not a duration such as 7d or 12h\n";
+            return kExitUsage;
+        }
+        older = Clock::now() - *d;
+    }
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    std::size_t n = 0;
+    if (o.all && o.ids.empty()) {
+        n = static_cast<store::SqliteStore&>(*s).purge_dead(o.type, older);
+    } else {
+        if (older) {
+            std::cerr << "jobhost: --older-than goes with --all\n";
+            return kExitUsage;
+        }
+        auto ids = dead_ids(*s, o, config.store.path.string());
+        if (!ids) return kExitUsage;
+        n = s->purge(*ids);
+    }
+    std::cout << "purged " << n << " dead letter(s)\n";
+    return kExitOk;
+}
+
+} // namespace jobhost::cli
