@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
     enqueue->add_option("type", eo.type, "Job type")->required();
     enqueue->add_option("--payload", eo.payload, "Payload, JSON text");
     enqueue->add_option("--payload-file", eo.payload_file, "Read the payload from this file");
+    enqueue->add_option("--jsonl", eo.jsonl, "Queue one job per line of this file, the line being its payload");
     enqueue->add_option("--priority", eo.priority, "low, normal, medium, high or critical (default: the type's)");
     enqueue->add_option("--delay", eo.delay, "Run no earlier than this from now (30s, 5m, 1h30m)");
     enqueue->add_option("--at", eo.at, "Run no earlier than this time: 2026-11-29T10:00:00Z (UTC) or unix seconds");

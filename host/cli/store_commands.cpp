@@ -236,6 +236,39 @@ int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
     }
     n.unique_key = o.unique_key;
     n.max_attempts = static_cast<std::uint32_t>(1 + settings.max_retries);
+    if (o.jsonl) {
+        if (o.payload || o.payload_file || !o.unique_key.empty()) {
+            std::cerr << "jobhost: --jsonl gives every payload; it goes with neither --payload, --payload-file nor "
+                         "--unique\n";
+            return kExitUsage;
+        }
+        std::ifstream in(*o.jsonl, std::ios::binary);
+        if (!in) {
+            std::cerr << "jobhost: cannot read --jsonl " << *o.jsonl << "\n";
+            return kExitUsage;
+        }
+        std::vector<store::NewJob> jobs;
+        std::string line;
+        for (std::size_t number = 1; std::getline(in, line); ++number) {
+            if (line.empty()) continue;
+            if (auto why = executor::payload_error(line)) {
+                std::cerr << *o.jsonl << ":" << number << ": the payload is not valid JSON (" << *why
+                          << "); nothing was queued\n";
+                return kExitUsage;
+            }
+            jobs.push_back(n);
+            jobs.back().payload = line;
+        }
+        int code;
+        auto s = open_for_cli(common, config, code);
+        if (!s) return code;
+        for (std::size_t i = 0; i < jobs.size(); i += 1000) {
+            auto chunk = std::span<const store::NewJob>(jobs).subspan(i, std::min<std::size_t>(1000, jobs.size() - i));
+            s->enqueue(chunk);
+        }
+        std::cout << "queued " << jobs.size() << " job(s)\n";
+        return kExitOk;
+    }
     int code;
     auto s = open_for_cli(common, config, code);
     if (!s) return code;

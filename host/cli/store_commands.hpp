@@ -16,6 +16,7 @@ struct EnqueueOptions {
     std::string type;
     std::optional<std::string> payload;
     std::optional<std::string> payload_file;
+    std::optional<std::string> jsonl; // one job per line: its payload
     std::optional<std::string> priority;
     std::optional<std::string> delay;
     std::optional<std::string> at;

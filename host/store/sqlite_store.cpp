@@ -84,7 +84,7 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
         int flags = SQLITE_OPEN_READWRITE | (options.create ? SQLITE_OPEN_CREATE : 0);
         store->writer_ = std::make_unique<sqlite::Connection>(path, flags);
         auto& w = *store->writer_;
-        sqlite3_busy_timeout(w.get(), 5000);
+        sqlite3_busy_timeout(w.get(), static_cast<int>(options.busy_timeout.count()));
         // The first read of the file: a corrupt or foreign file fails here, and is left untouched.
         std::int64_t version = w.scalar("PRAGMA user_version");
         if (version > kSchemaVersion)
@@ -101,7 +101,7 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
             w.exec("COMMIT");
         }
         store->reader_ = std::make_unique<sqlite::Connection>(path, SQLITE_OPEN_READWRITE);
-        sqlite3_busy_timeout(store->reader_->get(), 5000);
+        sqlite3_busy_timeout(store->reader_->get(), static_cast<int>(options.busy_timeout.count()));
         store->data_version_ = w.scalar("PRAGMA data_version");
         if (options.host) {
             w.exec("BEGIN IMMEDIATE");

@@ -33,10 +33,11 @@ struct SqliteOptions {
     bool host = true;       // a host recovers dead leases at open, prefetches and maintains; the CLI does not
     std::string owner;      // lease owner, "hostname:pid"
     std::chrono::milliseconds lease{300'000};
-    std::chrono::milliseconds poll{200}; // how often to look for other processes' commits
-    std::size_t prefetch = 256;          // jobs per type leased ahead into the cache, at most
-    std::size_t retain_done = 0;         // finished jobs to keep (newest first); 0 deletes them when they finish
-    std::size_t retain_dead = 100'000;   // dead letters to keep; the oldest beyond it are pruned, with a warning
+    std::chrono::milliseconds poll{200};          // how often to look for other processes' commits
+    std::chrono::milliseconds busy_timeout{5000}; // how long to wait for another process's lock
+    std::size_t prefetch = 256;                   // jobs per type leased ahead into the cache, at most
+    std::size_t retain_done = 0;       // finished jobs to keep (newest first); 0 deletes them when they finish
+    std::size_t retain_dead = 100'000; // dead letters to keep; the oldest beyond it are pruned, with a warning
 };
 
 class SqliteStore final : public JobStore {
