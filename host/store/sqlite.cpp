@@ -83,7 +83,17 @@ Connection::Connection(const std::string& path, int flags) {
 }
 
 Connection::~Connection() {
+    cache_.clear(); // finalize before closing
     sqlite3_close_v2(db_);
+}
+
+Statement& Connection::cached(std::string_view sql) {
+    auto it = cache_.find(std::string(sql));
+    if (it != cache_.end()) {
+        it->second.reset();
+        return it->second;
+    }
+    return cache_.emplace(std::string(sql), Statement(db_, sql)).first->second;
 }
 
 void Connection::exec(std::string_view sql) {

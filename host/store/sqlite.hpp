@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 namespace jobhost::store::sqlite {
 
@@ -62,6 +63,9 @@ public:
     sqlite3* get() const noexcept { return db_; }
     void exec(std::string_view sql);
     Statement prepare(std::string_view sql) { return Statement(db_, sql); }
+    // A statement prepared once per connection and reused; reset after each use. Not thread-safe, like the
+    // connection itself.
+    Statement& cached(std::string_view sql);
     std::int64_t changes() const { return sqlite3_changes64(db_); }
     std::int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
     // A single integer from a query, e.g. "PRAGMA user_version".
@@ -69,6 +73,7 @@ public:
 
 private:
     sqlite3* db_ = nullptr;
+    std::unordered_map<std::string, Statement> cache_;
 };
 
 } // namespace jobhost::store::sqlite

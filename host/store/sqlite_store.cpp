@@ -221,12 +221,12 @@ void SqliteStore::maintain(TimePoint now) {
     }
     if (now - last_renew_ >= options_.lease / 3) {
         last_renew_ = now;
-        auto s = writer_->prepare("UPDATE jobs SET lease_expiry = ? WHERE state = 2 AND lease_owner = ?");
+        auto& s = writer_->cached("UPDATE jobs SET lease_expiry = ? WHERE state = 2 AND lease_owner = ?");
         s.bind(1, to_ms(now + options_.lease)).bind(2, std::string_view(options_.owner)).run();
     }
     if (now - last_recover_ >= std::chrono::seconds(5)) {
         last_recover_ = now;
-        auto s = writer_->prepare("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
+        auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
                                   "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
                                   "'message', 'lease expired: the host running it stopped or stalled')) "
                                   "WHERE state = 2 AND lease_expiry < ?");
@@ -239,11 +239,11 @@ void SqliteStore::maintain(TimePoint now) {
     if (now - last_prune_ >= std::chrono::seconds(30)) {
         last_prune_ = now;
         if (options_.retain_done > 0) {
-            auto s = writer_->prepare("DELETE FROM jobs WHERE state = 3 AND id NOT IN "
+            auto& s = writer_->cached("DELETE FROM jobs WHERE state = 3 AND id NOT IN "
                                       "(SELECT id FROM jobs WHERE state = 3 ORDER BY finished_at DESC LIMIT ?)");
             s.bind(1, static_cast<std::int64_t>(options_.retain_done)).run();
         }
-        auto s = writer_->prepare("DELETE FROM jobs WHERE state = 4 AND id NOT IN "
+        auto& s = writer_->cached("DELETE FROM jobs WHERE state = 4 AND id NOT IN "
                                   "(SELECT id FROM jobs WHERE state = 4 ORDER BY finished_at DESC LIMIT ?)");
         s.bind(1, static_cast<std::int64_t>(options_.retain_dead)).run();
         if (auto n = writer_->changes(); n > 0)
@@ -258,8 +258,9 @@ std::size_t SqliteStore::recover_dead_owners() {
     // waits for its expiry.
     std::vector<std::string> owners;
     {
-        auto s = writer_->prepare("SELECT DISTINCT lease_owner FROM jobs WHERE state = 2 AND lease_owner IS NOT NULL");
+        auto& s = writer_->cached("SELECT DISTINCT lease_owner FROM jobs WHERE state = 2 AND lease_owner IS NOT NULL");
         while (s.step()) owners.push_back(s.text(0));
+        s.reset();
     }
     const std::string here = hostname() + ":";
     std::size_t n = 0;
@@ -268,7 +269,7 @@ std::size_t SqliteStore::recover_dead_owners() {
         if (owner.rfind(here, 0) != 0) continue;
         pid_t pid = static_cast<pid_t>(std::atoll(owner.c_str() + here.size()));
         if (pid > 0 && pid != ::getpid() && (::kill(pid, 0) == 0 || errno == EPERM)) continue; // still alive
-        auto s = writer_->prepare("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
+        auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
                                   "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
                                   "'message', 'the host running it stopped (' || lease_owner || ')')) "
                                   "WHERE state = 2 AND lease_owner = ?");
@@ -370,11 +371,11 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
     }
     Op op;
     op.in_transaction = [&] {
-        auto ins = writer_->prepare(
+        auto& ins = writer_->cached(
             "INSERT OR IGNORE INTO jobs (type, payload, priority, unique_key, attempt, max_attempts, state, run_at, "
             "created_at, started_at, lease_owner, lease_expiry, from_schedule) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        auto existing = writer_->prepare("SELECT id FROM jobs WHERE type = ? AND unique_key = ? AND state IN (1, 2)");
+        auto& existing = writer_->cached("SELECT id FROM jobs WHERE type = ? AND unique_key = ? AND state IN (1, 2)");
         for (std::size_t i = 0; i < jobs.size(); ++i) {
             const auto& n = jobs[i];
             TimePoint run_at = n.run_at == TimePoint{} ? now : n.run_at;
@@ -456,7 +457,7 @@ void SqliteStore::request_refill_locked(TypeRef ref) {
     Op op;
     op.in_transaction = [this, rows, next_due, type, want] {
         auto now = Clock::now();
-        auto s = writer_->prepare(
+        auto& s = writer_->cached(
             std::string("UPDATE jobs SET state = 2, attempt = attempt + 1, lease_owner = ?, lease_expiry = ?, "
                         "started_at = ? WHERE id IN (SELECT id FROM jobs WHERE type = ? AND state = 1 AND run_at <= ? "
                         "ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ") +
@@ -465,7 +466,7 @@ void SqliteStore::request_refill_locked(TypeRef ref) {
         s.bind(4, std::string_view(type)).bind(5, to_ms(now)).bind(6, static_cast<std::int64_t>(want));
         while (s.step()) rows->push_back(read_row(s));
         s.reset();
-        auto d = writer_->prepare("SELECT MIN(run_at) FROM jobs WHERE type = ? AND state = 1 AND run_at > ?");
+        auto& d = writer_->cached("SELECT MIN(run_at) FROM jobs WHERE type = ? AND state = 1 AND run_at > ?");
         d.bind(1, std::string_view(type)).bind(2, to_ms(now));
         if (d.step() && !d.is_null(0)) *next_due = from_ms(d.int64(0));
         d.reset();
@@ -560,7 +561,7 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
 }
 
 void SqliteStore::append_error(JobId id, std::uint32_t attempt, TimePoint at, const std::string& message) {
-    auto s = writer_->prepare("UPDATE jobs SET errors = json_insert(errors, '$[#]', json_object('attempt', ?, 'at', ?, "
+    auto& s = writer_->cached("UPDATE jobs SET errors = json_insert(errors, '$[#]', json_object('attempt', ?, 'at', ?, "
                               "'message', ?)) WHERE id = ?");
     s.bind(1, static_cast<std::int64_t>(attempt)).bind(2, to_ms(at)).bind(3, std::string_view(message));
     s.bind(4, static_cast<std::int64_t>(id)).run();
@@ -570,14 +571,14 @@ void SqliteStore::finish(std::span<const Outcome> outcomes) {
     auto copy = std::make_shared<std::vector<Outcome>>(outcomes.begin(), outcomes.end());
     Op op;
     op.in_transaction = [this, copy] {
-        auto done_delete = writer_->prepare("DELETE FROM jobs WHERE id = ? AND state = 2 AND lease_owner = ?");
-        auto done_keep = writer_->prepare("UPDATE jobs SET state = 3, finished_at = ?, lease_owner = NULL WHERE id = ? "
+        auto& done_delete = writer_->cached("DELETE FROM jobs WHERE id = ? AND state = 2 AND lease_owner = ?");
+        auto& done_keep = writer_->cached("UPDATE jobs SET state = 3, finished_at = ?, lease_owner = NULL WHERE id = ? "
                                           "AND state = 2 AND lease_owner = ?");
-        auto retry = writer_->prepare(
+        auto& retry = writer_->cached(
             "UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
             "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, 'message', ?)) "
             "WHERE id = ? AND state = 2 AND lease_owner = ?");
-        auto dead = writer_->prepare(
+        auto& dead = writer_->cached(
             "UPDATE jobs SET state = 4, finished_at = ?, dead_reason = ?, lease_owner = NULL, lease_expiry = NULL, "
             "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, 'message', ?)) "
             "WHERE id = ? AND state = 2 AND lease_owner = ?");
@@ -625,7 +626,7 @@ void SqliteStore::release(std::span<const JobId> ids, const std::string& error, 
     auto copy = std::make_shared<std::vector<JobId>>(ids.begin(), ids.end());
     Op op;
     op.in_transaction = [this, copy, error, now] {
-        auto s = writer_->prepare("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
+        auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
                                   "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
                                   "'message', ?)) WHERE id = ? AND state = 2");
         for (JobId id : *copy)
@@ -645,7 +646,7 @@ void SqliteStore::release(std::span<const JobId> ids, const std::string& error, 
 void SqliteStore::renew(std::span<const JobId> ids, TimePoint lease_expiry) {
     auto copy = std::make_shared<std::vector<JobId>>(ids.begin(), ids.end());
     submit(Op{[this, copy, lease_expiry] {
-                  auto s = writer_->prepare("UPDATE jobs SET lease_expiry = ? WHERE id = ? AND state = 2");
+                  auto& s = writer_->cached("UPDATE jobs SET lease_expiry = ? WHERE id = ? AND state = 2");
                   for (JobId id : *copy) s.bind(1, to_ms(lease_expiry)).bind(2, static_cast<std::int64_t>(id)).run();
               },
               {},
@@ -656,11 +657,11 @@ void SqliteStore::renew(std::span<const JobId> ids, TimePoint lease_expiry) {
 std::size_t SqliteStore::recover_expired(TimePoint now) {
     std::size_t n = 0;
     submit(Op{[&] {
-                  auto s = writer_->prepare(
-                      "UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-                      "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
-                      "'message', 'lease expired: the host running it stopped or stalled')) "
-                      "WHERE state = 2 AND lease_expiry < ?");
+                  auto& s =
+                      writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
+                                      "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
+                                      "'message', 'lease expired: the host running it stopped or stalled')) "
+                                      "WHERE state = 2 AND lease_expiry < ?");
                   s.bind(1, to_ms(now)).bind(2, to_ms(now)).bind(3, to_ms(now)).run();
                   n = static_cast<std::size_t>(writer_->changes());
               },
@@ -694,10 +695,12 @@ std::optional<TimePoint> SqliteStore::next_due(const std::set<std::string>& type
 
 std::optional<JobRecord> SqliteStore::get(JobId id) {
     std::lock_guard lock(reader_mutex_);
-    auto s = reader_->prepare(std::string("SELECT ") + kColumns + " FROM jobs WHERE id = ?");
+    auto& s = reader_->cached(std::string("SELECT ") + kColumns + " FROM jobs WHERE id = ?");
     s.bind(1, static_cast<std::int64_t>(id));
-    if (!s.step()) return std::nullopt;
-    return read_row(s);
+    std::optional<JobRecord> out;
+    if (s.step()) out = read_row(s);
+    s.reset(); // a statement left mid-row would pin this connection's snapshot
+    return out;
 }
 
 std::vector<JobRecord> SqliteStore::list(const ListFilter& f) {
@@ -714,13 +717,14 @@ std::vector<JobRecord> SqliteStore::list(const ListFilter& f) {
     }
     sql += " ORDER BY id DESC LIMIT :limit";
     std::lock_guard lock(reader_mutex_);
-    auto s = reader_->prepare(sql);
+    auto& s = reader_->cached(sql);
     int idx = 1; // the parameters appear in the order they were added above
     if (f.type) s.bind(idx++, std::string_view(*f.type));
     if (f.state && (*f.state == JobState::scheduled || *f.state == JobState::ready)) s.bind(idx++, to_ms(Clock::now()));
     s.bind(idx, static_cast<std::int64_t>(f.limit));
     std::vector<JobRecord> out;
     while (s.step()) out.push_back(read_row(s));
+    s.reset();
     return out;
 }
 
@@ -734,7 +738,7 @@ std::size_t SqliteStore::replay(std::span<const JobId> ids, TimePoint now) {
     std::size_t n = 0;
     auto copy = std::vector<JobId>(ids.begin(), ids.end());
     submit(Op{[&] {
-                  auto s = writer_->prepare("UPDATE OR IGNORE jobs SET state = 1, attempt = 0, dead_reason = 0, "
+                  auto& s = writer_->cached("UPDATE OR IGNORE jobs SET state = 1, attempt = 0, dead_reason = 0, "
                                             "run_at = ?, finished_at = NULL WHERE id = ? AND state = 4");
                   for (JobId id : copy) {
                       s.bind(1, to_ms(now)).bind(2, static_cast<std::int64_t>(id)).run();
@@ -757,7 +761,7 @@ std::size_t SqliteStore::purge(std::span<const JobId> ids) {
     std::size_t n = 0;
     auto copy = std::vector<JobId>(ids.begin(), ids.end());
     submit(Op{[&] {
-                  auto s = writer_->prepare("DELETE FROM jobs WHERE id = ? AND state = 4");
+                  auto& s = writer_->cached("DELETE FROM jobs WHERE id = ? AND state = 4");
                   for (JobId id : copy) {
                       s.bind(1, static_cast<std::int64_t>(id)).run();
                       n += static_cast<std::size_t>(writer_->changes());
@@ -775,7 +779,7 @@ std::size_t SqliteStore::purge_dead(const std::optional<std::string>& type, std:
                   std::string sql = "DELETE FROM jobs WHERE state = 4";
                   if (type) sql += " AND type = ?1";
                   if (older_than) sql += " AND finished_at < ?2";
-                  auto s = writer_->prepare(sql);
+                  auto& s = writer_->cached(sql);
                   if (type) s.bind(1, std::string_view(*type));
                   if (older_than) s.bind(2, to_ms(*older_than));
                   s.run();
@@ -791,7 +795,7 @@ std::map<std::string, TypeCounts> SqliteStore::counts() {
     std::map<std::string, TypeCounts> out;
     {
         std::lock_guard lock(reader_mutex_);
-        auto s = reader_->prepare("SELECT type, state, run_at > ?, COUNT(*) FROM jobs GROUP BY 1, 2, 3");
+        auto& s = reader_->cached("SELECT type, state, run_at > ?, COUNT(*) FROM jobs GROUP BY 1, 2, 3");
         s.bind(1, to_ms(Clock::now()));
         while (s.step()) {
             auto& c = out[s.text(0)];
@@ -803,6 +807,7 @@ std::map<std::string, TypeCounts> SqliteStore::counts() {
             default: c.dead += n; break;
             }
         }
+        s.reset();
     }
     // Leased jobs waiting in this host's cache have not started: they are ready, as far as anyone can tell.
     std::lock_guard lock(cache_mutex_);

@@ -3,11 +3,8 @@
 // in the same run. Prints medians of several rounds and the ratios.
 //
 //   bench_executor [jobs per round, default 200000] [rounds, default 5]
-#include "config/config.hpp"
-#include "executor/executor.hpp"
-#include "loader/plugin_loader.hpp"
+#include "bench_host.hpp"
 #include "log/log.hpp"
-#include "registry/registry.hpp"
 #include "store/memory_store.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -22,19 +19,9 @@
 #include <thread>
 
 using namespace jobhost;
-using Clock = std::chrono::steady_clock;
+using namespace jobhost::bench;
 
 namespace {
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
-double percentile(std::vector<double> v, double p) {
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
-}
 
 // Bare limit: post N no-ops to a 2-thread pool and wait for all of them.
 double bare_post_rate(std::size_t n) {
@@ -63,61 +50,6 @@ std::vector<double> bare_post_latency_us(std::size_t samples) {
     return out;
 }
 
-struct Host {
-    loader::Discovery discovery;
-    registry::Registry registry;
-    store::MemoryStore store;
-    boost::asio::io_context io;
-    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
-    std::thread io_thread;
-    std::unique_ptr<executor::Executor> ex;
-    std::uint64_t (*runs)() = nullptr;
-    std::int64_t (*last_start)() = nullptr;
-
-    Host() {
-        discovery = loader::discover({JOBHOST_BENCH_PLUGIN_DIR, true});
-        registry.build(discovery, config::Config{});
-        io_thread = std::thread([this] { io.run(); });
-        executor::ExecutorOptions o;
-        o.workers = 2;
-        ex = std::make_unique<executor::Executor>(io, registry, store, o);
-        void* h =
-            ::dlopen((std::string(JOBHOST_BENCH_PLUGIN_DIR) + "/bench_plugin.so").c_str(), RTLD_NOW | RTLD_NOLOAD);
-        runs = reinterpret_cast<std::uint64_t (*)()>(::dlsym(h, "bench_runs"));
-        last_start = reinterpret_cast<std::int64_t (*)()>(::dlsym(h, "bench_last_start_ns"));
-    }
-    ~Host() {
-        ex->shutdown(std::chrono::seconds(5));
-        work.reset();
-        io.stop();
-        io_thread.join();
-        io.restart();
-        io.poll();
-        ex.reset();
-    }
-};
-
-// Jobs per second through the whole path, over `types` job types.
-double jobhost_rate(Host& host, std::size_t n, std::size_t types, std::size_t batch_size) {
-    std::vector<std::string> names;
-    for (std::size_t t = 0; t < types; ++t) {
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "bench.%02zu", t);
-        names.emplace_back(buf);
-    }
-    std::uint64_t before = host.runs();
-    std::vector<executor::EnqueueRequest> batch(batch_size);
-    auto start = Clock::now();
-    for (std::size_t i = 0; i < n; i += batch_size) {
-        for (std::size_t k = 0; k < batch_size; ++k) batch[k].type = names[(i + k) % types];
-        for (const auto& r : host.ex->enqueue(std::span<const executor::EnqueueRequest>(batch)))
-            if (!r.ok) std::abort();
-    }
-    while (host.runs() - before < n) std::this_thread::yield();
-    double secs = std::chrono::duration<double>(Clock::now() - start).count();
-    return static_cast<double>(n) / secs;
-}
-
 std::vector<double> jobhost_latency_us(Host& host, std::size_t samples) {
     std::vector<double> out;
     executor::EnqueueRequest r;
@@ -139,18 +71,15 @@ int main(int argc, char** argv) {
     std::size_t n = argc > 1 ? std::stoul(argv[1]) : 200000;
     int rounds = argc > 2 ? std::stoi(argv[2]) : 5;
     log::configure({log::Level::error, log::Format::text, std::nullopt});
-    Host host;
-    if (host.registry.types().size() != 50 || !host.runs) {
-        std::fprintf(stderr, "bench plugin not found in %s\n", JOBHOST_BENCH_PLUGIN_DIR);
-        return 1;
-    }
+    store::MemoryStore store;
+    Host host(store);
     std::vector<double> bare, one, fifty, one_batched, fifty_batched;
     for (int i = 0; i < rounds; ++i) {
         bare.push_back(bare_post_rate(n));
-        one.push_back(jobhost_rate(host, n, 1, 1));
-        fifty.push_back(jobhost_rate(host, n, 50, 1));
-        one_batched.push_back(jobhost_rate(host, n, 1, 100));
-        fifty_batched.push_back(jobhost_rate(host, n, 50, 100));
+        one.push_back(host.run_jobs(n, 1, 1));
+        fifty.push_back(host.run_jobs(n, 50, 1));
+        one_batched.push_back(host.run_jobs(n, 1, 100));
+        fifty_batched.push_back(host.run_jobs(n, 50, 100));
     }
     auto bare_lat = bare_post_latency_us(2000);
     auto jh_lat = jobhost_latency_us(host, 2000);
