@@ -2,6 +2,8 @@
 
 #include "config/config.hpp"
 #include "executor/executor.hpp"
+#include "http/server.hpp"
+#include "monitor/monitor.hpp"
 #include "scheduler/scheduler.hpp"
 #include "store/memory_store.hpp"
 #include "store/sqlite_store.hpp"
@@ -10,6 +12,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
 #include <csignal>
@@ -65,6 +68,13 @@ int load_config(const CommonOptions& o, config::Config& config) {
         }
     }
     if (o.strict) config.host.strict = true;
+    if (o.listen) {
+        if (*o.listen == "off") config.http.enabled = false;
+        else {
+            config.http.enabled = true;
+            config.http.listen = *o.listen;
+        }
+    }
     return -1;
 }
 
@@ -285,8 +295,53 @@ int run_command(const CommonOptions& o) {
     eo.stuck_grace = s.config.host.stuck_grace;
     eo.aging = s.config.host.aging;
     eo.owner = host_id();
+    monitor::MonitorOptions mo;
+    mo.events = static_cast<std::size_t>(s.config.monitor.events);
+    mo.failure_rate = s.config.monitor.failure_rate;
+    mo.failure_window = static_cast<std::size_t>(s.config.monitor.failure_window);
+    mo.failure_min_runs = static_cast<std::size_t>(s.config.monitor.failure_min_runs);
+    mo.late_factor = s.config.monitor.late_factor;
+    mo.backlog_age = s.config.monitor.backlog_age;
+    mo.dead_letter_rate = s.config.monitor.dead_letter_rate;
+    mo.store_timeout = s.config.monitor.store_timeout;
+    monitor::Monitor mon(mo);
+    eo.observer = &mon;
     auto ex = std::make_unique<executor::Executor>(io, s.registry, store, eo);
     ex->poke(); // jobs the store kept from before
+
+    std::atomic<bool> stopping{false};
+    http::Services services{s.config, s.registry, *ex, store, mon, store::Clock::now(), s.problems.size(), {}, &stopping};
+    std::optional<http::Server> server;
+    if (s.config.http.enabled) {
+        auto token = http::load_token(s.config.http);
+        if (!token) {
+            std::cerr << "jobhost: " << token.error().message << "\n";
+            ex->shutdown(core::Duration(0));
+            return kExitUsage;
+        }
+        services.token = *token;
+        server.emplace(io, services, s.config.http);
+        auto ep = server->start();
+        if (!ep) {
+            std::cerr << "jobhost: " << ep.error().message << "\n";
+            ex->shutdown(core::Duration(0));
+            return kExitRuntime;
+        }
+        JH_LOG(info, "http") << "http listening on " << ep->address().to_string() << ":" << ep->port()
+                             << (services.token.empty() ? " (no token: mutating requests are open to local users)"
+                                                        : " (mutating requests need the bearer token)");
+    }
+    // Health: evaluated on a timer; alerts are raised and cleared as the rules start and stop holding.
+    boost::asio::steady_timer health_timer(io);
+    std::function<void()> check_health = [&] {
+        health_timer.expires_after(s.config.monitor.interval);
+        health_timer.async_wait([&](const boost::system::error_code& ec) {
+            if (ec) return;
+            http::evaluate_health(services);
+            check_health();
+        });
+    };
+    check_health();
     scheduler::Scheduler sched(io, [&](const std::string& type) { ex->tick(type); });
     for (const auto& [name, t] : s.registry.types())
         if (t.usable()) sched.set(name, t.effective, true);
@@ -357,6 +412,9 @@ int run_command(const CommonOptions& o) {
                              << ", shutting down: intake stopped, waiting up to "
                              << core::format_duration(s.config.host.shutdown_grace) << " for running jobs";
         sched.stop();
+        stopping = true;
+        health_timer.cancel();
+        if (server) server->stop();
         io.stop();
     };
     signals.async_wait(on_signal);

@@ -29,6 +29,7 @@ struct CommonOptions {
     bool json = false;                               // --json
     std::vector<std::string> enqueue;                // run --enqueue TYPE[=JSON], repeatable
     std::optional<std::string> store;                // --store FILE (or "memory"), overrides [store]
+    std::optional<std::string> listen;               // run --listen HOST:PORT (or "off"), overrides [http]
 };
 
 // Reads --config (or the defaults) and applies the command-line overrides. Returns an exit code on error, else -1.

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
     auto* run = app.add_subcommand("run", "Load plugins and run jobs until SIGINT or SIGTERM (the default)");
     add_common(*run, opts, level, {});
     run->add_option("--enqueue", opts.enqueue, "Queue a job at start-up: TYPE or TYPE=JSON (repeatable)");
+    run->add_option("--listen", opts.listen, "HTTP address HOST:PORT (port 0: any free port), or off; overrides [http]");
     auto* plugins =
         app.add_subcommand("plugins", "List discovered job types, their effective settings, and skipped files");
     add_common(*plugins, opts, level, {.json = true, .store = false});

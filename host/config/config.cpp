@@ -266,6 +266,66 @@ void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
         if (auto i = v.integer(*n, "retain_dead", 1, 1'000'000'000)) store.retain_dead = *i;
 }
 
+void parse_http(Validator& v, const toml::table& t, HttpSection& http) {
+    v.known_keys(t, "http",
+                 {"enabled", "listen", "token_file", "token_env", "max_body", "max_header", "max_connections",
+                  "idle_timeout"});
+    if (auto n = t.get("enabled"))
+        if (auto b = v.boolean(*n, "enabled")) http.enabled = *b;
+    if (auto n = t.get("listen"))
+        if (auto s = v.string(*n, "listen")) {
+            auto colon = s->rfind(':');
+            bool ok = colon != std::string::npos && colon > 0 && colon + 1 < s->size() &&
+                      s->find_first_not_of("0123456789", colon + 1) == std::string::npos && s->size() - colon <= 6 &&
+                      std::stoi(s->substr(colon + 1)) <= 65535;
+            if (ok)
+                http.listen = *s;
+            else
+                v.error(n->source(), "'listen' must be host:port, such as \"127.0.0.1:8080\", got \"" + *s + "\"");
+        }
+    if (auto n = t.get("token_file"))
+        if (auto s = v.string(*n, "token_file")) http.token_file = v.path(*s);
+    if (auto n = t.get("token_env"))
+        if (auto s = v.string(*n, "token_env")) http.token_env = *s;
+    if (auto n = t.get("max_body"))
+        if (auto i = v.integer(*n, "max_body", 1024, 64 << 20)) http.max_body = *i;
+    if (auto n = t.get("max_header"))
+        if (auto i = v.integer(*n, "max_header", 1024, 1 << 20)) http.max_header = *i;
+    if (auto n = t.get("max_connections"))
+        if (auto i = v.integer(*n, "max_connections", 1, 100000)) http.max_connections = *i;
+    if (auto n = t.get("idle_timeout"))
+        if (auto d = v.duration(*n, "idle_timeout")) http.idle_timeout = *d;
+}
+
+void parse_monitor(Validator& v, const toml::table& t, MonitorSection& m) {
+    v.known_keys(t, "monitor",
+                 {"events", "failure_rate", "failure_window", "failure_min_runs", "late_factor", "backlog_age",
+                  "dead_letter_rate", "store_timeout", "interval"});
+    if (auto n = t.get("events"))
+        if (auto i = v.integer(*n, "events", 0, 10'000'000)) m.events = *i;
+    if (auto n = t.get("failure_rate"))
+        if (auto d = v.number(*n, "failure_rate", 0.0, 1.0)) m.failure_rate = *d;
+    if (auto n = t.get("failure_window"))
+        if (auto i = v.integer(*n, "failure_window", 1, 100000)) m.failure_window = *i;
+    if (auto n = t.get("failure_min_runs"))
+        if (auto i = v.integer(*n, "failure_min_runs", 1, 100000)) m.failure_min_runs = *i;
+    if (auto n = t.get("late_factor"))
+        if (auto d = v.number(*n, "late_factor", 1.0, 1000.0)) m.late_factor = *d;
+    if (auto n = t.get("backlog_age"))
+        if (auto d = v.duration(*n, "backlog_age")) m.backlog_age = *d;
+    if (auto n = t.get("dead_letter_rate"))
+        if (auto d = v.number(*n, "dead_letter_rate", 0.0, 1.0)) m.dead_letter_rate = *d;
+    if (auto n = t.get("store_timeout"))
+        if (auto d = v.duration(*n, "store_timeout")) m.store_timeout = *d;
+    if (auto n = t.get("interval"))
+        if (auto d = v.duration(*n, "interval")) {
+            if (d->count() < 100)
+                v.error(n->source(), "'interval' must be at least 100ms");
+            else
+                m.interval = *d;
+        }
+}
+
 void parse_job(Validator& v, const std::string& type, const toml::table& t, JobSection& job) {
     const std::string where = "jobs." + type;
     v.known_keys(t, where,
@@ -340,7 +400,7 @@ LoadResult parse(std::string_view text, const std::string& source, const fs::pat
         return result;
     }
     Validator v(source, base_dir);
-    v.known_keys(doc, "top level", {"host", "log", "store", "jobs"});
+    v.known_keys(doc, "top level", {"host", "log", "store", "http", "monitor", "jobs"});
     auto& cfg = result.config;
     if (auto n = doc.get("host"))
         if (auto t = v.table(*n, "host")) parse_host(v, *t, cfg.host);
@@ -348,6 +408,10 @@ LoadResult parse(std::string_view text, const std::string& source, const fs::pat
         if (auto t = v.table(*n, "log")) parse_log(v, *t, cfg.log);
     if (auto n = doc.get("store"))
         if (auto t = v.table(*n, "store")) parse_store(v, *t, cfg.store);
+    if (auto n = doc.get("http"))
+        if (auto t = v.table(*n, "http")) parse_http(v, *t, cfg.http);
+    if (auto n = doc.get("monitor"))
+        if (auto t = v.table(*n, "monitor")) parse_monitor(v, *t, cfg.monitor);
     if (auto n = doc.get("jobs"))
         if (auto jobs = v.table(*n, "jobs")) {
             for (const auto& [key, node] : *jobs) {

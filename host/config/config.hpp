@@ -50,6 +50,29 @@ struct StoreSection {
     std::int64_t retain_dead = 100'000;
 };
 
+struct HttpSection {
+    bool enabled = true;
+    std::string listen = "127.0.0.1:8080"; // host:port; port 0 picks a free one (logged)
+    std::optional<std::filesystem::path> token_file; // bearer token for mutating endpoints, read from this file
+    std::string token_env = "JOBHOST_HTTP_TOKEN";     // ... or from this environment variable
+    std::int64_t max_body = 65'536;
+    std::int64_t max_header = 8'192;
+    std::int64_t max_connections = 64;
+    core::Duration idle_timeout{10'000}; // a connection silent this long is closed (slow clients included)
+};
+
+struct MonitorSection {
+    std::int64_t events = 1000;
+    double failure_rate = 0.5;
+    std::int64_t failure_window = 20;
+    std::int64_t failure_min_runs = 5;
+    double late_factor = 3.0;
+    core::Duration backlog_age{300'000};
+    double dead_letter_rate = 0.2;
+    core::Duration store_timeout{1'000};
+    core::Duration interval{1'000}; // how often health is evaluated
+};
+
 struct JobSection {
     std::string type;
     int line = 0;
@@ -63,6 +86,8 @@ struct Config {
     HostSection host;
     LogSection log;
     StoreSection store;
+    HttpSection http;
+    MonitorSection monitor;
     std::map<std::string, JobSection> jobs;
 };
 

@@ -27,6 +27,23 @@ struct Executor::Lane {
     TypeMetrics m;
 };
 
+std::string_view event_kind_name(JobEventKind k) {
+    switch (k) {
+    case JobEventKind::enqueued: return "enqueued";
+    case JobEventKind::started: return "started";
+    case JobEventKind::succeeded: return "succeeded";
+    case JobEventKind::failed: return "failed";
+    case JobEventKind::timed_out: return "timed_out";
+    case JobEventKind::retried: return "retried";
+    case JobEventKind::dead_lettered: return "dead_lettered";
+    case JobEventKind::dropped: return "dropped";
+    case JobEventKind::released: return "released";
+    case JobEventKind::coalesced: return "coalesced";
+    case JobEventKind::stuck: return "stuck";
+    }
+    return "unknown";
+}
+
 namespace {
 
 double uniform(double lo, double hi) {
@@ -87,6 +104,7 @@ public:
     std::optional<boost::asio::steady_timer> timer; // only for types with a timeout
     std::string type;
     std::string ids; // for log lines
+    std::vector<store::JobId> job_ids;
 };
 
 void RunningJob::log(std::int32_t level, std::string_view message) {
@@ -146,6 +164,12 @@ Executor::~Executor() {
     store_.set_wakeup({}); // waits for a wakeup in progress
     shutdown(Duration(0));
     pool_.join();
+}
+
+void Executor::emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt,
+                    Duration duration, std::string_view error) const noexcept {
+    if (!options_.observer) return;
+    options_.observer->on_event(JobEvent{kind, type, id, attempt, duration, error, Clock::now()});
 }
 
 void Executor::poke() {
@@ -261,6 +285,7 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             }
             result.ok = true;
             ln->m.enqueued += 1;
+            emit(JobEventKind::enqueued, ln->type, result.id);
             ln->has_work = true;
             if (requests[i].from_schedule) ln->schedule_active = true;
             delayed = delayed || jobs[k].run_at > now;
@@ -279,6 +304,7 @@ bool Executor::tick(const std::string& type) {
         if (!accepting_) return false;
         if (ln->schedule_active) {
             ln->m.coalesced += 1;
+            emit(JobEventKind::coalesced, ln->type, 0);
             log::write(log::Level::debug, "scheduler", "tick coalesced: the previous run is still pending or running",
                        type);
             return false;
@@ -321,6 +347,9 @@ Executor::Claimed Executor::claim_locked() {
     l->m.running += static_cast<std::uint32_t>(c.jobs.size());
     l->m.max_running = std::max(l->m.max_running, l->m.running);
     l->m.started += c.jobs.size();
+    for (const auto& j : c.jobs)
+        emit(JobEventKind::started, l->type, j.id, j.attempt,
+             std::chrono::duration_cast<Duration>(req.now - std::min(req.now, j.ready_since)));
     l->m.runs += 1;
     running_runs_ += 1;
     return c;
@@ -358,6 +387,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         auto deadline = Clock::now() + settings.timeout;
         deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
         for (const auto& h : handles) ctx->ids += (ctx->ids.empty() ? "" : ",") + h.id_text();
+        for (const auto& j : batch) ctx->job_ids.push_back(j.id);
         ctx->timer.emplace(io_);
         ctx->timer->expires_after(settings.timeout);
         Duration stuck_grace = options_.stuck_grace;
@@ -378,6 +408,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
                            ctx->type, ctx->ids);
                 std::lock_guard lock(ctx->ex.mutex_);
                 ctx->ex.lane(ctx->type)->m.stuck += 1;
+                for (store::JobId id : ctx->job_ids) ctx->ex.emit(JobEventKind::stuck, ctx->type, id);
             });
         });
     }
@@ -394,7 +425,9 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         j.deadline_unix_ms = deadline_ms;
         j.host_handle = &handles[i];
     }
+    auto run_start = std::chrono::steady_clock::now();
     ln.task->run(jobs.data(), jobs.size());
+    auto ran = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - run_start);
     ctx->finished = true;
     if (ctx->timer) boost::asio::post(io_, [ctx] { ctx->timer->cancel(); });
 
@@ -412,6 +445,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         bool ok = h.has_result && h.status == JH_OK && !timed_out;
         if (ok) {
             d.succeeded += 1;
+            emit(JobEventKind::succeeded, job.type, job.id, job.attempt, ran);
             outcomes.push_back({job.id, job.type, Outcome::Kind::done, now, {}, {}, store::DeadReason::none});
             schedule_done = schedule_done || job.from_schedule;
             continue;
@@ -420,9 +454,14 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
                             : !h.has_result ? std::string("the task reported no result")
                                             : (h.message.empty() ? std::string("failed") : h.message);
         d.failed += 1;
-        if (timed_out) d.timed_out += 1;
+        emit(JobEventKind::failed, job.type, job.id, job.attempt, ran, error);
+        if (timed_out) {
+            d.timed_out += 1;
+            emit(JobEventKind::timed_out, job.type, job.id, job.attempt, ran, error);
+        }
         if (cancelled_by_shutdown) {
             d.released += 1;
+            emit(JobEventKind::released, job.type, job.id, job.attempt, ran, error);
             released.push_back(job.id);
             log::write(log::Level::warning, "executor", "cancelled by shutdown; left to be retried: " + error, job.type,
                        h.id_text());
@@ -438,6 +477,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         if (reason == store::DeadReason::none) {
             Duration delay = backoff(settings, job.attempt);
             d.retried += 1;
+            emit(JobEventKind::retried, job.type, job.id, job.attempt, delay, error);
             retry_scheduled = true;
             outcomes.push_back({job.id, job.type, Outcome::Kind::retry, now, now + delay, error, reason});
             log::write(log::Level::warning, "executor",
@@ -450,12 +490,14 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         std::string why(store::dead_reason_name(reason));
         if (settings.dead_letter) {
             d.dead_lettered += 1;
+            emit(JobEventKind::dead_lettered, job.type, job.id, job.attempt, ran, error);
             outcomes.push_back({job.id, job.type, Outcome::Kind::dead, now, {}, error, reason});
             log::write(log::Level::error, "executor",
                        "dead-lettered after attempt " + std::to_string(job.attempt) + " (" + why + "): " + error,
                        job.type, h.id_text());
         } else {
             d.dropped += 1;
+            emit(JobEventKind::dropped, job.type, job.id, job.attempt, ran, error);
             outcomes.push_back({job.id, job.type, Outcome::Kind::dropped, now, {}, error, reason});
             log::write(log::Level::warning, "executor",
                        "dropped after attempt " + std::to_string(job.attempt) + " (" + why +
@@ -535,6 +577,17 @@ std::map<std::string, TypeMetrics> Executor::all_metrics() const {
     std::map<std::string, TypeMetrics> out;
     for (const auto& [name, l] : lanes_) out[name] = l->m;
     return out;
+}
+
+std::shared_ptr<const registry::JobSettings> Executor::settings(std::string_view type) const {
+    std::lock_guard lock(mutex_);
+    auto it = lanes_.find(type);
+    return it == lanes_.end() ? nullptr : it->second->settings;
+}
+
+bool Executor::accepting() const {
+    std::lock_guard lock(mutex_);
+    return accepting_;
 }
 
 std::size_t Executor::running_runs() const {

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "executor/metrics.hpp"
+#include "executor/observer.hpp"
 #include "registry/registry.hpp"
 #include "store/store.hpp"
 
@@ -38,6 +39,7 @@ struct ExecutorOptions {
     Duration aging{0};           // a waiting job gains one priority level per `aging`; 0: off
     Duration lease{300'000};     // lease length; renewed while the job runs
     std::string owner = "jobhost";
+    ExecutorObserver* observer = nullptr; // told about every job event; must outlive the executor
 };
 
 struct EnqueueRequest {
@@ -91,6 +93,9 @@ public:
     void update_settings(const std::string& type, const registry::JobSettings& settings);
 
     TypeMetrics metrics(const std::string& type) const;
+    // The effective settings a type runs with now (they change on reload); null for an unknown type.
+    std::shared_ptr<const registry::JobSettings> settings(std::string_view type) const;
+    bool accepting() const;
     std::map<std::string, TypeMetrics> all_metrics() const;
 
     // Looks for claimable work in every lane (jobs the store holds from before, or that another process queued)
@@ -120,6 +125,8 @@ private:
     void arm_due_timer();
     Lane* lane(std::string_view type);
     Duration backoff(const registry::JobSettings& s, std::uint32_t attempt) const;
+    void emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt = 0,
+              Duration duration = Duration(0), std::string_view error = {}) const noexcept;
 
     boost::asio::io_context& io_;
     const registry::Registry& registry_;

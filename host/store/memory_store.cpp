@@ -348,8 +348,12 @@ std::map<std::string, TypeCounts> MemoryStore::counts() {
         if (job.state == JobState::scheduled) out[job.type].scheduled += 1;
     // ready deques may hold stale entries of jobs that left the state; recount exactly
     for (auto& [type, c] : out) c.ready = 0;
-    for (const auto& [id, job] : jobs_)
-        if (job.state == JobState::ready) out[job.type].ready += 1;
+    for (const auto& [id, job] : jobs_) {
+        if (job.state != JobState::ready) continue;
+        auto& c = out[job.type];
+        c.ready += 1;
+        if (!c.oldest_ready || job.ready_since < *c.oldest_ready) c.oldest_ready = job.ready_since;
+    }
     return out;
 }
 

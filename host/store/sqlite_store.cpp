@@ -795,11 +795,12 @@ std::map<std::string, TypeCounts> SqliteStore::counts() {
     std::map<std::string, TypeCounts> out;
     {
         std::lock_guard lock(reader_mutex_);
-        auto& s = reader_->cached("SELECT type, state, run_at > ?, COUNT(*) FROM jobs GROUP BY 1, 2, 3");
+        auto& s = reader_->cached("SELECT type, state, run_at > ?, COUNT(*), MIN(run_at) FROM jobs GROUP BY 1, 2, 3");
         s.bind(1, to_ms(Clock::now()));
         while (s.step()) {
             auto& c = out[s.text(0)];
             auto n = static_cast<std::size_t>(s.int64(3));
+            if (s.int64(1) == kQueued && s.int64(2) == 0) c.oldest_ready = from_ms(s.int64(4));
             switch (s.int64(1)) {
             case kQueued: (s.int64(2) ? c.scheduled : c.ready) += n; break;
             case kLeased: c.leased += n; break;
@@ -817,6 +818,9 @@ std::map<std::string, TypeCounts> SqliteStore::counts() {
         std::size_t n = std::min(caches_[r].size, c.leased);
         c.leased -= n;
         c.ready += n;
+        for (const auto& level : caches_[r].ready)
+            if (!level.empty() && (!c.oldest_ready || level.front().ready_since < *c.oldest_ready))
+                c.oldest_ready = level.front().ready_since;
     }
     return out;
 }

@@ -64,6 +64,7 @@ struct ListFilter {
 
 struct TypeCounts {
     std::size_t scheduled = 0, ready = 0, leased = 0, done = 0, dead = 0;
+    std::optional<TimePoint> oldest_ready; // since when the longest-waiting ready job has been ready
 };
 
 class JobStore {

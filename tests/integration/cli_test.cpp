@@ -122,7 +122,7 @@ TEST_CASE("a [jobs.x] naming a type no plugin provides stops start-up with its p
                                        "\"\n\n[jobs.helo]\ninterval = \"5s\"\n");
     for (const char* sub : {"check", "run"}) {
         CAPTURE(sub);
-        auto r = run_jobhost({sub, "--config", cfg.string()}, 20s);
+        auto r = run_jobhost({sub, "--config", cfg.string()}, 20s); // stops before the store or http start
         CHECK(r.exit_code == 2);
         CHECK(contains(
             r.err,
@@ -137,7 +137,7 @@ TEST_CASE("jobhost check fails on any plugin problem; --strict makes plugin prob
     auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
     CHECK(check.exit_code == 2);
     CHECK(contains(check.err, "abi_major.so"));
-    auto strict = run_jobhost({"run", "--strict", "--plugin-dir", dir.path().string(), "--store", "memory"}, 20s);
+    auto strict = run_jobhost({"run", "--strict", "--plugin-dir", dir.path().string(), "--store", "memory", "--listen", "off"}, 20s);
     CHECK(strict.exit_code == 2);
     CHECK(contains(strict.err, "--strict: 1 plugin problem(s)"));
 }
@@ -148,7 +148,7 @@ TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIG
         TempDir dir;
         fill_with_broken(dir.path() / "plugins");
         Background host({JOBHOST_BINARY, "run", "--plugin-dir", (dir.path() / "plugins").string(), "--store",
-                         (dir.path() / "store.db").string()});
+                         (dir.path() / "store.db").string(), "--listen", "127.0.0.1:0"});
         REQUIRE(host.wait_for_output("serving", 20s));
         std::string log = host.err();
         CHECK(contains(log, "found 18 job type(s) (16 usable) in 5 libraries"));

@@ -1,0 +1,557 @@
+#include "http/api.hpp"
+
+#include "store/job_json.hpp"
+
+#include <boost/json.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <charconv>
+#include <limits>
+#include <set>
+#include <map>
+#include <sstream>
+
+namespace jobhost::http {
+
+namespace json = boost::json;
+using store::Clock;
+
+namespace {
+
+Response json_response(int status, const json::value& body) {
+    Response r;
+    r.status = status;
+    r.body = json::serialize(body) + "\n";
+    return r;
+}
+
+Response error(int status, const std::string& message) { return json_response(status, json::object{{"error", message}}); }
+
+Response not_allowed(const char* allow) {
+    auto r = error(405, std::string("method not allowed; this path takes ") + allow);
+    r.headers.emplace_back("Allow", allow);
+    return r;
+}
+
+std::string decode(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '+') {
+            out += ' ';
+        } else if (s[i] == '%' && i + 2 < s.size()) {
+            int v = 0;
+            auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
+            if (ec == std::errc() && p == s.data() + i + 3) {
+                out += static_cast<char>(v);
+                i += 2;
+            } else {
+                out += s[i];
+            }
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+std::map<std::string, std::string> parse_query(std::string_view q) {
+    std::map<std::string, std::string> out;
+    while (!q.empty()) {
+        auto amp = q.find('&');
+        auto part = q.substr(0, amp);
+        auto eq = part.find('=');
+        out[decode(part.substr(0, eq))] = eq == std::string_view::npos ? "" : decode(part.substr(eq + 1));
+        if (amp == std::string_view::npos) break;
+        q.remove_prefix(amp + 1);
+    }
+    return out;
+}
+
+std::vector<std::string> split_path(std::string_view path) {
+    std::vector<std::string> parts;
+    while (!path.empty()) {
+        auto slash = path.find('/');
+        if (slash != 0) parts.emplace_back(path.substr(0, slash));
+        if (slash == std::string_view::npos) break;
+        path.remove_prefix(slash + 1);
+    }
+    return parts;
+}
+
+std::optional<store::JobId> parse_id(const std::string& s) {
+    if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+    return static_cast<store::JobId>(std::stoull(s));
+}
+
+std::optional<std::size_t> parse_limit(const std::map<std::string, std::string>& q, std::size_t dflt) {
+    auto it = q.find("limit");
+    if (it == q.end()) return dflt;
+    auto id = parse_id(it->second);
+    if (!id || *id == 0 || *id > 100000) return std::nullopt;
+    return static_cast<std::size_t>(*id);
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+    unsigned diff = a.size() == b.size() ? 0u : 1u;
+    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+        diff |= static_cast<unsigned>(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+json::object stats_json(const monitor::DurationStats& d) {
+    return {{"count", d.count}, {"mean_ms", d.mean}, {"min_ms", d.min}, {"max_ms", d.max},
+            {"p50_ms", d.p50},  {"p95_ms", d.p95},   {"p99_ms", d.p99}};
+}
+
+json::object counts_json(const executor::TypeMetrics& m) {
+    return {{"enqueued", m.enqueued},   {"started", m.started},     {"succeeded", m.succeeded},
+            {"failed", m.failed},       {"timed_out", m.timed_out}, {"retried", m.retried},
+            {"dead_lettered", m.dead_lettered}, {"dropped", m.dropped}, {"coalesced", m.coalesced},
+            {"stuck", m.stuck},         {"running", m.running},     {"max_running", m.max_running}};
+}
+
+json::object depth_json(const store::TypeCounts& c) {
+    json::object o{{"scheduled", c.scheduled}, {"ready", c.ready}, {"leased", c.leased}, {"done", c.done},
+                   {"dead", c.dead}};
+    if (c.oldest_ready) o["oldest_ready"] = store::iso(*c.oldest_ready);
+    return o;
+}
+
+json::object settings_json(const registry::JobSettings& s) {
+    return {{"name", s.name},
+            {"description", s.description},
+            {"enabled", s.enabled},
+            {"interval", s.interval.count() ? core::format_duration(s.interval) : ""},
+            {"cron", s.cron},
+            {"priority", std::string(registry::priority_name(s.priority))},
+            {"max_retries", s.max_retries},
+            {"timeout", s.timeout.count() ? core::format_duration(s.timeout) : ""},
+            {"concurrency", s.concurrency},
+            {"batch_size", s.batch_size},
+            {"dead_letter", s.dead_letter}};
+}
+
+json::object type_json(Services& sv, const std::string& type, const std::map<std::string, store::TypeCounts>& counts) {
+    const auto* t = sv.registry.find(type);
+    auto settings = sv.executor.settings(type);
+    auto st = sv.monitor.stats(type);
+    json::object o;
+    o["type"] = type;
+    o["file"] = t ? t->file.string() : "";
+    o["usable"] = t && t->usable();
+    if (t && !t->usable()) o["error"] = t->error;
+    if (settings) o["settings"] = settings_json(*settings);
+    o["counts"] = counts_json(sv.executor.metrics(type));
+    auto c = counts.find(type);
+    o["queue"] = depth_json(c == counts.end() ? store::TypeCounts{} : c->second);
+    o["wait"] = stats_json(st.wait);
+    o["run"] = stats_json(st.run);
+    o["last_run"] = st.last_run ? store::iso(*st.last_run) : "";
+    o["last_success"] = st.last_success ? store::iso(*st.last_success) : "";
+    o["last_failure"] = st.last_failure ? store::iso(*st.last_failure) : "";
+    o["last_error"] = st.last_error;
+    return o;
+}
+
+json::array alerts_json(Services& sv) {
+    json::array a;
+    for (const auto& al : sv.monitor.alerts())
+        a.push_back({{"rule", al.rule}, {"message", al.message}, {"since", store::iso(al.since)},
+                     {"severity", al.critical ? "critical" : "warning"}});
+    return a;
+}
+
+Response status(Services& sv) {
+    auto counts = sv.store.counts();
+    json::object o;
+    o["health"] = std::string(monitor::health_name(sv.monitor.health()));
+    o["alerts"] = alerts_json(sv);
+    o["uptime_seconds"] = std::chrono::duration<double>(Clock::now() - sv.started).count();
+    o["workers"] = sv.config.host.workers;
+    o["workers_busy"] = sv.executor.running_runs();
+    o["jobs_per_second"] = sv.monitor.jobs_per_second(Clock::now());
+    o["plugins_skipped"] = sv.plugins_skipped;
+    json::array types;
+    for (const auto& [name, t] : sv.registry.types()) types.push_back(type_json(sv, name, counts));
+    o["types"] = std::move(types);
+    return json_response(200, o);
+}
+
+Response readyz(Services& sv) {
+    json::array reasons;
+    std::size_t usable = 0;
+    for (const auto& [name, t] : sv.registry.types()) usable += t.usable() ? 1 : 0;
+    if (usable == 0) reasons.push_back("no usable job type is loaded");
+    try {
+        sv.store.counts();
+    } catch (const std::exception& e) {
+        reasons.push_back(json::string(std::string("the store does not answer: ") + e.what()));
+    }
+    if ((sv.stopping && sv.stopping->load()) || !sv.executor.accepting()) reasons.push_back("shutting down");
+    if (reasons.empty()) return json_response(200, json::object{{"ready", true}});
+    return json_response(503, json::object{{"ready", false}, {"reasons", reasons}});
+}
+
+Response enqueue(Services& sv, const Request& req) {
+    json::error_code ec;
+    auto body = json::parse(req.body, ec);
+    if (ec || !body.is_object())
+        return error(400, "the body must be a JSON object such as {\"type\": \"shell\", \"payload\": {...}}");
+    const auto& o = body.as_object();
+    for (const auto& [k, v] : o)
+        if (k != "type" && k != "payload" && k != "priority" && k != "delay" && k != "unique_key")
+            return error(400, "unknown field '" + std::string(k) + "'; known: type, payload, priority, delay, unique_key");
+    auto* type = o.if_contains("type");
+    if (!type || !type->is_string()) return error(400, "'type' (a string) is required");
+    executor::EnqueueRequest r;
+    r.type = std::string(type->as_string());
+    if (auto* p = o.if_contains("payload")) r.payload = json::serialize(*p);
+    if (auto* p = o.if_contains("priority")) {
+        if (!p->is_string() || !registry::parse_priority(p->as_string()))
+            return error(400, "'priority' must be low, normal, medium, high or critical");
+        r.priority = registry::parse_priority(p->as_string());
+    }
+    if (auto* d = o.if_contains("delay")) {
+        auto parsed = d->is_string() ? core::parse_duration(d->as_string()) : std::nullopt;
+        if (!parsed) return error(400, "'delay' must be a duration string such as \"30s\"");
+        r.delay = *parsed;
+    }
+    if (auto* u = o.if_contains("unique_key")) {
+        if (!u->is_string()) return error(400, "'unique_key' must be a string");
+        r.unique_key = std::string(u->as_string());
+    }
+    if (!sv.registry.find(r.type)) return error(404, "unknown job type '" + r.type + "'");
+    auto result = sv.executor.enqueue(r);
+    if (result.duplicate)
+        return json_response(409, json::object{{"error", result.error}, {"id", result.id}});
+    if (!result.ok) return error(result.error.find("shutting down") != std::string::npos ? 503 : 422, result.error);
+    return json_response(201, json::object{{"id", result.id}});
+}
+
+// ids from {"ids": [..]} or every dead letter (of "type") with {"all": true}
+std::optional<std::vector<store::JobId>> dead_ids(Services& sv, const std::string& body, std::string& why) {
+    json::error_code ec;
+    auto v = json::parse(body, ec);
+    if (ec || !v.is_object()) {
+        why = "the body must be {\"ids\": [1, 2]} or {\"all\": true, \"type\": \"...\"}";
+        return std::nullopt;
+    }
+    const auto& o = v.as_object();
+    std::vector<store::JobId> ids;
+    if (auto* all = o.if_contains("all"); all && all->is_bool() && all->as_bool()) {
+        std::optional<std::string> type;
+        if (auto* t = o.if_contains("type"); t && t->is_string()) type = std::string(t->as_string());
+        for (const auto& j : sv.store.dead_letters({type, std::numeric_limits<std::size_t>::max()})) ids.push_back(j.id);
+        return ids;
+    }
+    auto* list = o.if_contains("ids");
+    if (!list || !list->is_array() || list->as_array().empty()) {
+        why = "give \"ids\": [..] or \"all\": true";
+        return std::nullopt;
+    }
+    for (const auto& x : list->as_array()) {
+        if (!x.is_int64() && !x.is_uint64()) {
+            why = "ids must be whole numbers";
+            return std::nullopt;
+        }
+        auto id = static_cast<store::JobId>(x.to_number<std::uint64_t>());
+        auto j = sv.store.get(id);
+        if (!j || j->state != store::JobState::dead) {
+            why = "no dead letter " + std::to_string(id);
+            return std::nullopt;
+        }
+        ids.push_back(id);
+    }
+    return ids;
+}
+
+std::optional<executor::JobEventKind> parse_kind(const std::string& s) {
+    using K = executor::JobEventKind;
+    for (K k : {K::enqueued, K::started, K::succeeded, K::failed, K::timed_out, K::retried, K::dead_lettered, K::dropped,
+                K::released, K::coalesced, K::stuck})
+        if (executor::event_kind_name(k) == s) return k;
+    return std::nullopt;
+}
+
+Response route(const Request& req, Services& sv) {
+    std::string_view target(req.target);
+    if (target.empty() || target[0] != '/') return error(400, "the request target must be a path starting with /");
+    auto qpos = target.find('?');
+    std::string_view path = target.substr(0, qpos);
+    auto query = parse_query(qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1));
+    auto parts = split_path(path);
+    const std::string& m = req.method;
+    bool get = m == "GET" || m == "HEAD";
+
+    if (parts.size() == 1 && parts[0] == "healthz")
+        return get ? json_response(200, json::object{{"status", "up"}}) : not_allowed("GET");
+    if (parts.size() == 1 && parts[0] == "readyz") return get ? readyz(sv) : not_allowed("GET");
+    if (parts.size() == 1 && parts[0] == "metrics") {
+        if (!get) return not_allowed("GET");
+        Response r;
+        r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+        r.body = prometheus_text(sv);
+        return r;
+    }
+    if (parts.size() < 3 || parts[0] != "api" || parts[1] != "v1") return error(404, "no such path: " + std::string(path));
+    const std::string& what = parts[2];
+    std::size_t n = parts.size();
+
+    if (what == "status" && n == 3) return get ? status(sv) : not_allowed("GET");
+    if (what == "alerts" && n == 3) return get ? json_response(200, alerts_json(sv)) : not_allowed("GET");
+    if (what == "types" && (n == 3 || n == 4)) {
+        if (!get) return not_allowed("GET");
+        auto counts = sv.store.counts();
+        if (n == 4) {
+            if (!sv.registry.find(parts[3])) return error(404, "unknown job type '" + parts[3] + "'");
+            return json_response(200, type_json(sv, parts[3], counts));
+        }
+        json::array a;
+        for (const auto& [name, t] : sv.registry.types()) a.push_back(type_json(sv, name, counts));
+        return json_response(200, a);
+    }
+    if (what == "events" && n == 3) {
+        if (!get) return not_allowed("GET");
+        monitor::EventFilter f;
+        if (query.count("type")) f.type = query["type"];
+        if (query.count("job")) {
+            f.id = parse_id(query["job"]);
+            if (!f.id) return error(400, "'job' must be a job id");
+        }
+        if (query.count("kind")) {
+            f.kind = parse_kind(query["kind"]);
+            if (!f.kind) return error(400, "unknown event kind '" + query["kind"] + "'");
+        }
+        auto limit = parse_limit(query, 100);
+        if (!limit) return error(400, "'limit' must be a whole number from 1 to 100000");
+        f.limit = *limit;
+        json::array a;
+        for (const auto& e : sv.monitor.events(f)) {
+            json::object o{{"seq", e.seq},
+                           {"at", store::iso(e.at)},
+                           {"kind", std::string(executor::event_kind_name(e.kind))},
+                           {"type", e.type},
+                           {"attempt", e.attempt},
+                           {"duration_ms", e.duration.count()}};
+            if (e.id) o["job"] = e.id;
+            if (!e.error.empty()) o["error"] = e.error;
+            a.push_back(std::move(o));
+        }
+        return json_response(200, a);
+    }
+    if (what == "jobs") {
+        if (n == 3 && m == "POST") return enqueue(sv, req);
+        if (n == 3 && get) {
+            store::ListFilter f;
+            if (query.count("type")) f.type = query["type"];
+            if (query.count("state")) {
+                static const std::pair<const char*, store::JobState> states[] = {
+                    {"scheduled", store::JobState::scheduled}, {"ready", store::JobState::ready},
+                    {"leased", store::JobState::leased},       {"done", store::JobState::done},
+                    {"dead", store::JobState::dead}};
+                for (const auto& [name, st] : states)
+                    if (query["state"] == name) f.state = st;
+                if (!f.state) return error(400, "'state' must be scheduled, ready, leased, done or dead");
+            }
+            auto limit = parse_limit(query, 100);
+            if (!limit) return error(400, "'limit' must be a whole number from 1 to 100000");
+            f.limit = *limit;
+            json::array a;
+            for (const auto& j : sv.store.list(f)) a.push_back(store::to_json(j));
+            return json_response(200, a);
+        }
+        if (n == 3) return not_allowed("GET, POST");
+        if (n == 4) {
+            if (!get) return not_allowed("GET");
+            auto id = parse_id(parts[3]);
+            if (!id) return error(400, "'" + parts[3] + "' is not a job id");
+            auto j = sv.store.get(*id);
+            if (!j) return error(404, "no job " + parts[3]);
+            return json_response(200, store::to_json(*j));
+        }
+    }
+    if (what == "dlq") {
+        if (n == 3) {
+            if (!get) return not_allowed("GET");
+            std::optional<std::string> type;
+            if (query.count("type")) type = query["type"];
+            auto limit = parse_limit(query, 1000);
+            if (!limit) return error(400, "'limit' must be a whole number from 1 to 100000");
+            json::array a;
+            for (const auto& j : sv.store.dead_letters({type, *limit})) a.push_back(store::to_json(j));
+            return json_response(200, a);
+        }
+        if (n == 4 && (parts[3] == "retry" || parts[3] == "purge")) {
+            if (m != "POST") return not_allowed("POST");
+            std::string why;
+            auto ids = dead_ids(sv, req.body, why);
+            if (!ids) return error(why.rfind("no dead letter", 0) == 0 ? 404 : 400, why);
+            std::size_t count = parts[3] == "retry" ? sv.store.replay(*ids, Clock::now()) : sv.store.purge(*ids);
+            if (parts[3] == "retry") sv.executor.poke();
+            return json_response(200, json::object{{parts[3] == "retry" ? "retried" : "purged", count}});
+        }
+        auto id = n >= 4 ? parse_id(parts[3]) : std::nullopt;
+        if (!id) return error(n >= 4 ? 400 : 404, n >= 4 ? "'" + parts[3] + "' is not a job id" : "no such path");
+        auto j = sv.store.get(*id);
+        bool dead = j && j->state == store::JobState::dead;
+        if (n == 4) {
+            if (m == "DELETE") {
+                if (!dead) return error(404, "no dead letter " + parts[3]);
+                return json_response(200, json::object{{"purged", sv.store.purge(std::vector{*id})}});
+            }
+            if (!get) return not_allowed("GET, DELETE");
+            if (!dead) return error(404, "no dead letter " + parts[3]);
+            return json_response(200, store::to_json(*j));
+        }
+        if (n == 5 && parts[4] == "retry") {
+            if (m != "POST") return not_allowed("POST");
+            if (!dead) return error(404, "no dead letter " + parts[3]);
+            auto count = sv.store.replay(std::vector{*id}, Clock::now());
+            sv.executor.poke();
+            if (count == 0) return error(409, "job " + parts[3] + " was not retried: another job holds its unique key");
+            return json_response(200, json::object{{"retried", count}});
+        }
+    }
+    return error(404, "no such path: " + std::string(path));
+}
+
+} // namespace
+
+Response handle(const Request& req, Services& sv) {
+    bool mutating = req.method != "GET" && req.method != "HEAD";
+    static const std::set<std::string> known{"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"};
+    if (!known.count(req.method)) return not_allowed("GET, POST, DELETE");
+    if (mutating && !sv.token.empty()) {
+        constexpr std::string_view prefix = "Bearer ";
+        std::string_view auth(req.authorization);
+        if (auth.substr(0, prefix.size()) != prefix || !constant_time_equal(auth.substr(prefix.size()), sv.token)) {
+            auto r = error(401, "this request changes state and needs 'Authorization: Bearer <token>'");
+            r.headers.emplace_back("WWW-Authenticate", "Bearer");
+            return r;
+        }
+    }
+    try {
+        return route(req, sv);
+    } catch (const std::exception& e) {
+        return error(500, std::string("internal error: ") + e.what());
+    }
+}
+
+std::string prometheus_text(Services& sv) {
+    using namespace prometheus;
+    Registry reg;
+    auto counter = [&](const char* name, const char* help) -> Family<Counter>& {
+        return BuildCounter().Name(name).Help(help).Register(reg);
+    };
+    auto gauge = [&](const char* name, const char* help) -> Family<Gauge>& {
+        return BuildGauge().Name(name).Help(help).Register(reg);
+    };
+    auto& enqueued = counter("jobhost_jobs_enqueued_total", "Jobs queued by this host.");
+    auto& started = counter("jobhost_jobs_started_total", "Job attempts started.");
+    auto& succeeded = counter("jobhost_jobs_succeeded_total", "Job attempts that succeeded.");
+    auto& failed = counter("jobhost_jobs_failed_total", "Job attempts that failed, timed-out ones included.");
+    auto& timed_out = counter("jobhost_jobs_timed_out_total", "Job attempts that ran past their timeout.");
+    auto& retried = counter("jobhost_jobs_retried_total", "Failed attempts scheduled to run again.");
+    auto& dead = counter("jobhost_jobs_dead_lettered_total", "Jobs moved to the dead-letter queue.");
+    auto& dropped = counter("jobhost_jobs_dropped_total", "Jobs dropped after their last attempt (dead_letter = false).");
+    auto& coalesced = counter("jobhost_ticks_coalesced_total", "Periodic ticks skipped while the previous run was pending.");
+    auto& stuck = counter("jobhost_jobs_stuck_total", "Runs still going stuck_grace after their timeout.");
+    auto& running = gauge("jobhost_jobs_running", "Jobs running now.");
+    auto& running_max = gauge("jobhost_jobs_running_max", "The most jobs of the type ever running at once.");
+    auto& depth = gauge("jobhost_queue_depth", "Jobs in the store by state.");
+    auto& last_success = gauge("jobhost_last_success_timestamp_seconds", "When a job of the type last succeeded.");
+    auto& last_failure = gauge("jobhost_last_failure_timestamp_seconds", "When a job of the type last failed.");
+    auto& wait = BuildHistogram().Name("jobhost_job_wait_seconds").Help("Time from ready to started.").Register(reg);
+    auto& run = BuildHistogram().Name("jobhost_job_duration_seconds").Help("Time a run took.").Register(reg);
+    Histogram::BucketBoundaries bounds(monitor::kBuckets.begin(), monitor::kBuckets.end());
+
+    auto counts = sv.store.counts();
+    auto metrics = sv.executor.all_metrics();
+    auto epoch = [](store::TimePoint t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); };
+    for (const auto& [type, m] : metrics) {
+        Labels l{{"job_type", type}};
+        enqueued.Add(l).Increment(static_cast<double>(m.enqueued));
+        started.Add(l).Increment(static_cast<double>(m.started));
+        succeeded.Add(l).Increment(static_cast<double>(m.succeeded));
+        failed.Add(l).Increment(static_cast<double>(m.failed));
+        timed_out.Add(l).Increment(static_cast<double>(m.timed_out));
+        retried.Add(l).Increment(static_cast<double>(m.retried));
+        dead.Add(l).Increment(static_cast<double>(m.dead_lettered));
+        dropped.Add(l).Increment(static_cast<double>(m.dropped));
+        coalesced.Add(l).Increment(static_cast<double>(m.coalesced));
+        stuck.Add(l).Increment(static_cast<double>(m.stuck));
+        running.Add(l).Set(m.running);
+        running_max.Add(l).Set(m.max_running);
+        auto c = counts.count(type) ? counts.at(type) : store::TypeCounts{};
+        for (const auto& [state, v] : std::initializer_list<std::pair<const char*, std::size_t>>{
+                 {"scheduled", c.scheduled}, {"ready", c.ready}, {"leased", c.leased}, {"done", c.done}, {"dead", c.dead}})
+            depth.Add({{"job_type", type}, {"state", state}}).Set(static_cast<double>(v));
+        auto st = sv.monitor.stats(type);
+        if (st.last_success) last_success.Add(l).Set(epoch(*st.last_success));
+        if (st.last_failure) last_failure.Add(l).Set(epoch(*st.last_failure));
+        auto fill = [&](Family<Histogram>& fam, const monitor::Histogram& h) {
+            std::vector<double> inc(h.counts.begin(), h.counts.end());
+            fam.Add(l, bounds).ObserveMultiple(inc, h.sum);
+        };
+        fill(wait, st.wait_hist);
+        fill(run, st.run_hist);
+    }
+    auto now = Clock::now();
+    gauge("jobhost_uptime_seconds", "Seconds since the host started.")
+        .Add({})
+        .Set(std::chrono::duration<double>(now - sv.started).count());
+    auto& workers = gauge("jobhost_workers", "Worker threads, by state.");
+    auto busy = static_cast<double>(sv.executor.running_runs());
+    workers.Add({{"state", "busy"}}).Set(busy);
+    workers.Add({{"state", "idle"}}).Set(std::max(0.0, static_cast<double>(sv.config.host.workers) - busy));
+    gauge("jobhost_jobs_per_second", "Jobs finished per second over the last minute.")
+        .Add({})
+        .Set(sv.monitor.jobs_per_second(now));
+    auto t0 = std::chrono::steady_clock::now();
+    sv.store.counts();
+    gauge("jobhost_store_latency_seconds", "How long the store took to answer a count query, measured at this scrape.")
+        .Add({})
+        .Set(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::size_t usable = 0;
+    for (const auto& [name, t] : sv.registry.types()) usable += t.usable() ? 1 : 0;
+    auto& plugins = gauge("jobhost_job_types", "Job types, by whether they could be loaded.");
+    plugins.Add({{"state", "loaded"}}).Set(static_cast<double>(usable));
+    plugins.Add({{"state", "skipped"}}).Set(static_cast<double>(sv.plugins_skipped + sv.registry.types().size() - usable));
+    auto& health = gauge("jobhost_health", "1 for the current health status.");
+    auto h = sv.monitor.health();
+    for (auto s : {monitor::Health::healthy, monitor::Health::degraded, monitor::Health::unhealthy})
+        health.Add({{"status", std::string(monitor::health_name(s))}}).Set(s == h ? 1 : 0);
+    gauge("jobhost_alerts_active", "Alerts holding now.").Add({}).Set(static_cast<double>(sv.monitor.alerts().size()));
+    auto& raised = counter("jobhost_alerts_raised_total", "Alerts raised, by rule.");
+    for (const auto& [rule, count] : sv.monitor.alerts_raised()) raised.Add({{"rule", rule}}).Increment(static_cast<double>(count));
+
+    std::ostringstream out;
+    TextSerializer().Serialize(out, reg.Collect());
+    return out.str();
+}
+
+monitor::Health evaluate_health(Services& sv) {
+    monitor::HealthInputs in;
+    in.now = Clock::now();
+    in.started = sv.started;
+    for (const auto& [name, t] : sv.registry.types())
+        if (t.usable())
+            if (auto s = sv.executor.settings(name)) in.types[name] = *s;
+    auto t0 = std::chrono::steady_clock::now();
+    try {
+        in.counts = sv.store.counts();
+        auto took = std::chrono::duration_cast<core::Duration>(std::chrono::steady_clock::now() - t0);
+        if (took > sv.monitor.options().store_timeout)
+            in.store_error = "a count query took " + core::format_duration(took) + ", longer than " +
+                             core::format_duration(sv.monitor.options().store_timeout) + " ([monitor] store_timeout)";
+    } catch (const std::exception& e) {
+        in.store_error = e.what();
+    }
+    return sv.monitor.evaluate(in);
+}
+
+} // namespace jobhost::http

@@ -1,0 +1,53 @@
+// The HTTP API's handlers, apart from the socket code: a request in, a response out. JSON under /api/v1, plus
+// /healthz, /readyz and /metrics (Prometheus text). Errors are JSON {"error": "..."} with the right status code.
+#pragma once
+
+#include "config/config.hpp"
+#include "executor/executor.hpp"
+#include "monitor/monitor.hpp"
+#include "registry/registry.hpp"
+#include "store/store.hpp"
+
+#include <atomic>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace jobhost::http {
+
+// What the API reads and acts on. Everything outlives the server.
+struct Services {
+    const config::Config& config;
+    const registry::Registry& registry;
+    executor::Executor& executor;
+    store::JobStore& store;
+    monitor::Monitor& monitor;
+    store::TimePoint started;
+    std::size_t plugins_skipped = 0;
+    std::string token;                      // bearer token for mutating requests; empty: none required
+    const std::atomic<bool>* stopping = nullptr; // the host is shutting down
+};
+
+struct Request {
+    std::string method;
+    std::string target;
+    std::string authorization;
+    std::string body;
+};
+
+struct Response {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+};
+
+Response handle(const Request& request, Services& services);
+
+// The Prometheus text exposition of every metric.
+std::string prometheus_text(Services& services);
+
+// Gathers what the health rules need, timing the store; then evaluates them.
+monitor::Health evaluate_health(Services& services);
+
+} // namespace jobhost::http
