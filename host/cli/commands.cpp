@@ -69,7 +69,8 @@ int load_config(const CommonOptions& o, config::Config& config) {
     }
     if (o.strict) config.host.strict = true;
     if (o.listen) {
-        if (*o.listen == "off") config.http.enabled = false;
+        if (*o.listen == "off")
+            config.http.enabled = false;
         else {
             config.http.enabled = true;
             config.http.listen = *o.listen;
@@ -310,7 +311,8 @@ int run_command(const CommonOptions& o) {
     ex->poke(); // jobs the store kept from before
 
     std::atomic<bool> stopping{false};
-    http::Services services{s.config, s.registry, *ex, store, mon, store::Clock::now(), s.problems.size(), {}, &stopping};
+    http::Services services{s.config,          s.registry, *ex,      store, mon, store::Clock::now(),
+                            s.problems.size(), {},         &stopping};
     std::optional<http::Server> server;
     if (s.config.http.enabled) {
         auto token = http::load_token(s.config.http);

@@ -42,5 +42,7 @@ std::string host_id();
 int run_command(const CommonOptions& options);
 int plugins_command(const CommonOptions& options);
 int check_command(const CommonOptions& options);
+// GET /api/v1/status from a running host (url empty: the config's [http] listen) and print it.
+int status_command(const CommonOptions& options, const std::string& url);
 
 } // namespace jobhost::cli

@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
     auto* run = app.add_subcommand("run", "Load plugins and run jobs until SIGINT or SIGTERM (the default)");
     add_common(*run, opts, level, {});
     run->add_option("--enqueue", opts.enqueue, "Queue a job at start-up: TYPE or TYPE=JSON (repeatable)");
-    run->add_option("--listen", opts.listen, "HTTP address HOST:PORT (port 0: any free port), or off; overrides [http]");
+    run->add_option("--listen", opts.listen,
+                    "HTTP address HOST:PORT (port 0: any free port), or off; overrides [http]");
     auto* plugins =
         app.add_subcommand("plugins", "List discovered job types, their effective settings, and skipped files");
     add_common(*plugins, opts, level, {.json = true, .store = false});
@@ -97,6 +98,12 @@ int main(int argc, char** argv) {
     dlq_purge->add_option("--type", dq.type, "With --all: only this job type");
     dlq_purge->add_option("--older-than", dq.older_than, "With --all: only those dead for longer than this (7d, 12h)");
 
+    std::string status_url;
+    auto* status = app.add_subcommand("status", "Health, alerts and a table of job types from a running host");
+    add_common(*status, opts, level, {.plugin_dir = false, .json = true, .store = false});
+    status->add_option("--url", status_url,
+                       "The host's address, such as http://127.0.0.1:8080 (default: [http] listen)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -108,6 +115,7 @@ int main(int argc, char** argv) {
     try {
         if (*plugins) return cli::plugins_command(opts);
         if (*check) return cli::check_command(opts);
+        if (*status) return cli::status_command(opts, status_url);
         if (*enqueue) return cli::enqueue_command(opts, eo);
         if (*jobs) return cli::jobs_command(opts, lo);
         if (*job) return cli::job_command(opts, job_id);

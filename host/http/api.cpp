@@ -29,7 +29,9 @@ Response json_response(int status, const json::value& body) {
     return r;
 }
 
-Response error(int status, const std::string& message) { return json_response(status, json::object{{"error", message}}); }
+Response error(int status, const std::string& message) {
+    return json_response(status, json::object{{"error", message}});
+}
 
 Response not_allowed(const char* allow) {
     auto r = error(405, std::string("method not allowed; this path takes ") + allow);
@@ -97,8 +99,7 @@ std::optional<std::size_t> parse_limit(const std::map<std::string, std::string>&
 
 bool constant_time_equal(std::string_view a, std::string_view b) {
     unsigned diff = a.size() == b.size() ? 0u : 1u;
-    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
-        diff |= static_cast<unsigned>(a[i] ^ b[i]);
+    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= static_cast<unsigned>(a[i] ^ b[i]);
     return diff == 0;
 }
 
@@ -108,15 +109,23 @@ json::object stats_json(const monitor::DurationStats& d) {
 }
 
 json::object counts_json(const executor::TypeMetrics& m) {
-    return {{"enqueued", m.enqueued},   {"started", m.started},     {"succeeded", m.succeeded},
-            {"failed", m.failed},       {"timed_out", m.timed_out}, {"retried", m.retried},
-            {"dead_lettered", m.dead_lettered}, {"dropped", m.dropped}, {"coalesced", m.coalesced},
-            {"stuck", m.stuck},         {"running", m.running},     {"max_running", m.max_running}};
+    return {{"enqueued", m.enqueued},
+            {"started", m.started},
+            {"succeeded", m.succeeded},
+            {"failed", m.failed},
+            {"timed_out", m.timed_out},
+            {"retried", m.retried},
+            {"dead_lettered", m.dead_lettered},
+            {"dropped", m.dropped},
+            {"coalesced", m.coalesced},
+            {"stuck", m.stuck},
+            {"running", m.running},
+            {"max_running", m.max_running}};
 }
 
 json::object depth_json(const store::TypeCounts& c) {
-    json::object o{{"scheduled", c.scheduled}, {"ready", c.ready}, {"leased", c.leased}, {"done", c.done},
-                   {"dead", c.dead}};
+    json::object o{
+        {"scheduled", c.scheduled}, {"ready", c.ready}, {"leased", c.leased}, {"done", c.done}, {"dead", c.dead}};
     if (c.oldest_ready) o["oldest_ready"] = store::iso(*c.oldest_ready);
     return o;
 }
@@ -160,7 +169,9 @@ json::object type_json(Services& sv, const std::string& type, const std::map<std
 json::array alerts_json(Services& sv) {
     json::array a;
     for (const auto& al : sv.monitor.alerts())
-        a.push_back({{"rule", al.rule}, {"message", al.message}, {"since", store::iso(al.since)},
+        a.push_back({{"rule", al.rule},
+                     {"message", al.message},
+                     {"since", store::iso(al.since)},
                      {"severity", al.critical ? "critical" : "warning"}});
     return a;
 }
@@ -204,7 +215,8 @@ Response enqueue(Services& sv, const Request& req) {
     const auto& o = body.as_object();
     for (const auto& [k, v] : o)
         if (k != "type" && k != "payload" && k != "priority" && k != "delay" && k != "unique_key")
-            return error(400, "unknown field '" + std::string(k) + "'; known: type, payload, priority, delay, unique_key");
+            return error(400,
+                         "unknown field '" + std::string(k) + "'; known: type, payload, priority, delay, unique_key");
     auto* type = o.if_contains("type");
     if (!type || !type->is_string()) return error(400, "'type' (a string) is required");
     executor::EnqueueRequest r;
@@ -226,8 +238,7 @@ Response enqueue(Services& sv, const Request& req) {
     }
     if (!sv.registry.find(r.type)) return error(404, "unknown job type '" + r.type + "'");
     auto result = sv.executor.enqueue(r);
-    if (result.duplicate)
-        return json_response(409, json::object{{"error", result.error}, {"id", result.id}});
+    if (result.duplicate) return json_response(409, json::object{{"error", result.error}, {"id", result.id}});
     if (!result.ok) return error(result.error.find("shutting down") != std::string::npos ? 503 : 422, result.error);
     return json_response(201, json::object{{"id", result.id}});
 }
@@ -245,7 +256,8 @@ std::optional<std::vector<store::JobId>> dead_ids(Services& sv, const std::strin
     if (auto* all = o.if_contains("all"); all && all->is_bool() && all->as_bool()) {
         std::optional<std::string> type;
         if (auto* t = o.if_contains("type"); t && t->is_string()) type = std::string(t->as_string());
-        for (const auto& j : sv.store.dead_letters({type, std::numeric_limits<std::size_t>::max()})) ids.push_back(j.id);
+        for (const auto& j : sv.store.dead_letters({type, std::numeric_limits<std::size_t>::max()}))
+            ids.push_back(j.id);
         return ids;
     }
     auto* list = o.if_contains("ids");
@@ -271,8 +283,8 @@ std::optional<std::vector<store::JobId>> dead_ids(Services& sv, const std::strin
 
 std::optional<executor::JobEventKind> parse_kind(const std::string& s) {
     using K = executor::JobEventKind;
-    for (K k : {K::enqueued, K::started, K::succeeded, K::failed, K::timed_out, K::retried, K::dead_lettered, K::dropped,
-                K::released, K::coalesced, K::stuck})
+    for (K k : {K::enqueued, K::started, K::succeeded, K::failed, K::timed_out, K::retried, K::dead_lettered,
+                K::dropped, K::released, K::coalesced, K::stuck})
         if (executor::event_kind_name(k) == s) return k;
     return std::nullopt;
 }
@@ -297,7 +309,8 @@ Response route(const Request& req, Services& sv) {
         r.body = prometheus_text(sv);
         return r;
     }
-    if (parts.size() < 3 || parts[0] != "api" || parts[1] != "v1") return error(404, "no such path: " + std::string(path));
+    if (parts.size() < 3 || parts[0] != "api" || parts[1] != "v1")
+        return error(404, "no such path: " + std::string(path));
     const std::string& what = parts[2];
     std::size_t n = parts.size();
 
@@ -331,12 +344,9 @@ Response route(const Request& req, Services& sv) {
         f.limit = *limit;
         json::array a;
         for (const auto& e : sv.monitor.events(f)) {
-            json::object o{{"seq", e.seq},
-                           {"at", store::iso(e.at)},
-                           {"kind", std::string(executor::event_kind_name(e.kind))},
-                           {"type", e.type},
-                           {"attempt", e.attempt},
-                           {"duration_ms", e.duration.count()}};
+            json::object o{
+                {"seq", e.seq},   {"at", store::iso(e.at)}, {"kind", std::string(executor::event_kind_name(e.kind))},
+                {"type", e.type}, {"attempt", e.attempt},   {"duration_ms", e.duration.count()}};
             if (e.id) o["job"] = e.id;
             if (!e.error.empty()) o["error"] = e.error;
             a.push_back(std::move(o));
@@ -350,8 +360,10 @@ Response route(const Request& req, Services& sv) {
             if (query.count("type")) f.type = query["type"];
             if (query.count("state")) {
                 static const std::pair<const char*, store::JobState> states[] = {
-                    {"scheduled", store::JobState::scheduled}, {"ready", store::JobState::ready},
-                    {"leased", store::JobState::leased},       {"done", store::JobState::done},
+                    {"scheduled", store::JobState::scheduled},
+                    {"ready", store::JobState::ready},
+                    {"leased", store::JobState::leased},
+                    {"done", store::JobState::done},
                     {"dead", store::JobState::dead}};
                 for (const auto& [name, st] : states)
                     if (query["state"] == name) f.state = st;
@@ -457,8 +469,10 @@ std::string prometheus_text(Services& sv) {
     auto& timed_out = counter("jobhost_jobs_timed_out_total", "Job attempts that ran past their timeout.");
     auto& retried = counter("jobhost_jobs_retried_total", "Failed attempts scheduled to run again.");
     auto& dead = counter("jobhost_jobs_dead_lettered_total", "Jobs moved to the dead-letter queue.");
-    auto& dropped = counter("jobhost_jobs_dropped_total", "Jobs dropped after their last attempt (dead_letter = false).");
-    auto& coalesced = counter("jobhost_ticks_coalesced_total", "Periodic ticks skipped while the previous run was pending.");
+    auto& dropped =
+        counter("jobhost_jobs_dropped_total", "Jobs dropped after their last attempt (dead_letter = false).");
+    auto& coalesced =
+        counter("jobhost_ticks_coalesced_total", "Periodic ticks skipped while the previous run was pending.");
     auto& stuck = counter("jobhost_jobs_stuck_total", "Runs still going stuck_grace after their timeout.");
     auto& running = gauge("jobhost_jobs_running", "Jobs running now.");
     auto& running_max = gauge("jobhost_jobs_running_max", "The most jobs of the type ever running at once.");
@@ -487,8 +501,12 @@ std::string prometheus_text(Services& sv) {
         running.Add(l).Set(m.running);
         running_max.Add(l).Set(m.max_running);
         auto c = counts.count(type) ? counts.at(type) : store::TypeCounts{};
-        for (const auto& [state, v] : std::initializer_list<std::pair<const char*, std::size_t>>{
-                 {"scheduled", c.scheduled}, {"ready", c.ready}, {"leased", c.leased}, {"done", c.done}, {"dead", c.dead}})
+        for (const auto& [state, v] :
+             std::initializer_list<std::pair<const char*, std::size_t>>{{"scheduled", c.scheduled},
+                                                                        {"ready", c.ready},
+                                                                        {"leased", c.leased},
+                                                                        {"done", c.done},
+                                                                        {"dead", c.dead}})
             depth.Add({{"job_type", type}, {"state", state}}).Set(static_cast<double>(v));
         auto st = sv.monitor.stats(type);
         if (st.last_success) last_success.Add(l).Set(epoch(*st.last_success));
@@ -520,14 +538,16 @@ std::string prometheus_text(Services& sv) {
     for (const auto& [name, t] : sv.registry.types()) usable += t.usable() ? 1 : 0;
     auto& plugins = gauge("jobhost_job_types", "Job types, by whether they could be loaded.");
     plugins.Add({{"state", "loaded"}}).Set(static_cast<double>(usable));
-    plugins.Add({{"state", "skipped"}}).Set(static_cast<double>(sv.plugins_skipped + sv.registry.types().size() - usable));
+    plugins.Add({{"state", "skipped"}})
+        .Set(static_cast<double>(sv.plugins_skipped + sv.registry.types().size() - usable));
     auto& health = gauge("jobhost_health", "1 for the current health status.");
     auto h = sv.monitor.health();
     for (auto s : {monitor::Health::healthy, monitor::Health::degraded, monitor::Health::unhealthy})
         health.Add({{"status", std::string(monitor::health_name(s))}}).Set(s == h ? 1 : 0);
     gauge("jobhost_alerts_active", "Alerts holding now.").Add({}).Set(static_cast<double>(sv.monitor.alerts().size()));
     auto& raised = counter("jobhost_alerts_raised_total", "Alerts raised, by rule.");
-    for (const auto& [rule, count] : sv.monitor.alerts_raised()) raised.Add({{"rule", rule}}).Increment(static_cast<double>(count));
+    for (const auto& [rule, count] : sv.monitor.alerts_raised())
+        raised.Add({{"rule", rule}}).Increment(static_cast<double>(count));
 
     std::ostringstream out;
     TextSerializer().Serialize(out, reg.Collect());

@@ -24,7 +24,7 @@ struct Services {
     monitor::Monitor& monitor;
     store::TimePoint started;
     std::size_t plugins_skipped = 0;
-    std::string token;                      // bearer token for mutating requests; empty: none required
+    std::string token;                           // bearer token for mutating requests; empty: none required
     const std::atomic<bool>* stopping = nullptr; // the host is shutting down
 };
 

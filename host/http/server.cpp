@@ -90,10 +90,11 @@ private:
         if (!head) res->body() = std::move(r.body);
         res->content_length(length);
         stream_.expires_after(server_.options_.idle_timeout);
-        bhttp::async_write(stream_, *res, [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
-            if (ec || !keep_alive) return self->finish();
-            self->read();
-        });
+        bhttp::async_write(stream_, *res,
+                           [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
+                               if (ec || !keep_alive) return self->finish();
+                               self->read();
+                           });
     }
 
     void finish() {
@@ -110,7 +111,9 @@ private:
 Server::Server(asio::io_context& io, Services& services, const config::HttpSection& options)
     : io_(io), services_(services), options_(options), acceptor_(io) {}
 
-Server::~Server() { stop(); }
+Server::~Server() {
+    stop();
+}
 
 core::Expected<tcp::endpoint> parse_listen(const std::string& listen) {
     auto colon = listen.rfind(':');
@@ -134,7 +137,8 @@ core::Expected<std::string> load_token(const config::HttpSection& o) {
         std::stringstream s;
         s << in.rdbuf();
         token = s.str();
-        while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+        while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
+            token.pop_back();
         if (token.empty()) return core::Error{"[http] token_file " + o.token_file->string() + " is empty"};
     } else if (const char* env = std::getenv(o.token_env.c_str()); env && *env) {
         token = env;
@@ -144,7 +148,8 @@ core::Expected<std::string> load_token(const config::HttpSection& o) {
     if (!ep->address().is_loopback() && token.empty())
         return core::Error{"[http] listen = \"" + o.listen +
                            "\" is reachable from other machines, so mutating requests need a bearer token: set [http] "
-                           "token_file or the environment variable " + o.token_env + ", or listen on 127.0.0.1"};
+                           "token_file or the environment variable " +
+                           o.token_env + ", or listen on 127.0.0.1"};
     return token;
 }
 

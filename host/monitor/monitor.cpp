@@ -123,7 +123,9 @@ DurationStats Monitor::summarize(const std::deque<double>& samples) {
     if (samples.empty()) return d;
     std::vector<double> v(samples.begin(), samples.end());
     std::sort(v.begin(), v.end());
-    auto at = [&](double p) { return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))]; };
+    auto at = [&](double p) {
+        return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+    };
     double sum = 0;
     for (double x : v) sum += x;
     d.mean = sum / static_cast<double>(v.size());
@@ -174,7 +176,8 @@ double Monitor::jobs_per_second(TimePoint now) const {
     auto second = seconds_of(now);
     std::uint64_t total = 0;
     for (std::int64_t t = second - 59; t <= second; ++t)
-        if (t <= finished_second_ && t > finished_second_ - 60) total += finished_per_second_[static_cast<std::size_t>(t % 60)];
+        if (t <= finished_second_ && t > finished_second_ - 60)
+            total += finished_per_second_[static_cast<std::size_t>(t % 60)];
     return static_cast<double>(total) / 60.0;
 }
 
@@ -190,7 +193,8 @@ Health Monitor::evaluate(const HealthInputs& in) {
             auto it = types_.find(type);
             const Samples* s = it == types_.end() ? nullptr : &it->second;
             if (s && s->recent_failed.size() >= options_.failure_min_runs) {
-                auto failed = static_cast<std::size_t>(std::count(s->recent_failed.begin(), s->recent_failed.end(), true));
+                auto failed =
+                    static_cast<std::size_t>(std::count(s->recent_failed.begin(), s->recent_failed.end(), true));
                 double rate = static_cast<double>(failed) / static_cast<double>(s->recent_failed.size());
                 if (rate > options_.failure_rate)
                     hold("failure_rate:" + type, "job type " + type + ": " + std::to_string(failed) + " of its last " +
@@ -209,29 +213,31 @@ Health Monitor::evaluate(const HealthInputs& in) {
                              " ([monitor] dead_letter_rate)");
             }
             if (s && !s->stuck.empty())
-                hold("stuck:" + type, "job type " + type + ": job " + std::to_string(*s->stuck.begin()) +
-                                          " is stuck, running past its timeout and ignoring cancellation" +
-                                          (s->stuck.size() > 1 ? " (and " + std::to_string(s->stuck.size() - 1) + " more)" : ""));
+                hold("stuck:" + type,
+                     "job type " + type + ": job " + std::to_string(*s->stuck.begin()) +
+                         " is stuck, running past its timeout and ignoring cancellation" +
+                         (s->stuck.size() > 1 ? " (and " + std::to_string(s->stuck.size() - 1) + " more)" : ""));
             if (settings.enabled && settings.periodic()) {
                 if (auto period = period_of(settings, in.now)) {
                     TimePoint last = s && s->last_run ? *s->last_run : in.started;
                     auto since = std::chrono::duration_cast<Duration>(in.now - last);
-                    auto limit = Duration(static_cast<std::int64_t>(static_cast<double>(period->count()) * options_.late_factor));
+                    auto limit = Duration(
+                        static_cast<std::int64_t>(static_cast<double>(period->count()) * options_.late_factor));
                     if (since > limit)
                         hold("schedule_late:" + type,
                              "job type " + type + " has not run for " + core::format_duration(since) + ", more than " +
-                                 core::format_duration(limit) + " (" + std::to_string(options_.late_factor).substr(0, 4) +
-                                 " x its period " + core::format_duration(*period) + ", [monitor] late_factor)");
+                                 core::format_duration(limit) + " (" +
+                                 std::to_string(options_.late_factor).substr(0, 4) + " x its period " +
+                                 core::format_duration(*period) + ", [monitor] late_factor)");
                 }
             }
             if (auto c = in.counts.find(type); c != in.counts.end() && c->second.oldest_ready) {
                 auto age = std::chrono::duration_cast<Duration>(in.now - *c->second.oldest_ready);
                 if (age > options_.backlog_age)
-                    hold("backlog_age:" + type, "job type " + type + ": the oldest ready job has waited " +
-                                                    core::format_duration(age) + ", longer than " +
-                                                    core::format_duration(options_.backlog_age) +
-                                                    " ([monitor] backlog_age); " + std::to_string(c->second.ready) +
-                                                    " ready");
+                    hold("backlog_age:" + type,
+                         "job type " + type + ": the oldest ready job has waited " + core::format_duration(age) +
+                             ", longer than " + core::format_duration(options_.backlog_age) +
+                             " ([monitor] backlog_age); " + std::to_string(c->second.ready) + " ready");
             }
         }
         for (auto& [rule, alert] : holding) {
@@ -254,8 +260,10 @@ Health Monitor::evaluate(const HealthInputs& in) {
         }
         health_ = Health::healthy;
         for (const auto& [rule, alert] : alerts_) {
-            if (alert.critical) health_ = Health::unhealthy;
-            else if (health_ == Health::healthy) health_ = Health::degraded;
+            if (alert.critical)
+                health_ = Health::unhealthy;
+            else if (health_ == Health::healthy)
+                health_ = Health::degraded;
         }
         return health_;
     }

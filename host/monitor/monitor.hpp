@@ -24,14 +24,14 @@ using store::TimePoint;
 
 // Thresholds, all in [monitor] with these defaults.
 struct MonitorOptions {
-    std::size_t events = 1000;      // job events kept for /api/v1/events
-    double failure_rate = 0.5;      // a type whose failed share of its recent runs is above this is degraded
-    std::size_t failure_window = 20; // how many recent runs that share is taken over
+    std::size_t events = 1000;        // job events kept for /api/v1/events
+    double failure_rate = 0.5;        // a type whose failed share of its recent runs is above this is degraded
+    std::size_t failure_window = 20;  // how many recent runs that share is taken over
     std::size_t failure_min_runs = 5; // ... once the type has at least this many
-    double late_factor = 3.0;       // a periodic type that has not run for this many periods is late
-    Duration backlog_age{300'000};  // a ready job waiting longer than this is a backlog
-    double dead_letter_rate = 0.2;  // a type whose dead-lettered share of its recent finished jobs is above this
-    Duration store_timeout{1'000};  // a store that takes longer than this to answer is not answering
+    double late_factor = 3.0;         // a periodic type that has not run for this many periods is late
+    Duration backlog_age{300'000};    // a ready job waiting longer than this is a backlog
+    double dead_letter_rate = 0.2;    // a type whose dead-lettered share of its recent finished jobs is above this
+    Duration store_timeout{1'000};    // a store that takes longer than this to answer is not answering
 };
 
 // Millisecond statistics of recent samples (the last 1024).
