@@ -184,7 +184,8 @@ double Monitor::jobs_per_second(TimePoint now) const {
 Health Monitor::evaluate(const HealthInputs& in) {
     std::map<std::string, Alert> holding;
     auto hold = [&](std::string rule, std::string message, bool critical = false) {
-        holding.emplace(rule, Alert{std::move(rule), std::move(message), in.now, critical});
+        Alert a{rule, std::move(message), in.now, critical};
+        holding.emplace(std::move(rule), std::move(a));
     };
     if (in.store_error) hold("store", "the store did not answer: " + *in.store_error, true);
     {

@@ -1,0 +1,194 @@
+// The monitor: figures from real runs of fixture plugins, and each alert rule raised and cleared.
+#include "monitor/monitor.hpp"
+
+#include "support/harness.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace jobhost;
+using namespace std::chrono_literals;
+using executor::JobEventKind;
+using jobhost::test::Harness;
+using store::Clock;
+
+namespace {
+
+void feed(monitor::Monitor& m, JobEventKind kind, const char* type, store::JobId id = 1, core::Duration d = 0ms) {
+    m.on_event(executor::JobEvent{kind, type, id, 1, d, kind == JobEventKind::failed ? "boom" : "", Clock::now()});
+}
+
+bool has_alert(const monitor::Monitor& m, const std::string& rule, std::string* message = nullptr) {
+    for (const auto& a : m.alerts())
+        if (a.rule == rule) {
+            if (message) *message = a.message;
+            return true;
+        }
+    return false;
+}
+
+monitor::HealthInputs inputs(std::map<std::string, registry::JobSettings> types = {}) {
+    monitor::HealthInputs in;
+    in.now = Clock::now();
+    in.started = in.now;
+    in.types = std::move(types);
+    return in;
+}
+
+} // namespace
+
+TEST_CASE("timings, last outcomes and events come from real runs of fixture plugins") {
+    monitor::Monitor mon;
+    executor::ExecutorOptions o;
+    o.observer = &mon;
+    {
+        Harness h(Harness::Engine::memory, {"fx_good.so"}, {}, o);
+        for (int i = 0; i < 3; ++i) REQUIRE(h.enqueue("fx.slow", "{\"ms\":120}").ok);
+        auto fail = h.enqueue("fx.fail");
+        REQUIRE(fail.ok);
+        REQUIRE(h.enqueue("fx.ok", "1").ok);
+        REQUIRE(h.ex().wait_idle(10s));
+
+        auto slow = mon.stats("fx.slow");
+        CHECK(slow.run.count == 3);
+        CHECK(slow.run.min >= 120);
+        CHECK(slow.run.p50 >= 120);
+        CHECK(slow.run.max < 2000);
+        CHECK(slow.wait.count == 3);
+        CHECK(slow.last_success.has_value());
+        CHECK_FALSE(slow.last_failure.has_value());
+        std::uint64_t in_hist = 0;
+        for (auto c : slow.run_hist.counts) in_hist += c;
+        CHECK(in_hist == 3);
+        CHECK(slow.run_hist.sum >= 0.36);
+
+        auto f = mon.stats("fx.fail");
+        CHECK(f.recent_runs == 2);
+        CHECK(f.recent_failures == 2);
+        CHECK(f.recent_dead == 1);
+        CHECK(f.last_error == "failed on attempt 2");
+        CHECK_FALSE(f.last_success.has_value());
+
+        // the history of one job, oldest first
+        auto events = mon.events({std::nullopt, fail.id, std::nullopt, 100});
+        std::vector<std::string> kinds;
+        for (auto it = events.rbegin(); it != events.rend(); ++it)
+            kinds.emplace_back(executor::event_kind_name(it->kind));
+        CHECK(kinds == std::vector<std::string>{"enqueued", "started", "failed", "retried", "started", "failed",
+                                                "dead_lettered"});
+        CHECK(mon.events({std::string("fx.ok"), std::nullopt, JobEventKind::succeeded, 10}).size() == 1);
+        CHECK(mon.jobs_per_second(Clock::now()) > 0);
+    }
+}
+
+TEST_CASE("the event history is bounded") {
+    monitor::MonitorOptions o;
+    o.events = 5;
+    monitor::Monitor mon(o);
+    for (store::JobId i = 1; i <= 20; ++i) feed(mon, JobEventKind::enqueued, "a", i);
+    auto e = mon.events({});
+    REQUIRE(e.size() == 5);
+    CHECK(e.front().id == 20);
+    CHECK(e.back().id == 16);
+}
+
+TEST_CASE("the failure-rate alert is raised once while it holds and cleared once when it stops") {
+    monitor::MonitorOptions o;
+    o.failure_window = 10;
+    o.failure_min_runs = 4;
+    monitor::Monitor mon(o);
+    registry::JobSettings s;
+    for (int i = 0; i < 4; ++i) feed(mon, JobEventKind::failed, "a");
+    CHECK(mon.evaluate(inputs({{"a", s}})) == monitor::Health::degraded);
+    std::string msg;
+    REQUIRE(has_alert(mon, "failure_rate:a", &msg));
+    CHECK(msg == "job type a: 4 of its last 4 runs failed (100%), above the threshold 50% ([monitor] failure_rate)");
+    mon.evaluate(inputs({{"a", s}}));
+    CHECK(mon.alerts_raised()["failure_rate"] == 1); // raised once, not once per evaluation
+    for (int i = 0; i < 10; ++i) feed(mon, JobEventKind::succeeded, "a");
+    CHECK(mon.evaluate(inputs({{"a", s}})) == monitor::Health::healthy);
+    CHECK_FALSE(has_alert(mon, "failure_rate:a"));
+}
+
+TEST_CASE("the dead-letter-rate alert is raised and cleared") {
+    monitor::MonitorOptions o;
+    o.failure_window = 10;
+    o.failure_min_runs = 2;
+    o.failure_rate = 1.0; // only the dead-letter rule here
+    monitor::Monitor mon(o);
+    registry::JobSettings s;
+    feed(mon, JobEventKind::dead_lettered, "a");
+    feed(mon, JobEventKind::dead_lettered, "a");
+    mon.evaluate(inputs({{"a", s}}));
+    std::string msg;
+    REQUIRE(has_alert(mon, "dead_letter_rate:a", &msg));
+    CHECK(msg.find("2 of its last 2 finished jobs were dead-lettered (100%), above the threshold 20%") !=
+          std::string::npos);
+    for (int i = 0; i < 10; ++i) feed(mon, JobEventKind::succeeded, "a");
+    mon.evaluate(inputs({{"a", s}}));
+    CHECK_FALSE(has_alert(mon, "dead_letter_rate:a"));
+}
+
+TEST_CASE("the stuck alert holds while a stuck run has not returned") {
+    monitor::Monitor mon;
+    registry::JobSettings s;
+    feed(mon, JobEventKind::stuck, "a", 7);
+    mon.evaluate(inputs({{"a", s}}));
+    std::string msg;
+    REQUIRE(has_alert(mon, "stuck:a", &msg));
+    CHECK(msg == "job type a: job 7 is stuck, running past its timeout and ignoring cancellation");
+    feed(mon, JobEventKind::failed, "a", 7);
+    mon.evaluate(inputs({{"a", s}}));
+    CHECK_FALSE(has_alert(mon, "stuck:a"));
+}
+
+TEST_CASE("a periodic type that has not run for late_factor periods is late, until it runs") {
+    monitor::Monitor mon;
+    registry::JobSettings s;
+    s.interval = 1s;
+    auto in = inputs({{"tick", s}});
+    in.started = in.now - 10s;
+    mon.evaluate(in);
+    std::string msg;
+    REQUIRE(has_alert(mon, "schedule_late:tick", &msg));
+    CHECK(msg.find("job type tick has not run for 10s, more than 3s") == 0);
+    feed(mon, JobEventKind::started, "tick");
+    mon.evaluate(in);
+    CHECK_FALSE(has_alert(mon, "schedule_late:tick"));
+    s.enabled = false; // a disabled type is never late
+    auto off = inputs({{"tick", s}});
+    off.started = off.now - 1h;
+    monitor::Monitor fresh;
+    fresh.evaluate(off);
+    CHECK(fresh.alerts().empty());
+}
+
+TEST_CASE("a backlog older than backlog_age raises an alert that clears when it drains") {
+    monitor::Monitor mon;
+    registry::JobSettings s;
+    auto in = inputs({{"a", s}});
+    store::TypeCounts c;
+    c.ready = 12;
+    c.oldest_ready = in.now - 10min;
+    in.counts["a"] = c;
+    mon.evaluate(in);
+    std::string msg;
+    REQUIRE(has_alert(mon, "backlog_age:a", &msg));
+    CHECK(msg == "job type a: the oldest ready job has waited 10m, longer than 5m ([monitor] backlog_age); 12 ready");
+    in.counts["a"].oldest_ready = in.now - 1s;
+    mon.evaluate(in);
+    CHECK_FALSE(has_alert(mon, "backlog_age:a"));
+}
+
+TEST_CASE("a store that does not answer makes the host unhealthy until it answers again") {
+    monitor::Monitor mon;
+    auto in = inputs();
+    in.store_error = "database is locked";
+    CHECK(mon.evaluate(in) == monitor::Health::unhealthy);
+    std::string msg;
+    REQUIRE(has_alert(mon, "store", &msg));
+    CHECK(msg == "the store did not answer: database is locked");
+    in.store_error.reset();
+    CHECK(mon.evaluate(in) == monitor::Health::healthy);
+    CHECK(mon.alerts().empty());
+    CHECK(mon.alerts_raised()["store"] == 1);
+}
