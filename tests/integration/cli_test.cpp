@@ -137,7 +137,8 @@ TEST_CASE("jobhost check fails on any plugin problem; --strict makes plugin prob
     auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
     CHECK(check.exit_code == 2);
     CHECK(contains(check.err, "abi_major.so"));
-    auto strict = run_jobhost({"run", "--strict", "--plugin-dir", dir.path().string(), "--store", "memory", "--listen", "off"}, 20s);
+    auto strict = run_jobhost(
+        {"run", "--strict", "--plugin-dir", dir.path().string(), "--store", "memory", "--listen", "off"}, 20s);
     CHECK(strict.exit_code == 2);
     CHECK(contains(strict.err, "--strict: 1 plugin problem(s)"));
 }

@@ -23,7 +23,9 @@ struct Setup {
     std::filesystem::path config;
     explicit Setup(const std::string& extra_toml = {}) {
         copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
-        config = dir.write("jobhost.toml", "[http]\nlisten = \"127.0.0.1:0\"\n\n[host]\nplugin_dir = \"plugins\"\nworkers = 2\n" + extra_toml);
+        config = dir.write("jobhost.toml",
+                           "[http]\nlisten = \"127.0.0.1:0\"\n\n[host]\nplugin_dir = \"plugins\"\nworkers = 2\n" +
+                               extra_toml);
     }
     std::vector<std::string> args(std::initializer_list<std::string> more) const {
         std::vector<std::string> a{JOBHOST_BINARY, "run", "--config", config.string()};
@@ -36,9 +38,11 @@ struct Setup {
 
 TEST_CASE("the example config runs periodic and enqueued jobs, retries a failing one and dead-letters it") {
     TempDir dir;
-    auto cfg = dir.write("c.toml", "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"s.db\"\n[host]\nplugin_dir = \"" + std::string(JOBHOST_EXAMPLE_PLUGIN_DIR) +
-                                       "\"\n\n[jobs.hello]\ninterval = \"200ms\"\n\n"
-                                       "[jobs.shell]\nmax_retries = 1\nbackoff = { initial = \"50ms\", jitter = 0 }\n");
+    auto cfg =
+        dir.write("c.toml", "[http]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"s.db\"\n[host]\nplugin_dir = \"" +
+                                std::string(JOBHOST_EXAMPLE_PLUGIN_DIR) +
+                                "\"\n\n[jobs.hello]\ninterval = \"200ms\"\n\n"
+                                "[jobs.shell]\nmax_retries = 1\nbackoff = { initial = \"50ms\", jitter = 0 }\n");
     Background host({JOBHOST_BINARY, "run", "--config", cfg.string(), "--enqueue", "text.upper={\"text\":\"abc\"}",
                      "--enqueue", "shell={\"command\":\"echo out-of-shell; exit 7\"}", "--enqueue",
                      "math.sum=[1,2,3]"});

@@ -26,8 +26,10 @@ struct Setup {
     std::filesystem::path config;
     explicit Setup(const std::string& extra = {}) {
         copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
-        config =
-            dir.write("jobhost.toml", "[http]\nlisten = \"127.0.0.1:0\"\n[host]\nplugin_dir = \"plugins\"\n\n[store]\npath = \"var/jobs.db\"\n" + extra);
+        config = dir.write(
+            "jobhost.toml",
+            "[http]\nlisten = \"127.0.0.1:0\"\n[host]\nplugin_dir = \"plugins\"\n\n[store]\npath = \"var/jobs.db\"\n" +
+                extra);
     }
     Finished cli(std::vector<std::string> args) const {
         args.push_back("--config");

@@ -1,0 +1,285 @@
+// The HTTP API through real sockets against the real binary: every endpoint, auth, hostile requests, Prometheus.
+#include "support/http_client.hpp"
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+using namespace jobhost::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
+// A running host over fx_good.so with the HTTP server on a free port; fx.tick runs every 100ms meanwhile.
+struct Host {
+    TempDir dir;
+    std::filesystem::path config;
+    std::unique_ptr<Background> process;
+    int port = 0;
+
+    explicit Host(const std::string& http_extra = {}, const std::string& extra = {}) {
+        copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+        config = dir.write("jobhost.toml", "[host]\nplugin_dir = \"plugins\"\n\n[store]\npath = \"var/jobs.db\"\n\n"
+                                           "[http]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"500ms\"\n"
+                                           "max_connections = 6\n" +
+                                               http_extra +
+                                               "\n[jobs.\"fx.tick\"]\nenabled = true\ninterval = \"100ms\"\n" + extra);
+        process =
+            std::make_unique<Background>(std::vector<std::string>{JOBHOST_BINARY, "run", "--config", config.string()});
+        REQUIRE(process->wait_for_output("http listening on 127.0.0.1:", 20s));
+        auto log = process->err();
+        auto at = log.find("http listening on 127.0.0.1:") + std::string("http listening on 127.0.0.1:").size();
+        port = std::stoi(log.substr(at));
+    }
+    ~Host() {
+        process->signal(SIGTERM);
+        process->wait(20s);
+    }
+    json::value get_json(const std::string& target) {
+        auto r = request(port, "GET", target);
+        REQUIRE_MESSAGE(r.status == 200, target << " -> " << r.status << " " << r.body);
+        return json::parse(r.body);
+    }
+    std::int64_t succeeded(const std::string& type) {
+        return get_json("/api/v1/types/" + type)
+            .as_object()
+            .at("counts")
+            .as_object()
+            .at("succeeded")
+            .to_number<std::int64_t>();
+    }
+};
+
+// Waits until `f` is true or the limit passes.
+template <class F>
+bool eventually(F f, std::chrono::milliseconds limit = 10s) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (!f()) {
+        if (std::chrono::steady_clock::now() > until) return false;
+        std::this_thread::sleep_for(50ms);
+    }
+    return true;
+}
+
+} // namespace
+
+TEST_CASE("every endpoint answers: health, readiness, status, types, jobs, events, alerts and dead letters") {
+    Host h;
+    auto healthz = request(h.port, "GET", "/healthz");
+    CHECK(healthz.status == 200);
+    CHECK(contains(healthz.body, "\"status\":\"up\""));
+    auto readyz = request(h.port, "GET", "/readyz");
+    CHECK(readyz.status == 200);
+    CHECK(contains(readyz.body, "\"ready\":true"));
+
+    auto status = h.get_json("/api/v1/status").as_object();
+    CHECK(status.at("health") == "healthy");
+    CHECK(status.at("types").as_array().size() == 14);
+
+    auto types = h.get_json("/api/v1/types").as_array();
+    CHECK(types.size() == 14);
+    auto ok_type = h.get_json("/api/v1/types/fx.ok").as_object();
+    CHECK(ok_type.at("settings").as_object().at("concurrency") == 1);
+    CHECK(request(h.port, "GET", "/api/v1/types/fx.nope").status == 404);
+
+    auto created = request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.ok","payload":{"n":7},"priority":"high"})");
+    REQUIRE(created.status == 201);
+    auto id = json::parse(created.body).as_object().at("id").to_number<std::int64_t>();
+    REQUIRE(eventually([&] { return h.succeeded("fx.ok") == 1; }));
+    auto events = h.get_json("/api/v1/events?job=" + std::to_string(id)).as_array();
+    REQUIRE(events.size() == 3); // enqueued, started, succeeded (newest first)
+    CHECK(events[0].as_object().at("kind") == "succeeded");
+    CHECK(events[2].as_object().at("kind") == "enqueued");
+    CHECK(eventually(
+        [&] { return h.get_json("/api/v1/events?type=fx.tick&kind=succeeded&limit=2").as_array().size() == 2; }));
+
+    auto dup1 = request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.slow","payload":{"ms":2000},"unique_key":"u"})");
+    CHECK(dup1.status == 201);
+    auto dup2 = request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.slow","unique_key":"u"})");
+    CHECK(dup2.status == 409);
+    CHECK(contains(dup2.body, "already pending or running"));
+    auto listed = h.get_json("/api/v1/jobs?type=fx.slow").as_array();
+    CHECK(listed.size() == 1);
+    auto one = h.get_json("/api/v1/jobs/" +
+                          std::to_string(json::parse(dup1.body).as_object().at("id").to_number<std::int64_t>()));
+    CHECK(one.as_object().at("unique_key") == "u");
+
+    // dead letters: list, show, retry one, purge
+    REQUIRE(request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.permanent"})").status == 201);
+    REQUIRE(request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.permanent"})").status == 201);
+    REQUIRE(eventually([&] { return h.get_json("/api/v1/dlq").as_array().size() == 2; }));
+    auto dead = h.get_json("/api/v1/dlq").as_array();
+    auto dead_id = std::to_string(dead[0].as_object().at("id").to_number<std::int64_t>());
+    CHECK(h.get_json("/api/v1/dlq/" + dead_id).as_object().at("dead_reason") == "permanent failure");
+    auto retried = request(h.port, "POST", "/api/v1/dlq/" + dead_id + "/retry");
+    CHECK(retried.status == 200);
+    CHECK(contains(retried.body, "\"retried\":1"));
+    REQUIRE(eventually([&] { return h.get_json("/api/v1/dlq").as_array().size() == 2; })); // it failed again
+    auto purged = request(h.port, "POST", "/api/v1/dlq/purge", R"({"all":true,"type":"fx.permanent"})");
+    CHECK(purged.status == 200);
+    CHECK(contains(purged.body, "\"purged\":2"));
+    CHECK(request(h.port, "DELETE", "/api/v1/dlq/" + dead_id).status == 404);
+    CHECK(h.get_json("/api/v1/alerts").is_array());
+}
+
+TEST_CASE("with a token, mutating requests need it and reads do not") {
+    TempDir secret;
+    auto token_file = secret.write("token", "s3cret-token\n");
+    Host h("token_file = \"" + token_file.string() + "\"\n");
+    CHECK(contains(h.process->err(), "mutating requests need the bearer token"));
+    const std::string body = R"({"type":"fx.ok"})";
+    auto none = request(h.port, "POST", "/api/v1/jobs", body);
+    CHECK(none.status == 401);
+    CHECK(contains(none.head, "WWW-Authenticate: Bearer"));
+    CHECK(request(h.port, "POST", "/api/v1/jobs", body, {"Authorization: Bearer wrong"}).status == 401);
+    CHECK(request(h.port, "POST", "/api/v1/jobs", body, {"Authorization: Basic czNjcmV0LXRva2Vu"}).status == 401);
+    CHECK(request(h.port, "DELETE", "/api/v1/dlq/1").status == 401);
+    CHECK(request(h.port, "POST", "/api/v1/jobs", body, {"Authorization: Bearer s3cret-token"}).status == 201);
+    CHECK(request(h.port, "GET", "/api/v1/status").status == 200);
+}
+
+TEST_CASE("listening beyond loopback without a token is refused at start-up") {
+    TempDir dir;
+    copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+    auto cfg = dir.write("c.toml", "[host]\nplugin_dir = \"plugins\"\n[store]\nkind = \"memory\"\n"
+                                   "[http]\nlisten = \"0.0.0.0:0\"\ntoken_env = \"JOBHOST_TEST_NO_SUCH_TOKEN\"\n");
+    auto r = run_jobhost({"run", "--config", cfg.string()}, 20s);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "is reachable from other machines, so mutating requests need a bearer token"));
+}
+
+TEST_CASE("malformed and hostile requests get a 4xx, and the host keeps running jobs") {
+    Host h("max_body = 4096\nmax_header = 2048\n");
+    auto before = h.succeeded("fx.tick");
+    struct Case {
+        const char* name;
+        std::string raw;
+        int status;
+    };
+    const std::string big_body(100000, 'x');
+    const Case cases[] = {
+        {"invalid JSON body", "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"type\":}", 400},
+        {"body not an object", "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n[]", 400},
+        {"unknown field",
+         "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 27\r\n\r\n{\"type\":\"fx.ok\",\"evil\":1}  ", 400},
+        {"unknown type", "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 15\r\n\r\n{\"type\":\"nope\"}", 404},
+        {"body over max_body", "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + big_body,
+         413},
+        {"headers over max_header", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(5000, 'a') + "\r\n\r\n",
+         431},
+        {"unknown method", "BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405},
+        {"method not allowed", "PUT /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405},
+        {"dot-dot path", "GET /api/v1/../metrics HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+        {"encoded dot-dot id", "GET /api/v1/jobs/%2e%2e HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"absolute-form target", "GET http://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"binary garbage", std::string("\x00\x01\x02\xff\xfe garbage\r\n\r\n", 17), 400},
+        {"bad content-length", "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400},
+        {"bad limit", "GET /api/v1/jobs?limit=0 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"bad event kind", "GET /api/v1/events?kind=exploded HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"unknown job id", "GET /api/v1/jobs/999999 HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+        {"job id too long", "GET /api/v1/jobs/12345678901234567890123 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"unknown path", "GET /admin HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+        {"bad dead letter id", "DELETE /api/v1/dlq/abc HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+        {"bad HTTP version", "GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400},
+    };
+    for (const auto& c : cases) {
+        std::string name = c.name;
+        CAPTURE(name);
+        auto r = exchange(h.port, c.raw, 5s);
+        CHECK(r.status == c.status);
+        if (r.status >= 400 && r.status != 405 && c.status != 400) CHECK(contains(r.body, "\"error\""));
+    }
+    // HTTP/1.0 without a Host header is fine
+    CHECK(exchange(h.port, "GET /healthz HTTP/1.0\r\n\r\n").status == 200);
+
+    // a slow client that never finishes its request is cut off at idle_timeout, and others are served meanwhile
+    IdleConnection slow(h.port);
+    slow.send_and_read("GET /api/v1/status HTTP/1.1\r\nHost: x\r\n", 100ms);
+    CHECK(request(h.port, "GET", "/healthz").status == 200);
+    CHECK(slow.closed_within(3s));
+
+    // connections beyond max_connections are turned away with 503, and served again once others close
+    {
+        std::vector<std::unique_ptr<IdleConnection>> held;
+        for (int i = 0; i < 6; ++i) held.push_back(std::make_unique<IdleConnection>(h.port));
+        std::this_thread::sleep_for(100ms);
+        CHECK(request(h.port, "GET", "/healthz").status == 503);
+    }
+    REQUIRE(eventually([&] { return request(h.port, "GET", "/healthz").status == 200; }));
+
+    // the host kept running its periodic job throughout
+    REQUIRE(eventually([&] { return h.succeeded("fx.tick") > before + 3; }));
+    CHECK(h.process->wait(10ms) == false); // still running
+}
+
+TEST_CASE("/metrics parses with the Prometheus text-format parser and carries the figures") {
+    Host h;
+    for (int i = 0; i < 3; ++i) REQUIRE(request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.ok"})").status == 201);
+    REQUIRE(request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.permanent"})").status == 201);
+    REQUIRE(eventually([&] { return h.succeeded("fx.ok") == 3; }));
+    REQUIRE(eventually([&] { return h.get_json("/api/v1/dlq").as_array().size() == 1; }));
+    auto metrics = request(h.port, "GET", "/metrics");
+    REQUIRE(metrics.status == 200);
+    CHECK(contains(metrics.head, "Content-Type: text/plain; version=0.0.4"));
+    auto file = h.dir.write("metrics.txt", metrics.body);
+    auto script = h.dir.write("parse.py", R"(import sys
+from prometheus_client.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+def value(family, sample, **labels):
+    for s in families[family].samples:
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    return None
+print("families", len(families))
+print("succeeded", value("jobhost_jobs_succeeded", "jobhost_jobs_succeeded_total", job_type="fx.ok"))
+print("dead", value("jobhost_jobs_dead_lettered", "jobhost_jobs_dead_lettered_total", job_type="fx.permanent"))
+print("duration_count", value("jobhost_job_duration_seconds", "jobhost_job_duration_seconds_count", job_type="fx.ok"))
+print("duration_inf", value("jobhost_job_duration_seconds", "jobhost_job_duration_seconds_bucket", job_type="fx.ok", le="+Inf"))
+print("dead_depth", value("jobhost_queue_depth", "jobhost_queue_depth", job_type="fx.permanent", state="dead"))
+print("healthy", value("jobhost_health", "jobhost_health", status="healthy"))
+print("uptime_type", families["jobhost_uptime_seconds"].type)
+)");
+    auto r = run({"/usr/bin/python3", script.string(), file.string()}, 30s);
+    CAPTURE(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(contains(r.out, "succeeded 3.0"));
+    CHECK(contains(r.out, "dead 1.0"));
+    CHECK(contains(r.out, "duration_count 3.0"));
+    CHECK(contains(r.out, "duration_inf 3.0"));
+    CHECK(contains(r.out, "dead_depth 1.0"));
+    CHECK(contains(r.out, "healthy 1.0"));
+    CHECK(contains(r.out, "uptime_type gauge"));
+}
+
+TEST_CASE("jobhost status prints the health, the alerts and a table of types from a running host") {
+    Host h("", "\n[monitor]\ninterval = \"100ms\"\nfailure_min_runs = 2\n\n[jobs.\"fx.fail\"]\nmax_retries = 1\n"
+               "backoff = { initial = \"10ms\", jitter = 0 }\n");
+    REQUIRE(request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.fail"})").status == 201);
+    REQUIRE(eventually([&] { return !h.get_json("/api/v1/alerts").as_array().empty(); }));
+    auto url = "http://127.0.0.1:" + std::to_string(h.port);
+    auto r = run_jobhost({"status", "--url", url});
+    CAPTURE(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK(contains(r.out, "health: degraded"));
+    CHECK(contains(r.out, "[warning] job type fx.fail: 2 of its last 2 runs failed (100%)"));
+    CHECK(contains(r.out, "fx.tick"));
+    CHECK(contains(r.out, "failed on attempt 2"));
+    auto j = run_jobhost({"status", "--url", url, "--json"});
+    CHECK(json::parse(j.out).as_object().at("health") == "degraded");
+    CHECK(contains(h.process->err(), "alert raised: job type fx.fail"));
+
+    auto down = run_jobhost({"status", "--url", "http://127.0.0.1:1"});
+    CHECK(down.exit_code == 1);
+    CHECK(contains(down.err, "cannot reach a host at http://127.0.0.1:1"));
+}
