@@ -249,6 +249,46 @@ int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
     return kExitOk;
 }
 
+namespace {
+
+void print_list(const CommonOptions& common, const std::vector<store::JobRecord>& jobs, const std::string& footer) {
+    if (common.json) {
+        boost::json::array a;
+        for (const auto& j : jobs) a.push_back(to_json(j));
+        std::cout << boost::json::serialize(a) << "\n";
+        return;
+    }
+    print_table(jobs);
+    if (!footer.empty()) std::cout << footer << "\n";
+}
+
+// jobhost job ID and jobhost dlq show ID: one job, or one dead letter.
+int show_one(const CommonOptions& common, const std::string& text, bool dead_only) {
+    auto id = parse_id(text);
+    if (!id) {
+        std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
+        return kExitUsage;
+    }
+    config::Config config;
+    int code;
+    auto s = open_for_cli(common, config, code);
+    if (!s) return code;
+    auto j = s->get(*id);
+    if (!j || (dead_only && j->state != store::JobState::dead)) {
+        std::cerr << "jobhost: no " << (dead_only ? "dead letter " : "job ") << *id << " in "
+                  << config.store.path.string()
+                  << (dead_only ? "" : " (finished jobs are kept only with [store] retain_done)") << "\n";
+        return kExitUsage;
+    }
+    if (common.json)
+        std::cout << boost::json::serialize(to_json(*j)) << "\n";
+    else
+        print_job(*j);
+    return kExitOk;
+}
+
+} // namespace
+
 int jobs_command(const CommonOptions& common, const ListOptions& o) {
     store::ListFilter f;
     f.type = o.type;
@@ -270,38 +310,12 @@ int jobs_command(const CommonOptions& common, const ListOptions& o) {
     int code;
     auto s = open_for_cli(common, config, code);
     if (!s) return code;
-    auto jobs = s->list(f);
-    if (common.json) {
-        boost::json::array a;
-        for (const auto& j : jobs) a.push_back(to_json(j));
-        std::cout << boost::json::serialize(a) << "\n";
-    } else {
-        print_table(jobs);
-    }
+    print_list(common, s->list(f), {});
     return kExitOk;
 }
 
 int job_command(const CommonOptions& common, const std::string& text) {
-    auto id = parse_id(text);
-    if (!id) {
-        std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
-        return kExitUsage;
-    }
-    config::Config config;
-    int code;
-    auto s = open_for_cli(common, config, code);
-    if (!s) return code;
-    auto j = s->get(*id);
-    if (!j) {
-        std::cerr << "jobhost: no job " << *id << " in " << config.store.path.string()
-                  << " (finished jobs are kept only with [store] retain_done)\n";
-        return kExitUsage;
-    }
-    if (common.json)
-        std::cout << boost::json::serialize(to_json(*j)) << "\n";
-    else
-        print_job(*j);
-    return kExitOk;
+    return show_one(common, text, false);
 }
 
 int dlq_list_command(const CommonOptions& common, const DlqOptions& o) {
@@ -310,37 +324,12 @@ int dlq_list_command(const CommonOptions& common, const DlqOptions& o) {
     auto s = open_for_cli(common, config, code);
     if (!s) return code;
     auto jobs = s->dead_letters({o.type, std::numeric_limits<std::size_t>::max()});
-    if (common.json) {
-        boost::json::array a;
-        for (const auto& j : jobs) a.push_back(to_json(j));
-        std::cout << boost::json::serialize(a) << "\n";
-    } else {
-        print_table(jobs);
-        std::cout << jobs.size() << " dead letter(s)\n";
-    }
+    print_list(common, jobs, std::to_string(jobs.size()) + " dead letter(s)");
     return kExitOk;
 }
 
 int dlq_show_command(const CommonOptions& common, const std::string& text) {
-    auto id = parse_id(text);
-    if (!id) {
-        std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
-        return kExitUsage;
-    }
-    config::Config config;
-    int code;
-    auto s = open_for_cli(common, config, code);
-    if (!s) return code;
-    auto j = s->get(*id);
-    if (!j || j->state != store::JobState::dead) {
-        std::cerr << "jobhost: no dead letter " << *id << " in " << config.store.path.string() << "\n";
-        return kExitUsage;
-    }
-    if (common.json)
-        std::cout << boost::json::serialize(to_json(*j)) << "\n";
-    else
-        print_job(*j);
-    return kExitOk;
+    return show_one(common, text, true);
 }
 
 int dlq_retry_command(const CommonOptions& common, const DlqOptions& o) {

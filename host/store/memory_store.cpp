@@ -1,5 +1,7 @@
 #include "store/memory_store.hpp"
 
+#include "store/priority_levels.hpp"
+
 #include <algorithm>
 
 namespace jobhost::store {
@@ -102,60 +104,36 @@ std::vector<EnqueueOutcome> MemoryStore::enqueue(std::span<const NewJob> jobs) {
 
 ClaimResult MemoryStore::claim(const ClaimRequest& r) {
     ClaimResult result;
-    auto& out = result.jobs;
     std::lock_guard lock(mutex_);
-    // Score of a queue head: its level, raised by aging; ties go to the oldest.
-    auto score = [&](std::size_t level, TimePoint since) {
-        double s = static_cast<double>(level);
-        if (r.aging.count() > 0 && r.now > since)
-            s += static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(r.now - since).count()) /
-                 static_cast<double>(r.aging.count());
-        return s;
-    };
+    auto since_of = [](const ReadyEntry& e) { return e.since; };
     TypeQueues* best_q = nullptr;
     std::uint32_t best_cap = 0;
-    double best_score = -1;
-    TimePoint best_since{};
+    std::optional<HeadChoice> best;
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= types_.size()) continue;
         auto& q = types_[ref].second;
         promote_due(q, r.now);
-        if (std::all_of(q.ready.begin(), q.ready.end(), [](const auto& d) { return d.empty(); })) {
+        auto head = best_head(q.ready, r.now, r.aging, since_of);
+        if (!head) {
             result.exhausted.push_back(i);
             continue;
         }
-        for (std::size_t level = 0; level < q.ready.size(); ++level) {
-            if (q.ready[level].empty()) continue;
-            const auto& head = q.ready[level].front();
-            double s = score(level, head.since);
-            if (s > best_score || (s == best_score && head.since < best_since)) {
-                best_score = s;
-                best_since = head.since;
-                best_q = &q;
-                best_cap = cap;
-                result.index = i;
-            }
+        if (head->beats(best)) {
+            best = head;
+            best_q = &q;
+            best_cap = cap;
+            result.index = i;
         }
     }
     if (!best_q) return result;
     std::uint32_t n = std::min(best_cap, r.max);
-    while (out.size() < n) {
-        // the best head within this type
-        std::deque<ReadyEntry>* from = nullptr;
-        double fs = -1;
-        for (std::size_t level = 0; level < best_q->ready.size(); ++level) {
-            auto& d = best_q->ready[level];
-            if (d.empty()) continue;
-            double s = score(level, d.front().since);
-            if (!from || s > fs || (s == fs && d.front().since < from->front().since)) {
-                from = &d;
-                fs = s;
-            }
-        }
-        if (!from) break;
-        JobId id = from->front().id;
-        from->pop_front();
+    while (result.jobs.size() < n) {
+        auto head = best_head(best_q->ready, r.now, r.aging, since_of);
+        if (!head) break;
+        auto& from = best_q->ready[head->level];
+        JobId id = from.front().id;
+        from.pop_front();
         auto it = jobs_.find(id);
         if (it == jobs_.end() || it->second.state != JobState::ready) continue;
         auto& job = it->second;
@@ -165,7 +143,7 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
         job.lease_owner = r.owner;
         job.lease_expiry = r.lease_expiry;
         best_q->leased += 1;
-        out.push_back(job);
+        result.jobs.push_back(job);
     }
     return result;
 }

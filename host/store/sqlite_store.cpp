@@ -1,6 +1,7 @@
 #include "store/sqlite_store.hpp"
 
 #include "log/log.hpp"
+#include "store/priority_levels.hpp"
 
 #include <boost/json.hpp>
 
@@ -499,17 +500,10 @@ void SqliteStore::request_refill_locked(TypeRef ref) {
 ClaimResult SqliteStore::claim(const ClaimRequest& r) {
     ClaimResult result;
     std::lock_guard lock(cache_mutex_);
-    auto score = [&](std::size_t level, TimePoint since) {
-        double s = static_cast<double>(level);
-        if (r.aging.count() > 0 && r.now > since)
-            s += static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(r.now - since).count()) /
-                 static_cast<double>(r.aging.count());
-        return s;
-    };
-    Cache* best = nullptr;
+    auto since_of = [](const JobRecord& j) { return j.ready_since; };
+    Cache* best_c = nullptr;
     std::uint32_t best_cap = 0;
-    double best_score = -1;
-    TimePoint best_since{};
+    std::optional<HeadChoice> best;
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= caches_.size()) continue;
@@ -519,41 +513,27 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
             c.next_due_in_db.reset();
         }
         if (c.maybe_in_db && c.size < options_.prefetch / 2 + 1) request_refill_locked(ref);
-        if (c.size == 0) { // a refill, if one is under way, wakes the executor when it brings jobs
+        auto head = best_head(c.ready, r.now, r.aging, since_of);
+        if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
             result.exhausted.push_back(i);
             continue;
         }
-        for (std::size_t level = 0; level < c.ready.size(); ++level) {
-            if (c.ready[level].empty()) continue;
-            const auto& head = c.ready[level].front();
-            double s = score(level, head.ready_since);
-            if (s > best_score || (s == best_score && head.ready_since < best_since)) {
-                best_score = s;
-                best_since = head.ready_since;
-                best = &c;
-                best_cap = cap;
-                result.index = i;
-            }
+        if (head->beats(best)) {
+            best = head;
+            best_c = &c;
+            best_cap = cap;
+            result.index = i;
         }
     }
-    if (!best) return result;
+    if (!best_c) return result;
     std::uint32_t n = std::min(best_cap, r.max);
     while (result.jobs.size() < n) {
-        std::deque<JobRecord>* from = nullptr;
-        double fs = -1;
-        for (std::size_t level = 0; level < best->ready.size(); ++level) {
-            auto& d = best->ready[level];
-            if (d.empty()) continue;
-            double s = score(level, d.front().ready_since);
-            if (!from || s > fs || (s == fs && d.front().ready_since < from->front().ready_since)) {
-                from = &d;
-                fs = s;
-            }
-        }
-        if (!from) break;
-        JobRecord job = std::move(from->front());
-        from->pop_front();
-        best->size -= 1;
+        auto head = best_head(best_c->ready, r.now, r.aging, since_of);
+        if (!head) break;
+        auto& from = best_c->ready[head->level];
+        JobRecord job = std::move(from.front());
+        from.pop_front();
+        best_c->size -= 1;
         job.started_at = r.now;
         result.jobs.push_back(std::move(job));
     }
