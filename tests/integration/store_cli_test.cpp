@@ -220,7 +220,7 @@ TEST_CASE("a job killed with its host is run again after a restart: nothing is l
     for (; kills < 12; ++kills) {
         Background host(s.host_args());
         REQUIRE(host.wait_for_output("serving", 20s));
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 400)(rng)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 300)(rng)));
         host.signal(SIGKILL);
         REQUIRE(host.wait(10s));
         CHECK(host.term_signal() == SIGKILL);
