@@ -40,8 +40,10 @@ TEST_CASE("timings, last outcomes and events come from real runs of fixture plug
     monitor::Monitor mon;
     executor::ExecutorOptions o;
     o.observer = &mon;
+    o.stuck_grace = 100ms;
     {
         Harness h(Harness::Engine::memory, {"fx_good.so"}, {}, o);
+        REQUIRE(h.enqueue("fx.stuck", "{\"ms\":600}").ok); // timeout 100ms, stuck after 200ms, returns at 600ms
         for (int i = 0; i < 3; ++i) REQUIRE(h.enqueue("fx.slow", "{\"ms\":120}").ok);
         auto fail = h.enqueue("fx.fail");
         REQUIRE(fail.ok);
@@ -77,6 +79,14 @@ TEST_CASE("timings, last outcomes and events come from real runs of fixture plug
                                                 "dead_lettered"});
         CHECK(mon.events({std::string("fx.ok"), std::nullopt, JobEventKind::succeeded, 10}).size() == 1);
         CHECK(mon.jobs_per_second(Clock::now()) > 0);
+
+        // the stuck run was reported while it ran, and is no longer stuck once it returned
+        CHECK(mon.events({std::string("fx.stuck"), std::nullopt, JobEventKind::stuck, 10}).size() == 1);
+        CHECK(mon.events({std::string("fx.stuck"), std::nullopt, JobEventKind::timed_out, 10}).size() == 1);
+        auto stuck = mon.stats("fx.stuck");
+        CHECK(stuck.stuck.empty());
+        CHECK(stuck.run.min >= 600);
+        CHECK(stuck.last_error == "timed out after 100ms");
     }
 }
 
