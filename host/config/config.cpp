@@ -267,9 +267,9 @@ void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
 }
 
 void parse_http(Validator& v, const toml::table& t, HttpSection& http) {
-    v.known_keys(t, "http",
-                 {"enabled", "listen", "token_file", "token_env", "max_body", "max_header", "max_connections",
-                  "idle_timeout"});
+    v.known_keys(
+        t, "http",
+        {"enabled", "listen", "token_file", "token_env", "max_body", "max_header", "max_connections", "idle_timeout"});
     if (auto n = t.get("enabled"))
         if (auto b = v.boolean(*n, "enabled")) http.enabled = *b;
     if (auto n = t.get("listen"))

@@ -52,9 +52,9 @@ struct StoreSection {
 
 struct HttpSection {
     bool enabled = true;
-    std::string listen = "127.0.0.1:8080"; // host:port; port 0 picks a free one (logged)
+    std::string listen = "127.0.0.1:8080";           // host:port; port 0 picks a free one (logged)
     std::optional<std::filesystem::path> token_file; // bearer token for mutating endpoints, read from this file
-    std::string token_env = "JOBHOST_HTTP_TOKEN";     // ... or from this environment variable
+    std::string token_env = "JOBHOST_HTTP_TOKEN";    // ... or from this environment variable
     std::int64_t max_body = 65'536;
     std::int64_t max_header = 8'192;
     std::int64_t max_connections = 64;

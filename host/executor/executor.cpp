@@ -166,8 +166,8 @@ Executor::~Executor() {
     pool_.join();
 }
 
-void Executor::emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt,
-                    Duration duration, std::string_view error) const noexcept {
+void Executor::emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt, Duration duration,
+                    std::string_view error) const noexcept {
     if (!options_.observer) return;
     options_.observer->on_event(JobEvent{kind, type, id, attempt, duration, error, Clock::now()});
 }

@@ -13,10 +13,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 const std::string kConfig = std::string(JOBHOST_SOURCE_DIR) + "/config/jobhost.toml";
 
 // The line of [jobs.hello] in the shipped config, where its overrides are said to come from.

@@ -17,10 +17,6 @@ namespace json = boost::json;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 // A running host over fx_good.so with the HTTP server on a free port; fx.tick runs every 100ms meanwhile.
 struct Host {
     TempDir dir;
@@ -60,17 +56,6 @@ struct Host {
             .to_number<std::int64_t>();
     }
 };
-
-// Waits until `f` is true or the limit passes.
-template <class F>
-bool eventually(F f, std::chrono::milliseconds limit = 10s) {
-    auto until = std::chrono::steady_clock::now() + limit;
-    while (!f()) {
-        if (std::chrono::steady_clock::now() > until) return false;
-        std::this_thread::sleep_for(50ms);
-    }
-    return true;
-}
 
 } // namespace
 

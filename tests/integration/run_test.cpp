@@ -13,10 +13,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 // A folder with fx_good.so under plugins/ and a config pointing at it.
 struct Setup {
     TempDir dir;

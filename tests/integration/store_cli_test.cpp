@@ -16,10 +16,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
-}
-
 // fx_good.so in plugins/, a config with the store at var/jobs.db.
 struct Setup {
     TempDir dir;

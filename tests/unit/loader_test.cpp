@@ -1,6 +1,7 @@
 #include "loader/plugin_loader.hpp"
 #include "registry/registry.hpp"
 
+#include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 
 using namespace jobhost;
+using jobhost::test::contains;
 using jobhost::test::TempDir;
 
 namespace {
@@ -21,10 +23,6 @@ loader::Discovery discover_one(const char* fixture_name, bool allow_insecure = f
 std::string only_problem(const loader::Discovery& d) {
     REQUIRE(d.problems.size() == 1);
     return d.problems.front().to_string();
-}
-
-bool contains(const std::string& s, const std::string& part) {
-    return s.find(part) != std::string::npos;
 }
 
 } // namespace
