@@ -38,6 +38,7 @@ core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config
     so.host = host;
     so.owner = host_id();
     so.retain_done = static_cast<std::size_t>(config.store.retain_done);
+    so.retain_done_for = config.store.retain_done_for;
     so.retain_dead = static_cast<std::size_t>(config.store.retain_dead);
     auto s = store::SqliteStore::open(so);
     if (!s) return s.error();

@@ -236,7 +236,7 @@ void parse_log(Validator& v, const toml::table& t, LogSection& log) {
 }
 
 void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
-    v.known_keys(t, "store", {"kind", "path", "synchronous", "retain_done", "retain_dead"});
+    v.known_keys(t, "store", {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead"});
     if (auto n = t.get("kind"))
         if (auto s = v.string(*n, "kind")) {
             if (*s == "sqlite")
@@ -262,6 +262,8 @@ void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
         }
     if (auto n = t.get("retain_done"))
         if (auto i = v.integer(*n, "retain_done", 0, 1'000'000'000)) store.retain_done = *i;
+    if (auto n = t.get("retain_done_for"))
+        if (auto d = v.duration(*n, "retain_done_for")) store.retain_done_for = *d;
     if (auto n = t.get("retain_dead"))
         if (auto i = v.integer(*n, "retain_dead", 1, 1'000'000'000)) store.retain_dead = *i;
 }

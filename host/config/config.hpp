@@ -47,6 +47,7 @@ struct StoreSection {
     std::filesystem::path path = "var/jobhost.db"; // made absolute against the config file's folder
     bool full_sync = false;                        // synchronous = "full"
     std::int64_t retain_done = 0;
+    core::Duration retain_done_for{0};
     std::int64_t retain_dead = 100'000;
 };
 

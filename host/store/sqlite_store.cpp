@@ -239,19 +239,33 @@ void SqliteStore::maintain(TimePoint now) {
     }
     if (now - last_prune_ >= std::chrono::seconds(30)) {
         last_prune_ = now;
-        if (options_.retain_done > 0) {
-            auto& s = writer_->cached("DELETE FROM jobs WHERE state = 3 AND id NOT IN "
-                                      "(SELECT id FROM jobs WHERE state = 3 ORDER BY finished_at DESC LIMIT ?)");
-            s.bind(1, static_cast<std::int64_t>(options_.retain_done)).run();
-        }
-        auto& s = writer_->cached("DELETE FROM jobs WHERE state = 4 AND id NOT IN "
-                                  "(SELECT id FROM jobs WHERE state = 4 ORDER BY finished_at DESC LIMIT ?)");
-        s.bind(1, static_cast<std::int64_t>(options_.retain_dead)).run();
-        if (auto n = writer_->changes(); n > 0)
-            log::write(log::Level::warning, "store",
-                       "pruned " + std::to_string(n) +
-                           " dead letter(s) beyond retain_dead = " + std::to_string(options_.retain_dead));
+        prune_locked(now);
     }
+}
+
+// Inside a writer transaction: finished jobs beyond retain_done or older than retain_done_for, dead letters beyond
+// retain_dead.
+void SqliteStore::prune_locked(TimePoint now) {
+    if (options_.retain_done > 0) {
+        auto& s = writer_->cached("DELETE FROM jobs WHERE state = 3 AND id NOT IN "
+                                  "(SELECT id FROM jobs WHERE state = 3 ORDER BY finished_at DESC LIMIT ?)");
+        s.bind(1, static_cast<std::int64_t>(options_.retain_done)).run();
+    }
+    if (options_.retain_done_for.count() > 0) {
+        auto& s = writer_->cached("DELETE FROM jobs WHERE state = 3 AND finished_at < ?");
+        s.bind(1, to_ms(now - options_.retain_done_for)).run();
+    }
+    auto& s = writer_->cached("DELETE FROM jobs WHERE state = 4 AND id NOT IN "
+                              "(SELECT id FROM jobs WHERE state = 4 ORDER BY finished_at DESC LIMIT ?)");
+    s.bind(1, static_cast<std::int64_t>(options_.retain_dead)).run();
+    if (auto n = writer_->changes(); n > 0)
+        log::write(log::Level::warning, "store",
+                   "pruned " + std::to_string(n) +
+                       " dead letter(s) beyond retain_dead = " + std::to_string(options_.retain_dead));
+}
+
+void SqliteStore::prune() {
+    submit(Op{[this] { prune_locked(Clock::now()); }, {}, nullptr}, true);
 }
 
 std::size_t SqliteStore::recover_dead_owners() {
@@ -567,7 +581,7 @@ void SqliteStore::finish(std::span<const Outcome> outcomes) {
             auto id = static_cast<std::int64_t>(o.id);
             switch (o.kind) {
             case Outcome::Kind::done:
-                if (options_.retain_done == 0)
+                if (options_.retain_done == 0 && options_.retain_done_for.count() == 0)
                     done_delete.bind(1, id).bind(2, owner).run();
                 else
                     done_keep.bind(1, to_ms(o.at)).bind(2, id).bind(3, owner).run();

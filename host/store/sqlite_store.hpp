@@ -36,7 +36,8 @@ struct SqliteOptions {
     std::chrono::milliseconds poll{200};          // how often to look for other processes' commits
     std::chrono::milliseconds busy_timeout{5000}; // how long to wait for another process's lock
     std::size_t prefetch = 256;                   // jobs per type leased ahead into the cache, at most
-    std::size_t retain_done = 0;       // finished jobs to keep (newest first); 0 deletes them when they finish
+    std::size_t retain_done = 0;                  // finished jobs to keep (newest first)
+    std::chrono::milliseconds retain_done_for{0}; // ... and for how long; with both 0 they are deleted when they finish
     std::size_t retain_dead = 100'000; // dead letters to keep; the oldest beyond it are pruned, with a warning
 };
 
@@ -67,6 +68,8 @@ public:
     // Purges dead letters by filter (the CLI's --all); returns how many.
     std::size_t purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than);
     void flush() override;
+    // Prunes now what the writer prunes every 30 seconds (retain_done, retain_done_for, retain_dead).
+    void prune();
     // Leases whose owner process is gone, given back at open (host mode).
     std::size_t recovered_at_open() const noexcept { return recovered_at_open_; }
 
@@ -94,6 +97,7 @@ private:
     JobRecord read_row(const sqlite::Statement& s) const;
     void append_error(JobId id, std::uint32_t attempt, TimePoint at, const std::string& message);
     std::size_t recover_dead_owners();
+    void prune_locked(TimePoint now);
 
     SqliteOptions options_;
     std::unique_ptr<sqlite::Connection> writer_; // used only on the writer thread (and in open, before it starts)

@@ -282,3 +282,27 @@ TEST_CASE("finished jobs are deleted by default and kept up to retain_done when 
         CHECK(s->counts()["a"].done == (retain == 0 ? 0u : 3u));
     }
 }
+
+TEST_CASE("finished jobs older than retain_done_for are pruned; younger ones stay") {
+    TempDir dir;
+    store::SqliteOptions o;
+    o.path = dir / "jobs.db";
+    o.owner = "t:1";
+    o.retain_done_for = 1h;
+    auto opened = store::SqliteStore::open(o);
+    REQUIRE(opened.ok());
+    auto s = std::move(*opened);
+    std::vector<store::NewJob> jobs{job("a"), job("a")};
+    s->enqueue(jobs);
+    auto claimed = claim(*s, "a", 2);
+    REQUIRE(claimed.size() == 2);
+    // one finished two hours ago, one just now
+    s->finish(std::vector{store::Outcome{claimed[0].id, "a", store::Outcome::Kind::done, Clock::now() - 2h, {}, {}, {}},
+                          store::Outcome{claimed[1].id, "a", store::Outcome::Kind::done, Clock::now(), {}, {}, {}}});
+    s->flush();
+    CHECK(s->counts()["a"].done == 2);
+    s->prune();
+    CHECK(s->counts()["a"].done == 1);
+    CHECK_FALSE(s->get(claimed[0].id));
+    CHECK(s->get(claimed[1].id));
+}
