@@ -375,3 +375,21 @@ TEST_CASE_TEMPLATE("reloaded settings apply without a restart: concurrency, prio
     h.ex().update_settings("fx.slow", settings);
     CHECK_FALSE(h.enqueue("fx.slow").ok);
 }
+
+TEST_CASE_TEMPLATE("a delayed job does not start before its time, and starts soon after it", E, MemoryEngine,
+                   SqliteEngine) {
+    Harness h(E::kind, {"fx_good.so"});
+    executor::EnqueueRequest r;
+    r.type = "fx.ok";
+    r.payload = "\"later\"";
+    r.delay = 400ms;
+    auto start = std::chrono::steady_clock::now();
+    REQUIRE(h.ex().enqueue(r).ok);
+    std::this_thread::sleep_for(250ms);
+    CHECK(h.ex().metrics("fx.ok").started == 0);
+    REQUIRE(h.ex().wait_idle(10s));
+    auto took = std::chrono::steady_clock::now() - start;
+    CHECK(h.ex().metrics("fx.ok").succeeded == 1);
+    CHECK(took >= 400ms);
+    CHECK(took < 3s);
+}
