@@ -141,8 +141,8 @@ jh_status RunningJob::enqueue(std::string_view type, std::string_view payload, c
 
 Executor::Executor(boost::asio::io_context& io, const registry::Registry& registry, store::JobStore& store,
                    ExecutorOptions options)
-    : io_(io), registry_(registry), store_(store), options_(std::move(options)), idle_workers_(options_.workers),
-      due_timer_(io), pool_(options_.workers) {
+    : io_(io), store_(store), options_(std::move(options)), idle_workers_(options_.workers), due_timer_(io),
+      pool_(options_.workers) {
     for (const auto& [name, t] : registry.types()) {
         auto l = std::make_unique<Lane>();
         l->type = name;

@@ -129,7 +129,6 @@ private:
               Duration duration = Duration(0), std::string_view error = {}) const noexcept;
 
     boost::asio::io_context& io_;
-    const registry::Registry& registry_;
     store::JobStore& store_;
     ExecutorOptions options_;
 
