@@ -33,12 +33,6 @@ std::optional<TimePoint> parse_time(const std::string& text) {
     return Clock::from_time_t(timegm(&tm));
 }
 
-std::optional<store::JobId> parse_id(const std::string& text) {
-    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos)
-        return std::nullopt;
-    return static_cast<store::JobId>(std::stoull(text));
-}
-
 // Opens the configured SQLite store for a command; prints why it cannot and returns null.
 std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, config::Config& config, int& code) {
     code = load_config(common, config);
@@ -107,7 +101,7 @@ std::optional<std::vector<store::JobId>> dead_ids(store::JobStore& s, const DlqO
         return ids;
     }
     for (const auto& text : o.ids) {
-        auto id = parse_id(text);
+        auto id = store::parse_job_id(text);
         if (!id) {
             std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
             return std::nullopt;
@@ -264,7 +258,7 @@ void print_list(const CommonOptions& common, const std::vector<store::JobRecord>
 
 // jobhost job ID and jobhost dlq show ID: one job, or one dead letter.
 int show_one(const CommonOptions& common, const std::string& text, bool dead_only) {
-    auto id = parse_id(text);
+    auto id = store::parse_job_id(text);
     if (!id) {
         std::cerr << "jobhost: '" << text << "' is not a job id (a positive whole number)\n";
         return kExitUsage;
@@ -294,13 +288,7 @@ int jobs_command(const CommonOptions& common, const ListOptions& o) {
     f.type = o.type;
     f.limit = o.limit;
     if (o.state) {
-        static const std::pair<const char*, store::JobState> states[] = {{"scheduled", store::JobState::scheduled},
-                                                                         {"ready", store::JobState::ready},
-                                                                         {"leased", store::JobState::leased},
-                                                                         {"done", store::JobState::done},
-                                                                         {"dead", store::JobState::dead}};
-        for (const auto& [name, st] : states)
-            if (*o.state == name) f.state = st;
+        f.state = store::parse_state(*o.state);
         if (!f.state) {
             std::cerr << "jobhost: --state must be scheduled, ready, leased, done or dead\n";
             return kExitUsage;

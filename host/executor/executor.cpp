@@ -347,9 +347,10 @@ Executor::Claimed Executor::claim_locked() {
     l->m.running += static_cast<std::uint32_t>(c.jobs.size());
     l->m.max_running = std::max(l->m.max_running, l->m.running);
     l->m.started += c.jobs.size();
-    for (const auto& j : c.jobs)
-        emit(JobEventKind::started, l->type, j.id, j.attempt,
-             std::chrono::duration_cast<Duration>(req.now - std::min(req.now, j.ready_since)));
+    if (options_.observer)
+        for (const auto& j : c.jobs)
+            emit(JobEventKind::started, l->type, j.id, j.attempt,
+                 std::chrono::duration_cast<Duration>(req.now - std::min(req.now, j.ready_since)));
     l->m.runs += 1;
     running_runs_ += 1;
     return c;

@@ -84,15 +84,10 @@ std::vector<std::string> split_path(std::string_view path) {
     return parts;
 }
 
-std::optional<store::JobId> parse_id(const std::string& s) {
-    if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
-    return static_cast<store::JobId>(std::stoull(s));
-}
-
 std::optional<std::size_t> parse_limit(const std::map<std::string, std::string>& q, std::size_t dflt) {
     auto it = q.find("limit");
     if (it == q.end()) return dflt;
-    auto id = parse_id(it->second);
+    auto id = store::parse_job_id(it->second);
     if (!id || *id == 0 || *id > 100000) return std::nullopt;
     return static_cast<std::size_t>(*id);
 }
@@ -332,7 +327,7 @@ Response route(const Request& req, Services& sv) {
         monitor::EventFilter f;
         if (query.count("type")) f.type = query["type"];
         if (query.count("job")) {
-            f.id = parse_id(query["job"]);
+            f.id = store::parse_job_id(query["job"]);
             if (!f.id) return error(400, "'job' must be a job id");
         }
         if (query.count("kind")) {
@@ -359,14 +354,7 @@ Response route(const Request& req, Services& sv) {
             store::ListFilter f;
             if (query.count("type")) f.type = query["type"];
             if (query.count("state")) {
-                static const std::pair<const char*, store::JobState> states[] = {
-                    {"scheduled", store::JobState::scheduled},
-                    {"ready", store::JobState::ready},
-                    {"leased", store::JobState::leased},
-                    {"done", store::JobState::done},
-                    {"dead", store::JobState::dead}};
-                for (const auto& [name, st] : states)
-                    if (query["state"] == name) f.state = st;
+                f.state = store::parse_state(query["state"]);
                 if (!f.state) return error(400, "'state' must be scheduled, ready, leased, done or dead");
             }
             auto limit = parse_limit(query, 100);
@@ -379,7 +367,7 @@ Response route(const Request& req, Services& sv) {
         if (n == 3) return not_allowed("GET, POST");
         if (n == 4) {
             if (!get) return not_allowed("GET");
-            auto id = parse_id(parts[3]);
+            auto id = store::parse_job_id(parts[3]);
             if (!id) return error(400, "'" + parts[3] + "' is not a job id");
             auto j = sv.store.get(*id);
             if (!j) return error(404, "no job " + parts[3]);
@@ -406,7 +394,7 @@ Response route(const Request& req, Services& sv) {
             if (parts[3] == "retry") sv.executor.poke();
             return json_response(200, json::object{{parts[3] == "retry" ? "retried" : "purged", count}});
         }
-        auto id = n >= 4 ? parse_id(parts[3]) : std::nullopt;
+        auto id = n >= 4 ? store::parse_job_id(parts[3]) : std::nullopt;
         if (!id) return error(n >= 4 ? 400 : 404, n >= 4 ? "'" + parts[3] + "' is not a job id" : "no such path");
         auto j = sv.store.get(*id);
         bool dead = j && j->state == store::JobState::dead;

@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,10 @@ using JobId = std::uint64_t;
 // until lease_expiry; done: finished successfully; dead: in the dead-letter queue.
 enum class JobState { scheduled, ready, leased, done, dead };
 std::string_view state_name(JobState s);
+std::optional<JobState> parse_state(std::string_view name); // the inverse of state_name
+
+// A job id as users type it: 1 to 18 decimal digits.
+std::optional<JobId> parse_job_id(std::string_view text);
 
 // Why a job stopped for good without success.
 enum class DeadReason { none, retries_exhausted, permanent_failure, should_retry_said_no, timed_out };

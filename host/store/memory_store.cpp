@@ -6,28 +6,6 @@
 
 namespace jobhost::store {
 
-std::string_view state_name(JobState s) {
-    switch (s) {
-    case JobState::scheduled: return "scheduled";
-    case JobState::ready: return "ready";
-    case JobState::leased: return "leased";
-    case JobState::done: return "done";
-    case JobState::dead: return "dead";
-    }
-    return "unknown";
-}
-
-std::string_view dead_reason_name(DeadReason r) {
-    switch (r) {
-    case DeadReason::none: return "none";
-    case DeadReason::retries_exhausted: return "retries exhausted";
-    case DeadReason::permanent_failure: return "permanent failure";
-    case DeadReason::should_retry_said_no: return "should_retry said no";
-    case DeadReason::timed_out: return "timed out";
-    }
-    return "unknown";
-}
-
 MemoryStore::TypeQueues& MemoryStore::queues(std::string_view type) {
     auto it = refs_.find(type);
     if (it != refs_.end()) return types_[it->second].second;
@@ -196,29 +174,6 @@ void MemoryStore::release(std::span<const JobId> ids, const std::string& error, 
         if (!error.empty()) job.errors.push_back({job.attempt, now, error});
         make_ready(job, q, now);
     }
-}
-
-void MemoryStore::renew(std::span<const JobId> ids, TimePoint lease_expiry) {
-    std::lock_guard lock(mutex_);
-    for (JobId id : ids) {
-        auto it = jobs_.find(id);
-        if (it != jobs_.end() && it->second.state == JobState::leased) it->second.lease_expiry = lease_expiry;
-    }
-}
-
-std::size_t MemoryStore::recover_expired(TimePoint now) {
-    std::lock_guard lock(mutex_);
-    std::size_t n = 0;
-    for (auto& [id, job] : jobs_) {
-        if (job.state != JobState::leased || job.lease_expiry >= now) continue;
-        auto& q = queues(job.type);
-        q.leased -= 1;
-        job.lease_owner.clear();
-        job.errors.push_back({job.attempt, now, "lease expired: the host running it stopped or stalled"});
-        make_ready(job, q, now);
-        ++n;
-    }
-    return n;
 }
 
 std::optional<TimePoint> MemoryStore::next_due(const std::set<std::string>& types, TimePoint now) {

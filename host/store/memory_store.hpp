@@ -19,8 +19,6 @@ public:
     ClaimResult claim(const ClaimRequest& request) override;
     void finish(std::span<const Outcome> outcomes) override;
     void release(std::span<const JobId> ids, const std::string& error, TimePoint now) override;
-    void renew(std::span<const JobId> ids, TimePoint lease_expiry) override;
-    std::size_t recover_expired(TimePoint now) override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;

@@ -227,12 +227,7 @@ void SqliteStore::maintain(TimePoint now) {
     }
     if (now - last_recover_ >= std::chrono::seconds(5)) {
         last_recover_ = now;
-        auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-                                  "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
-                                  "'message', 'lease expired: the host running it stopped or stalled')) "
-                                  "WHERE state = 2 AND lease_expiry < ?");
-        s.bind(1, to_ms(now)).bind(2, to_ms(now)).bind(3, to_ms(now)).run();
-        if (writer_->changes() > 0) {
+        if (recover_expired_locked(now) > 0) {
             std::lock_guard lock(cache_mutex_);
             for (auto& c : caches_) c.maybe_in_db = true;
         }
@@ -266,6 +261,15 @@ void SqliteStore::prune_locked(TimePoint now) {
 
 void SqliteStore::prune() {
     submit(Op{[this] { prune_locked(Clock::now()); }, {}, nullptr}, true);
+}
+
+std::size_t SqliteStore::recover_expired_locked(TimePoint now) {
+    auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
+                              "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
+                              "'message', 'lease expired: the host running it stopped or stalled')) "
+                              "WHERE state = 2 AND lease_expiry < ?");
+    s.bind(1, to_ms(now)).bind(2, to_ms(now)).bind(3, to_ms(now)).run();
+    return static_cast<std::size_t>(writer_->changes());
 }
 
 std::size_t SqliteStore::recover_dead_owners() {
@@ -635,37 +639,6 @@ void SqliteStore::release(std::span<const JobId> ids, const std::string& error, 
         for (auto& c : caches_) c.maybe_in_db = true;
     };
     submit(std::move(op), true);
-}
-
-void SqliteStore::renew(std::span<const JobId> ids, TimePoint lease_expiry) {
-    auto copy = std::make_shared<std::vector<JobId>>(ids.begin(), ids.end());
-    submit(Op{[this, copy, lease_expiry] {
-                  auto& s = writer_->cached("UPDATE jobs SET lease_expiry = ? WHERE id = ? AND state = 2");
-                  for (JobId id : *copy) s.bind(1, to_ms(lease_expiry)).bind(2, static_cast<std::int64_t>(id)).run();
-              },
-              {},
-              nullptr},
-           false);
-}
-
-std::size_t SqliteStore::recover_expired(TimePoint now) {
-    std::size_t n = 0;
-    submit(Op{[&] {
-                  auto& s =
-                      writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-                                      "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
-                                      "'message', 'lease expired: the host running it stopped or stalled')) "
-                                      "WHERE state = 2 AND lease_expiry < ?");
-                  s.bind(1, to_ms(now)).bind(2, to_ms(now)).bind(3, to_ms(now)).run();
-                  n = static_cast<std::size_t>(writer_->changes());
-              },
-              [this] {
-                  std::lock_guard lock(cache_mutex_);
-                  for (auto& c : caches_) c.maybe_in_db = true;
-              },
-              nullptr},
-           true);
-    return n;
 }
 
 std::optional<TimePoint> SqliteStore::next_due(const std::set<std::string>& types, TimePoint now) {

@@ -54,8 +54,6 @@ public:
     ClaimResult claim(const ClaimRequest& request) override;
     void finish(std::span<const Outcome> outcomes) override;
     void release(std::span<const JobId> ids, const std::string& error, TimePoint now) override;
-    void renew(std::span<const JobId> ids, TimePoint lease_expiry) override;
-    std::size_t recover_expired(TimePoint now) override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;
@@ -97,6 +95,8 @@ private:
     JobRecord read_row(const sqlite::Statement& s) const;
     void append_error(JobId id, std::uint32_t attempt, TimePoint at, const std::string& message);
     std::size_t recover_dead_owners();
+    // Inside a writer transaction: leases that expired before `now` go back to ready. Returns how many.
+    std::size_t recover_expired_locked(TimePoint now);
     void prune_locked(TimePoint now);
 
     SqliteOptions options_;

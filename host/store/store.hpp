@@ -89,12 +89,9 @@ public:
     // shutdown for jobs that were cancelled).
     virtual void release(std::span<const JobId> ids, const std::string& error, TimePoint now) = 0;
 
-    // Extends the leases of running jobs.
-    virtual void renew(std::span<const JobId> ids, TimePoint lease_expiry) = 0;
-
-    // Puts leased jobs whose lease expired before `now` back to ready (their started attempt stays counted).
-    // Returns how many.
-    virtual std::size_t recover_expired(TimePoint now) = 0;
+    // Lease upkeep is the engine's own: it renews the leases of this process while it lives and puts leases that
+    // expired (a host that died or stalled) back to ready, their started attempt counted. SQLite does both on its
+    // writer thread; the memory engine has no other process to lose jobs to.
 
     // The earliest run_at after `now` of a scheduled job of these types, if any. (Jobs already due are claimable.)
     virtual std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) = 0;
