@@ -287,9 +287,10 @@ int run_command(const CommonOptions& o) {
         return kExitRuntime;
     }
     store::JobStore& store = **store_or;
-    if (auto* sq = dynamic_cast<store::SqliteStore*>(&store); sq && sq->recovered_at_open() > 0)
-        JH_LOG(warning, "store") << sq->recovered_at_open()
-                                 << " job(s) leased by a host that is gone were put back to ready";
+    if (store.recovered_at_open() > 0)
+        JH_LOG(warning, "store") << store.recovered_at_open()
+                                 << " job(s) held by a host that is gone were given back (see above for each one "
+                                    "that was running)";
 
     boost::asio::io_context io;
     executor::ExecutorOptions eo;
@@ -345,7 +346,7 @@ int run_command(const CommonOptions& o) {
         });
     };
     check_health();
-    scheduler::Scheduler sched(io, [&](const std::string& type) { ex->tick(type); });
+    scheduler::Scheduler sched(io, [&](const std::string& type, scheduler::SystemTime at) { ex->tick(type, at); });
     for (const auto& [name, t] : s.registry.types())
         if (t.usable()) sched.set(name, t.effective, true);
 

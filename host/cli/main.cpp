@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
     auto* jobs = app.add_subcommand("jobs", "List jobs in the store, newest first");
     add_common(*jobs, opts, level, {.json = true});
     jobs->add_option("--type", lo.type, "Only this job type");
-    jobs->add_option("--state", lo.state, "scheduled, ready, leased, done or dead");
+    jobs->add_option("--state", lo.state, "scheduled, ready, reserved, running, done or dead");
     jobs->add_option("--limit", lo.limit, "At most this many (default 50)");
 
     std::string job_id;

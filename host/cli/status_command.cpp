@@ -83,8 +83,9 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
                   << std::string(a.as_object().at("message").as_string()) << "\n";
     std::cout << "\n"
               << std::left << std::setw(16) << "TYPE" << std::right << std::setw(8) << "OK" << std::setw(8) << "FAILED"
-              << std::setw(7) << "DEAD" << std::setw(8) << "RUNNING" << std::setw(7) << "READY" << std::setw(7)
-              << "SCHED" << std::setw(10) << "WAIT p50" << std::setw(10) << "RUN p50" << std::setw(10) << "RUN p99"
+              << std::setw(7) << "DEAD" << std::setw(6) << "DLQ" << std::setw(8) << "RUNNING" << std::setw(7) << "READY"
+              << std::setw(7) << "SCHED" << std::setw(10) << "WAIT p50" << std::setw(10) << "RUN p50" << std::setw(10)
+              << "RUN p99"
               << "  LAST ERROR\n";
     for (const auto& tv : s.at("types").as_array()) {
         const auto& t = tv.as_object();
@@ -99,9 +100,9 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
         std::cout << std::left << std::setw(16) << std::string(t.at("type").as_string()) << std::right << std::setw(8)
                   << c.at("succeeded").to_number<std::int64_t>() << std::setw(8)
                   << c.at("failed").to_number<std::int64_t>() << std::setw(7)
-                  << c.at("dead_lettered").to_number<std::int64_t>() << std::setw(8)
-                  << c.at("running").to_number<std::int64_t>() << std::setw(7)
-                  << q.at("ready").to_number<std::int64_t>() << std::setw(7)
+                  << c.at("dead_lettered").to_number<std::int64_t>() << std::setw(6)
+                  << q.at("dead").to_number<std::int64_t>() << std::setw(8) << c.at("running").to_number<std::int64_t>()
+                  << std::setw(7) << q.at("ready").to_number<std::int64_t>() << std::setw(7)
                   << q.at("scheduled").to_number<std::int64_t>() << std::setw(10) << ms(t.at("wait"), "p50_ms")
                   << std::setw(10) << ms(t.at("run"), "p50_ms") << std::setw(10) << ms(t.at("run"), "p99_ms") << "  "
                   << err << "\n";

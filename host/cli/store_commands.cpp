@@ -81,7 +81,7 @@ void print_job(const store::JobRecord& j) {
     std::cout << "  run at       " << iso(j.run_at) << "\n";
     std::cout << "  started      " << iso(j.started_at) << "\n";
     std::cout << "  finished     " << iso(j.finished_at) << "\n";
-    if (!j.lease_owner.empty()) std::cout << "  leased by    " << j.lease_owner << "\n";
+    if (!j.lease_owner.empty()) std::cout << "  held by      " << j.lease_owner << "\n";
     std::cout << "  payload      " << j.payload << "\n";
     std::cout << "  errors       " << j.errors.size() << "\n";
     for (const auto& e : j.errors)
@@ -290,7 +290,7 @@ int jobs_command(const CommonOptions& common, const ListOptions& o) {
     if (o.state) {
         f.state = store::parse_state(*o.state);
         if (!f.state) {
-            std::cerr << "jobhost: --state must be scheduled, ready, leased, done or dead\n";
+            std::cerr << "jobhost: --state must be scheduled, ready, reserved, running, done or dead\n";
             return kExitUsage;
         }
     }
@@ -354,7 +354,7 @@ int dlq_purge_command(const CommonOptions& common, const DlqOptions& o) {
     if (!s) return code;
     std::size_t n = 0;
     if (o.all && o.ids.empty()) {
-        n = static_cast<store::SqliteStore&>(*s).purge_dead(o.type, older);
+        n = s->purge_dead(o.type, older);
     } else {
         if (older) {
             std::cerr << "jobhost: --older-than goes with --all\n";

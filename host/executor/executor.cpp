@@ -23,7 +23,6 @@ struct Executor::Lane {
     std::uint32_t running_runs = 0; // against settings->concurrency
     bool has_work = true;           // the store may hold claimable jobs of this type (false: a claim said none)
     store::TypeRef ref = 0;
-    bool schedule_active = false; // a job from the schedule is pending or running
     TypeMetrics m;
 };
 
@@ -119,6 +118,7 @@ bool RunningJob::cancelled() {
 jh_status RunningJob::enqueue(std::string_view type, std::string_view payload, const jh_enqueue_options* options,
                               std::string& id, std::string& error) {
     EnqueueRequest r;
+    r.from_job = true; // accepted while the host drains: the follow-up work of a finished job is not lost
     r.type = std::string(type);
     r.payload = payload.empty() ? std::string("null") : std::string(payload);
     if (options && options->struct_size >= sizeof(std::uint32_t) * 2) {
@@ -229,7 +229,7 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             result.error = "unknown job type '" + request.type + "'; nothing was queued (see 'jobhost plugins')";
             continue;
         }
-        if (!accepting) {
+        if (!accepting && !request.from_job) {
             result.error = "the host is shutting down; nothing was queued";
             continue;
         }
@@ -253,9 +253,10 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         n.type = request.type;
         n.payload = request.payload;
         n.priority = request.priority.value_or(settings[i]->priority);
-        n.unique_key = request.unique_key;
+        n.unique_key = request.from_schedule ? std::string(store::kScheduleKey) : request.unique_key;
         n.max_attempts = static_cast<std::uint32_t>(1 + settings[i]->max_retries);
         n.from_schedule = request.from_schedule;
+        n.tick = request.tick;
         if (request.delay.count() > 0)
             n.run_at = now + request.delay;
         else if (request.run_at)
@@ -275,6 +276,19 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             auto& result = results[i];
             Lane* ln = lanes[i];
             result.id = out[k].id;
+            if (out[k].tick_taken) {
+                result.tick_taken = true;
+                result.error = "this tick of the schedule was queued already";
+                continue;
+            }
+            if (!out[k].created && requests[i].from_schedule) {
+                result.duplicate = true;
+                result.error = "the previous run from the schedule is still pending or running (job " +
+                               std::to_string(result.id) + "); tick coalesced";
+                ln->m.coalesced += 1;
+                emit(JobEventKind::coalesced, ln->type, 0);
+                continue;
+            }
             if (!out[k].created) {
                 result.duplicate = true;
                 result.error = "a job of type '" + requests[i].type + "' with unique key '" + requests[i].unique_key +
@@ -287,7 +301,6 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             ln->m.enqueued += 1;
             emit(JobEventKind::enqueued, ln->type, result.id);
             ln->has_work = true;
-            if (requests[i].from_schedule) ln->schedule_active = true;
             delayed = delayed || jobs[k].run_at > now;
         }
         if (idle_workers_ > 0) pump_locked();
@@ -296,26 +309,20 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
     return results;
 }
 
-bool Executor::tick(const std::string& type) {
-    Lane* ln = lane(type);
-    if (!ln) return false;
-    {
-        std::lock_guard lock(mutex_);
-        if (!accepting_) return false;
-        if (ln->schedule_active) {
-            ln->m.coalesced += 1;
-            emit(JobEventKind::coalesced, ln->type, 0);
-            log::write(log::Level::debug, "scheduler", "tick coalesced: the previous run is still pending or running",
-                       type);
-            return false;
-        }
-    }
+bool Executor::tick(const std::string& type, store::TimePoint tick_at) {
     EnqueueRequest r;
     r.type = type;
     r.from_schedule = true;
+    r.tick = tick_at;
     auto result = enqueue(r);
-    if (!result.ok) log::write(log::Level::warning, "scheduler", "tick not queued: " + result.error, type);
-    return result.ok;
+    if (result.ok) return true;
+    if (result.tick_taken)
+        log::write(log::Level::debug, "scheduler", "tick queued already (by another host sharing the store)", type);
+    else if (result.duplicate)
+        log::write(log::Level::debug, "scheduler", "tick coalesced: " + result.error, type);
+    else if (accepting())
+        log::write(log::Level::warning, "scheduler", "tick not queued: " + result.error, type);
+    return false;
 }
 
 Executor::Claimed Executor::claim_locked() {
@@ -426,6 +433,11 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         j.deadline_unix_ms = deadline_ms;
         j.host_handle = &handles[i];
     }
+    std::vector<store::JobId> ids;
+    ids.reserve(batch.size());
+    for (const auto& j : batch) ids.push_back(j.id);
+    auto started = Clock::now();
+    auto token = store_.begin_run(ids); // from here a crash of this process charges these jobs an attempt
     auto run_start = std::chrono::steady_clock::now();
     ln.task->run(jobs.data(), jobs.size());
     auto ran = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - run_start);
@@ -437,9 +449,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
     bool timed_out = ctx->timed_out.load();
     bool cancelled_by_shutdown = shutting_down_.load() && !timed_out;
     std::vector<Outcome> outcomes;
-    std::vector<store::JobId> released;
     TypeMetrics d; // deltas
-    bool schedule_done = false;
     bool retry_scheduled = false;
     for (auto& h : handles) {
         JobRecord& job = h.job();
@@ -447,8 +457,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         if (ok) {
             d.succeeded += 1;
             emit(JobEventKind::succeeded, job.type, job.id, job.attempt, ran);
-            outcomes.push_back({job.id, job.type, Outcome::Kind::done, now, {}, {}, store::DeadReason::none});
-            schedule_done = schedule_done || job.from_schedule;
+            outcomes.push_back({job.id, job.type, Outcome::Kind::done, now, {}, {}, store::DeadReason::none, started});
             continue;
         }
         std::string error = timed_out       ? "timed out after " + ms_text(settings.timeout)
@@ -463,8 +472,16 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         if (cancelled_by_shutdown) {
             d.released += 1;
             emit(JobEventKind::released, job.type, job.id, job.attempt, ran, error);
-            released.push_back(job.id);
-            log::write(log::Level::warning, "executor", "cancelled by shutdown; left to be retried: " + error, job.type,
+            outcomes.push_back({job.id,
+                                job.type,
+                                Outcome::Kind::released,
+                                now,
+                                {},
+                                "cancelled by shutdown (not counted as an attempt): " + error,
+                                store::DeadReason::none,
+                                started});
+            log::write(log::Level::warning, "executor",
+                       "cancelled by shutdown; back to ready, not counted as an attempt: " + error, job.type,
                        h.id_text());
             continue;
         }
@@ -480,34 +497,32 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
             d.retried += 1;
             emit(JobEventKind::retried, job.type, job.id, job.attempt, delay, error);
             retry_scheduled = true;
-            outcomes.push_back({job.id, job.type, Outcome::Kind::retry, now, now + delay, error, reason});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::retry, now, now + delay, error, reason, started});
             log::write(log::Level::warning, "executor",
                        "attempt " + std::to_string(job.attempt) + "/" + std::to_string(job.max_attempts) +
                            " failed: " + error + "; retrying in " + ms_text(delay),
                        job.type, h.id_text());
             continue;
         }
-        schedule_done = schedule_done || job.from_schedule;
         std::string why(store::dead_reason_name(reason));
         if (settings.dead_letter) {
             d.dead_lettered += 1;
             emit(JobEventKind::dead_lettered, job.type, job.id, job.attempt, ran, error);
-            outcomes.push_back({job.id, job.type, Outcome::Kind::dead, now, {}, error, reason});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::dead, now, {}, error, reason, started});
             log::write(log::Level::error, "executor",
                        "dead-lettered after attempt " + std::to_string(job.attempt) + " (" + why + "): " + error,
                        job.type, h.id_text());
         } else {
             d.dropped += 1;
             emit(JobEventKind::dropped, job.type, job.id, job.attempt, ran, error);
-            outcomes.push_back({job.id, job.type, Outcome::Kind::dropped, now, {}, error, reason});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::dropped, now, {}, error, reason, started});
             log::write(log::Level::warning, "executor",
                        "dropped after attempt " + std::to_string(job.attempt) + " (" + why +
                            ", dead_letter = false): " + error,
                        job.type, h.id_text());
         }
     }
-    if (!outcomes.empty()) store_.finish(outcomes);
-    if (!released.empty()) store_.release(released, "cancelled by shutdown", now);
+    store_.finish(outcomes, std::move(token)); // clears the run's mark once the outcomes are committed
     if (retry_scheduled) arm_due_timer();
     std::unique_lock lock(mutex_);
     {
@@ -523,7 +538,6 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         if (d.retried + d.released > 0) ln.has_work = true;
         ln.running_runs -= 1;
         running_runs_ -= 1;
-        if (schedule_done) ln.schedule_active = false;
     }
     return lock;
 }
@@ -607,8 +621,7 @@ bool Executor::wait_idle(Duration limit) {
         if (quiet) {
             store_.flush(); // outcomes may still be on their way to the store
             bool idle = true;
-            for (const auto& [type, c] : store_.counts())
-                idle = idle && c.ready == 0 && c.scheduled == 0 && c.leased == 0;
+            for (const auto& [type, c] : store_.counts()) idle = idle && c.pending() == 0;
             std::lock_guard lock(mutex_);
             if (idle && running_runs_ == 0) return true;
         }

@@ -50,13 +50,16 @@ struct EnqueueRequest {
     std::optional<store::TimePoint> run_at;
     std::string unique_key;
     bool from_schedule = false;
+    std::optional<store::TimePoint> tick; // a schedule's tick (with from_schedule): queued once across hosts
+    bool from_job = false; // queued by a running job (Context::enqueue): accepted while the host drains too
 };
 
 struct EnqueueResult {
     bool ok = false;
-    JobId id = 0; // the new job; on a unique-key conflict, the existing one
-    bool duplicate = false;
-    std::string error; // why nothing was queued
+    JobId id = 0;            // the new job; on a unique-key conflict, the existing one
+    bool duplicate = false;  // a job holds the unique key (for a schedule's tick: the previous run is pending)
+    bool tick_taken = false; // a schedule's tick was queued already, by this host or another one
+    std::string error;       // why nothing was queued
 };
 
 class RunContext;
@@ -79,9 +82,10 @@ public:
     // The same for many jobs, with one store call and one lock: one result per request, in order.
     std::vector<EnqueueResult> enqueue(std::span<const EnqueueRequest> requests);
 
-    // A periodic tick: queues a run unless one from the schedule is still pending or running, in which case the
-    // tick is coalesced and counted. Returns true when a job was queued.
-    bool tick(const std::string& type);
+    // A periodic tick planned for `tick_at`: queues a run unless a host sharing the store queued this tick already,
+    // or a run from the schedule is still pending or running (read from the store), in which case the tick is
+    // coalesced and counted. Returns true when a job was queued.
+    bool tick(const std::string& type, store::TimePoint tick_at);
 
     // Stops intake and dispatch, lets running jobs finish within `grace`, then cancels the rest and gives them
     // `stuck_grace` more; jobs cancelled this way go back to the store to be retried. Returns how many runs still

@@ -103,8 +103,11 @@ json::object stats_json(const monitor::DurationStats& d) {
             {"p50_ms", d.p50},  {"p95_ms", d.p95},   {"p99_ms", d.p99}};
 }
 
-json::object counts_json(const executor::TypeMetrics& m) {
-    return {{"enqueued", m.enqueued},
+// Lifetime counters. "enqueued" is the store's (jobs ever queued for the type, by anyone: this host, the CLI,
+// another host, a replay); the others count what this host did.
+json::object counts_json(const executor::TypeMetrics& m, const store::TypeCounts& c) {
+    return {{"enqueued", c.enqueued},
+            {"enqueued_here", m.enqueued},
             {"started", m.started},
             {"succeeded", m.succeeded},
             {"failed", m.failed},
@@ -119,8 +122,8 @@ json::object counts_json(const executor::TypeMetrics& m) {
 }
 
 json::object depth_json(const store::TypeCounts& c) {
-    json::object o{
-        {"scheduled", c.scheduled}, {"ready", c.ready}, {"leased", c.leased}, {"done", c.done}, {"dead", c.dead}};
+    json::object o{{"scheduled", c.scheduled}, {"ready", c.ready}, {"reserved", c.reserved},
+                   {"running", c.running},     {"done", c.done},   {"dead", c.dead}};
     if (c.oldest_ready) o["oldest_ready"] = store::iso(*c.oldest_ready);
     return o;
 }
@@ -149,9 +152,10 @@ json::object type_json(Services& sv, const std::string& type, const std::map<std
     o["usable"] = t && t->usable();
     if (t && !t->usable()) o["error"] = t->error;
     if (settings) o["settings"] = settings_json(*settings);
-    o["counts"] = counts_json(sv.executor.metrics(type));
     auto c = counts.find(type);
-    o["queue"] = depth_json(c == counts.end() ? store::TypeCounts{} : c->second);
+    const auto& queue = c == counts.end() ? store::TypeCounts{} : c->second;
+    o["counts"] = counts_json(sv.executor.metrics(type), queue);
+    o["queue"] = depth_json(queue);
     o["wait"] = stats_json(st.wait);
     o["run"] = stats_json(st.run);
     o["last_run"] = st.last_run ? store::iso(*st.last_run) : "";
@@ -355,7 +359,7 @@ Response route(const Request& req, Services& sv) {
             if (query.count("type")) f.type = query["type"];
             if (query.count("state")) {
                 f.state = store::parse_state(query["state"]);
-                if (!f.state) return error(400, "'state' must be scheduled, ready, leased, done or dead");
+                if (!f.state) return error(400, "'state' must be scheduled, ready, reserved, running, done or dead");
             }
             auto limit = parse_limit(query, 100);
             if (!limit) return error(400, "'limit' must be a whole number from 1 to 100000");
@@ -450,7 +454,8 @@ std::string prometheus_text(Services& sv) {
     auto gauge = [&](const char* name, const char* help) -> Family<Gauge>& {
         return BuildGauge().Name(name).Help(help).Register(reg);
     };
-    auto& enqueued = counter("jobhost_jobs_enqueued_total", "Jobs queued by this host.");
+    auto& enqueued =
+        counter("jobhost_jobs_enqueued_total", "Jobs ever queued for the type, by anyone (the store's count).");
     auto& started = counter("jobhost_jobs_started_total", "Job attempts started.");
     auto& succeeded = counter("jobhost_jobs_succeeded_total", "Job attempts that succeeded.");
     auto& failed = counter("jobhost_jobs_failed_total", "Job attempts that failed, timed-out ones included.");
@@ -476,7 +481,8 @@ std::string prometheus_text(Services& sv) {
     auto epoch = [](store::TimePoint t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); };
     for (const auto& [type, m] : metrics) {
         Labels l{{"job_type", type}};
-        enqueued.Add(l).Increment(static_cast<double>(m.enqueued));
+        auto c = counts.count(type) ? counts.at(type) : store::TypeCounts{};
+        enqueued.Add(l).Increment(static_cast<double>(c.enqueued));
         started.Add(l).Increment(static_cast<double>(m.started));
         succeeded.Add(l).Increment(static_cast<double>(m.succeeded));
         failed.Add(l).Increment(static_cast<double>(m.failed));
@@ -488,11 +494,11 @@ std::string prometheus_text(Services& sv) {
         stuck.Add(l).Increment(static_cast<double>(m.stuck));
         running.Add(l).Set(m.running);
         running_max.Add(l).Set(m.max_running);
-        auto c = counts.count(type) ? counts.at(type) : store::TypeCounts{};
         for (const auto& [state, v] :
              std::initializer_list<std::pair<const char*, std::size_t>>{{"scheduled", c.scheduled},
                                                                         {"ready", c.ready},
-                                                                        {"leased", c.leased},
+                                                                        {"reserved", c.reserved},
+                                                                        {"running", c.running},
                                                                         {"done", c.done},
                                                                         {"dead", c.dead}})
             depth.Add({{"job_type", type}, {"state", state}}).Set(static_cast<double>(v));

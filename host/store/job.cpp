@@ -6,7 +6,8 @@ std::string_view state_name(JobState s) {
     switch (s) {
     case JobState::scheduled: return "scheduled";
     case JobState::ready: return "ready";
-    case JobState::leased: return "leased";
+    case JobState::reserved: return "reserved";
+    case JobState::running: return "running";
     case JobState::done: return "done";
     case JobState::dead: return "dead";
     }
@@ -14,7 +15,8 @@ std::string_view state_name(JobState s) {
 }
 
 std::optional<JobState> parse_state(std::string_view name) {
-    for (JobState s : {JobState::scheduled, JobState::ready, JobState::leased, JobState::done, JobState::dead})
+    for (JobState s :
+         {JobState::scheduled, JobState::ready, JobState::reserved, JobState::running, JobState::done, JobState::dead})
         if (state_name(s) == name) return s;
     return std::nullopt;
 }
@@ -26,6 +28,8 @@ std::string_view dead_reason_name(DeadReason r) {
     case DeadReason::permanent_failure: return "permanent failure";
     case DeadReason::should_retry_said_no: return "should_retry said no";
     case DeadReason::timed_out: return "timed out";
+    case DeadReason::crashed_host: return "crashed_host";
+    case DeadReason::host_stopped: return "host_stopped";
     }
     return "unknown";
 }

@@ -17,9 +17,10 @@ using Clock = std::chrono::system_clock;
 using TimePoint = Clock::time_point;
 using JobId = std::uint64_t;
 
-// scheduled: waits for run_at (a delayed enqueue or a retry); ready: may be claimed; leased: claimed by a host
-// until lease_expiry; done: finished successfully; dead: in the dead-letter queue.
-enum class JobState { scheduled, ready, leased, done, dead };
+// scheduled: waits for run_at (a delayed enqueue or a retry); ready: may be claimed; reserved: held ahead by a host
+// (no attempt charged yet); running: its plugin has been called (this attempt is charged); done: finished
+// successfully; dead: in the dead-letter queue. See store.hpp for the rules.
+enum class JobState { scheduled, ready, reserved, running, done, dead };
 std::string_view state_name(JobState s);
 std::optional<JobState> parse_state(std::string_view name); // the inverse of state_name
 
@@ -27,7 +28,17 @@ std::optional<JobState> parse_state(std::string_view name); // the inverse of st
 std::optional<JobId> parse_job_id(std::string_view text);
 
 // Why a job stopped for good without success.
-enum class DeadReason { none, retries_exhausted, permanent_failure, should_retry_said_no, timed_out };
+// crashed_host: the host died while the job ran, on its last attempt; host_stopped: the host stopped while the job
+// was still running (it ignored cancellation), on its last attempt.
+enum class DeadReason {
+    none,
+    retries_exhausted,
+    permanent_failure,
+    should_retry_said_no,
+    timed_out,
+    crashed_host,
+    host_stopped
+};
 std::string_view dead_reason_name(DeadReason r);
 
 struct AttemptError {
@@ -42,7 +53,7 @@ struct JobRecord {
     std::string payload = "null"; // JSON text
     registry::Priority priority = registry::Priority::normal;
     std::string unique_key;         // empty: none
-    std::uint32_t attempt = 0;      // runs started so far; the next run is attempt + 1
+    std::uint32_t attempt = 0;      // attempts charged so far; a running job's is the attempt it is on
     std::uint32_t max_attempts = 1; // 1 + max_retries at enqueue time
     JobState state = JobState::ready;
     TimePoint run_at; // not before
@@ -66,11 +77,15 @@ struct NewJob {
     std::uint32_t max_attempts = 1;
     TimePoint run_at{}; // epoch: now
     bool from_schedule = false;
+    // A schedule's tick: the job is queued only if no host sharing the store has queued this tick (or a later one)
+    // of this type already.
+    std::optional<TimePoint> tick;
 };
 
 struct EnqueueOutcome {
-    JobId id = 0;         // the new job, or the existing one on a unique-key conflict
-    bool created = false; // false: refused because `id` holds the same type and unique key
+    JobId id = 0;            // the new job, or the existing one on a unique-key conflict
+    bool created = false;    // false: refused because `id` holds the same type and unique key, or tick_taken
+    bool tick_taken = false; // the tick was queued already, by this host or another one
 };
 
 } // namespace jobhost::store

@@ -6,6 +6,20 @@
 
 namespace jobhost::store {
 
+namespace {
+std::size_t& count_of(TypeCounts& c, JobState s) {
+    switch (s) {
+    case JobState::scheduled: return c.scheduled;
+    case JobState::ready: return c.ready;
+    case JobState::reserved: return c.reserved;
+    case JobState::running: return c.running;
+    case JobState::done: return c.done;
+    case JobState::dead: break;
+    }
+    return c.dead;
+}
+} // namespace
+
 MemoryStore::TypeQueues& MemoryStore::queues(std::string_view type) {
     auto it = refs_.find(type);
     if (it != refs_.end()) return types_[it->second].second;
@@ -20,8 +34,14 @@ TypeRef MemoryStore::intern(std::string_view type) {
     return refs_.find(type)->second;
 }
 
+void MemoryStore::set_state(JobRecord& job, TypeQueues& q, JobState to) {
+    count_of(q.counts, job.state) -= 1;
+    count_of(q.counts, to) += 1;
+    job.state = to;
+}
+
 void MemoryStore::make_ready(JobRecord& job, TypeQueues& q, TimePoint since) {
-    job.state = JobState::ready;
+    set_state(job, q, JobState::ready);
     job.ready_since = since;
     q.ready[static_cast<std::size_t>(job.priority)].push_back({job.id, since});
 }
@@ -42,16 +62,30 @@ void MemoryStore::drop_unique(const JobRecord& job) {
     if (it != unique_.end() && it->second == job.id) unique_.erase(it);
 }
 
+void MemoryStore::erase(std::unordered_map<JobId, JobRecord>::iterator it, TypeQueues& q) {
+    count_of(q.counts, it->second.state) -= 1;
+    drop_unique(it->second);
+    jobs_.erase(it);
+}
+
 std::vector<EnqueueOutcome> MemoryStore::enqueue(std::span<const NewJob> jobs) {
     std::vector<EnqueueOutcome> out;
     out.reserve(jobs.size());
     auto now = Clock::now();
     std::lock_guard lock(mutex_);
     for (const auto& n : jobs) {
+        auto& q = queues(n.type);
+        if (n.tick) { // a schedule's tick: queued once
+            if (q.last_tick && *q.last_tick >= *n.tick) {
+                out.push_back({0, false, true});
+                continue;
+            }
+            q.last_tick = n.tick;
+        }
         if (!n.unique_key.empty()) {
             auto it = unique_.find({n.type, n.unique_key});
             if (it != unique_.end()) {
-                out.push_back({it->second, false});
+                out.push_back({it->second, false, false});
                 continue;
             }
         }
@@ -66,16 +100,16 @@ std::vector<EnqueueOutcome> MemoryStore::enqueue(std::span<const NewJob> jobs) {
         job.created_at = now;
         job.run_at = n.run_at == TimePoint{} ? now : n.run_at;
         job.from_schedule = n.from_schedule;
-        auto& q = queues(n.type);
-        if (job.run_at > now) {
-            job.state = JobState::scheduled;
+        job.state = JobState::scheduled;
+        q.counts.scheduled += 1;
+        q.counts.enqueued += 1;
+        if (job.run_at > now)
             q.scheduled.push({job.run_at, id});
-        } else {
+        else
             make_ready(job, q, job.run_at);
-        }
         if (!n.unique_key.empty()) unique_.emplace(std::make_pair(n.type, n.unique_key), id);
         jobs_.emplace(id, std::move(job));
-        out.push_back({id, true});
+        out.push_back({id, true, false});
     }
     return out;
 }
@@ -86,7 +120,7 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
     auto since_of = [](const ReadyEntry& e) { return e.since; };
     TypeQueues* best_q = nullptr;
     std::uint32_t best_cap = 0;
-    std::optional<HeadChoice> best;
+    std::optional<HeadChoice> best, runner_up;
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= types_.size()) continue;
@@ -98,10 +132,13 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
             continue;
         }
         if (head->beats(best)) {
+            if (best) runner_up = best;
             best = head;
             best_q = &q;
             best_cap = cap;
             result.index = i;
+        } else if (head->beats(runner_up)) {
+            runner_up = head;
         }
     }
     if (!best_q) return result;
@@ -109,70 +146,54 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
     while (result.jobs.size() < n) {
         auto head = best_head(best_q->ready, r.now, r.aging, since_of);
         if (!head) break;
+        if (!result.jobs.empty() && runner_up && !head->beats(runner_up)) break; // only jobs that would be next
         auto& from = best_q->ready[head->level];
         JobId id = from.front().id;
         from.pop_front();
         auto it = jobs_.find(id);
         if (it == jobs_.end() || it->second.state != JobState::ready) continue;
         auto& job = it->second;
-        job.state = JobState::leased;
-        job.attempt += 1;
+        set_state(job, *best_q, JobState::running);
+        job.attempt += 1; // nothing survives a crash here, so it is charged at once
         job.started_at = r.now;
         job.lease_owner = r.owner;
         job.lease_expiry = r.lease_expiry;
-        best_q->leased += 1;
         result.jobs.push_back(job);
     }
     return result;
 }
 
-void MemoryStore::finish(std::span<const Outcome> outcomes) {
+void MemoryStore::finish(std::span<const Outcome> outcomes, RunToken) {
     std::lock_guard lock(mutex_);
     for (const auto& o : outcomes) {
         auto it = jobs_.find(o.id);
-        if (it == jobs_.end() || it->second.state != JobState::leased) continue;
+        if (it == jobs_.end() || it->second.state != JobState::running) continue;
         auto& job = it->second;
         auto& q = queues(job.type);
-        q.leased -= 1;
         job.lease_owner.clear();
         if (!o.error.empty()) job.errors.push_back({job.attempt, o.at, o.error});
         switch (o.kind) {
         case Outcome::Kind::done:
-            q.done += 1;
-            drop_unique(job);
-            jobs_.erase(it);
+            q.counts.done += 1; // done jobs are not kept; the count is of jobs that finished
+            erase(it, q);
             break;
         case Outcome::Kind::retry:
-            job.state = JobState::scheduled;
+            set_state(job, q, JobState::scheduled);
             job.run_at = o.retry_at;
             q.scheduled.push({job.run_at, job.id});
             break;
         case Outcome::Kind::dead:
-            job.state = JobState::dead;
+            set_state(job, q, JobState::dead);
             job.finished_at = o.at;
             job.dead_reason = o.reason;
-            q.dead += 1;
             drop_unique(job);
             break;
-        case Outcome::Kind::dropped:
-            drop_unique(job);
-            jobs_.erase(it);
+        case Outcome::Kind::dropped: erase(it, q); break;
+        case Outcome::Kind::released:
+            job.attempt -= 1; // not charged
+            make_ready(job, q, o.at);
             break;
         }
-    }
-}
-
-void MemoryStore::release(std::span<const JobId> ids, const std::string& error, TimePoint now) {
-    std::lock_guard lock(mutex_);
-    for (JobId id : ids) {
-        auto it = jobs_.find(id);
-        if (it == jobs_.end() || it->second.state != JobState::leased) continue;
-        auto& job = it->second;
-        auto& q = queues(job.type);
-        q.leased -= 1;
-        job.lease_owner.clear();
-        if (!error.empty()) job.errors.push_back({job.attempt, now, error});
-        make_ready(job, q, now);
     }
 }
 
@@ -228,11 +249,11 @@ std::size_t MemoryStore::replay(std::span<const JobId> ids, TimePoint now) {
             if (!inserted) continue; // another job holds the key now
         }
         auto& q = queues(job.type);
-        q.dead -= 1;
         job.attempt = 0;
         job.dead_reason = DeadReason::none;
         job.run_at = now;
         make_ready(job, q, now);
+        q.counts.enqueued += 1;
         ++n;
     }
     return n;
@@ -244,9 +265,25 @@ std::size_t MemoryStore::purge(std::span<const JobId> ids) {
     for (JobId id : ids) {
         auto it = jobs_.find(id);
         if (it == jobs_.end() || it->second.state != JobState::dead) continue;
-        queues(it->second.type).dead -= 1;
-        jobs_.erase(it);
+        erase(it, queues(it->second.type));
         ++n;
+    }
+    return n;
+}
+
+std::size_t MemoryStore::purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than) {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+        const auto& j = it->second;
+        bool match =
+            j.state == JobState::dead && (!type || j.type == *type) && (!older_than || j.finished_at < *older_than);
+        auto next = std::next(it);
+        if (match) {
+            erase(it, queues(j.type));
+            ++n;
+        }
+        it = next;
     }
     return n;
 }
@@ -267,25 +304,14 @@ std::vector<JobRecord> MemoryStore::list(const ListFilter& filter) {
 std::map<std::string, TypeCounts> MemoryStore::counts() {
     std::lock_guard lock(mutex_);
     std::map<std::string, TypeCounts> out;
-    for (const auto& [type, q] : types_) {
-        if (q.leased == 0 && q.done == 0 && q.dead == 0 && q.scheduled.empty() &&
-            std::all_of(q.ready.begin(), q.ready.end(), [](const auto& d) { return d.empty(); }))
-            continue; // interned but never used
-        auto& c = out[type];
-        for (const auto& d : q.ready) c.ready += d.size();
-        c.leased = q.leased;
-        c.done = q.done;
-        c.dead = q.dead;
-    }
-    for (const auto& [id, job] : jobs_)
-        if (job.state == JobState::scheduled) out[job.type].scheduled += 1;
-    // ready deques may hold stale entries of jobs that left the state; recount exactly
-    for (auto& [type, c] : out) c.ready = 0;
-    for (const auto& [id, job] : jobs_) {
-        if (job.state != JobState::ready) continue;
-        auto& c = out[job.type];
-        c.ready += 1;
-        if (!c.oldest_ready || job.ready_since < *c.oldest_ready) c.oldest_ready = job.ready_since;
+    auto now = Clock::now();
+    for (auto& [type, q] : types_) {
+        promote_due(q, now);
+        if (q.counts.enqueued == 0) continue; // interned but never used
+        auto& c = out[type] = q.counts;
+        for (const auto& level : q.ready)
+            if (!level.empty() && (!c.oldest_ready || level.front().since < *c.oldest_ready))
+                c.oldest_ready = level.front().since;
     }
     return out;
 }

@@ -6,10 +6,7 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <tuple>
-#include <csignal>
-#include <unistd.h>
 
 namespace jobhost::store {
 
@@ -19,8 +16,8 @@ using sqlite::Statement;
 
 namespace {
 
-// States as stored: queued covers scheduled and ready (run_at decides).
-constexpr std::int64_t kQueued = 1, kLeased = 2, kDone = 3, kDead = 4;
+// States as stored. Reserved and running share kHeld: which one a held job is, its host's record says.
+constexpr std::int64_t kScheduled = 0, kReady = 1, kHeld = 2, kDone = 3, kDead = 4;
 
 std::int64_t to_ms(TimePoint t) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
@@ -32,10 +29,9 @@ TimePoint from_ms(std::int64_t ms) {
 const char* kColumns = "id, type, payload, priority, unique_key, attempt, max_attempts, state, run_at, created_at, "
                        "started_at, finished_at, lease_owner, lease_expiry, from_schedule, dead_reason, errors";
 
-// Schema migrations: entry i brings a file from version i to i + 1.
-const std::vector<const char*> kMigrations = {
-    R"(CREATE TABLE jobs (
-         id INTEGER PRIMARY KEY,
+// The schema, as of version 2. AUTOINCREMENT: an id is never handed out twice, whatever was deleted.
+const char* kJobsTable = R"(CREATE TABLE jobs (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
          type TEXT NOT NULL,
          payload TEXT NOT NULL,
          priority INTEGER NOT NULL,
@@ -51,18 +47,67 @@ const std::vector<const char*> kMigrations = {
          lease_expiry INTEGER,
          from_schedule INTEGER NOT NULL DEFAULT 0,
          dead_reason INTEGER NOT NULL DEFAULT 0,
-         errors TEXT NOT NULL DEFAULT '[]');
+         errors TEXT NOT NULL DEFAULT '[]'))";
+
+// Indexes, counters kept by triggers in the same transaction as each change, and the schedules' last ticks.
+const char* kSchemaRest = R"(
        CREATE INDEX jobs_ready ON jobs(type, state, priority DESC, run_at, id);
+       CREATE INDEX jobs_due ON jobs(state, run_at);
        CREATE INDEX jobs_lease ON jobs(state, lease_expiry);
        CREATE INDEX jobs_finished ON jobs(state, finished_at);
        CREATE UNIQUE INDEX jobs_unique ON jobs(type, unique_key)
-         WHERE unique_key IS NOT NULL AND state IN (1, 2);)",
-};
+         WHERE unique_key IS NOT NULL AND state IN (0, 1, 2);
+       CREATE TABLE type_counts (type TEXT NOT NULL, state INTEGER NOT NULL, n INTEGER NOT NULL,
+                                 PRIMARY KEY (type, state)) WITHOUT ROWID;
+       CREATE TABLE type_totals (type TEXT NOT NULL PRIMARY KEY, enqueued INTEGER NOT NULL) WITHOUT ROWID;
+       CREATE TABLE schedule_ticks (type TEXT NOT NULL PRIMARY KEY, tick_at INTEGER NOT NULL) WITHOUT ROWID;
+       CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+         INSERT INTO type_counts (type, state, n) VALUES (NEW.type, NEW.state, 1)
+           ON CONFLICT (type, state) DO UPDATE SET n = n + 1;
+         INSERT INTO type_totals (type, enqueued) VALUES (NEW.type, 1)
+           ON CONFLICT (type) DO UPDATE SET enqueued = enqueued + 1;
+       END;
+       CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+         UPDATE type_counts SET n = n - 1 WHERE type = OLD.type AND state = OLD.state;
+       END;
+       CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs WHEN OLD.state <> NEW.state BEGIN
+         UPDATE type_counts SET n = n - 1 WHERE type = OLD.type AND state = OLD.state;
+         INSERT INTO type_counts (type, state, n) VALUES (NEW.type, NEW.state, 1)
+           ON CONFLICT (type, state) DO UPDATE SET n = n + 1;
+       END;
+       CREATE TRIGGER jobs_count_replay AFTER UPDATE OF state ON jobs WHEN OLD.state = 4 AND NEW.state IN (0, 1)
+       BEGIN
+         UPDATE type_totals SET enqueued = enqueued + 1 WHERE type = NEW.type;
+       END;)";
 
-std::string hostname() {
-    char name[256] = {};
-    ::gethostname(name, sizeof name - 1);
-    return name;
+// Brings a file from `version` to kSchemaVersion, inside the caller's transaction.
+void migrate(sqlite::Connection& w, std::int64_t version, TimePoint now) {
+    if (version == 0) {
+        w.exec(kJobsTable);
+        w.exec(kSchemaRest);
+        return;
+    }
+    // 1 -> 2: ids never reused (AUTOINCREMENT), scheduled jobs in a state of their own, counters, ticks. Version 1
+    // charged an attempt when it leased; its leased jobs go back to ready as they are.
+    std::string n = std::to_string(to_ms(now));
+    w.exec("ALTER TABLE jobs RENAME TO jobs_v1");
+    w.exec("DROP INDEX IF EXISTS jobs_ready; DROP INDEX IF EXISTS jobs_lease; DROP INDEX IF EXISTS jobs_finished; "
+           "DROP INDEX IF EXISTS jobs_unique");
+    w.exec(kJobsTable);
+    w.exec(std::string("INSERT INTO jobs SELECT id, type, payload, priority, unique_key, attempt, max_attempts, "
+                       "CASE WHEN state = 1 AND run_at > ") +
+           n + " THEN 0 WHEN state = 2 THEN 1 ELSE state END, run_at, created_at, started_at, finished_at, " +
+           "CASE WHEN state = 2 THEN NULL ELSE lease_owner END, CASE WHEN state = 2 THEN NULL ELSE lease_expiry END, " +
+           "from_schedule, dead_reason, errors FROM jobs_v1");
+    w.exec("DROP TABLE jobs_v1");
+    w.exec(kSchemaRest);
+    w.exec("INSERT INTO type_counts SELECT type, state, COUNT(*) FROM jobs GROUP BY 1, 2");
+    w.exec("INSERT INTO type_totals SELECT type, COUNT(*) FROM jobs GROUP BY 1");
+}
+
+std::string describe_death(const std::string& owner, const std::string& cause) {
+    return "the host died while this job was running (" + (cause.empty() ? std::string() : cause + ", ") + "host " +
+           owner + ")";
 }
 
 } // namespace
@@ -81,6 +126,8 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
         if (ec) return core::Error{"cannot create the folder of the store " + path + ": " + ec.message()};
     }
     std::unique_ptr<SqliteStore> store(new SqliteStore(options));
+    if (store->options_.owner.empty()) store->options_.owner = HostRecord::make_owner();
+    store->hosts_dir_ = HostRecord::folder_of(options.path);
     try {
         int flags = SQLITE_OPEN_READWRITE | (options.create ? SQLITE_OPEN_CREATE : 0);
         store->writer_ = std::make_unique<sqlite::Connection>(path, flags);
@@ -94,20 +141,30 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
                                "; use a newer jobhost, or point [store] path at another file"};
         w.exec("PRAGMA journal_mode=WAL");
         w.exec(options.full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-        w.exec("PRAGMA foreign_keys=ON");
         if (version < kSchemaVersion) {
             w.exec("BEGIN IMMEDIATE");
-            for (auto v = version; v < kSchemaVersion; ++v) w.exec(kMigrations[static_cast<std::size_t>(v)]);
-            w.exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
+            // another process may have migrated between the read above and the lock
+            version = w.scalar("PRAGMA user_version");
+            if (version < kSchemaVersion) {
+                migrate(w, version, Clock::now());
+                w.exec("PRAGMA user_version=" + std::to_string(kSchemaVersion));
+            }
             w.exec("COMMIT");
         }
         store->reader_ = std::make_unique<sqlite::Connection>(path, SQLITE_OPEN_READWRITE);
         sqlite3_busy_timeout(store->reader_->get(), static_cast<int>(options.busy_timeout.count()));
         store->data_version_ = w.scalar("PRAGMA data_version");
         if (options.host) {
+            auto record = HostRecord::create(store->hosts_dir_, store->options_.owner);
+            if (!record) return record.error();
+            store->record_ = std::move(*record);
+            auto now = Clock::now();
             w.exec("BEGIN IMMEDIATE");
-            store->recovered_at_open_ = store->recover_dead_owners();
+            store->recovered_at_open_ = store->recover_dead_hosts(now);
+            store->promote_due(now);
             w.exec("COMMIT");
+            store->refresh_next_due();
+            store->last_liveness_ = now;
         }
     } catch (const SqliteError& e) {
         int primary = e.code() & 0xff;
@@ -134,6 +191,43 @@ SqliteStore::~SqliteStore() {
     }
     queue_cv_.notify_all();
     if (writer_thread_.joinable()) writer_thread_.join();
+    // Without close() the host record stays, unlocked once record_ goes: the next host recovers as after a crash.
+}
+
+void SqliteStore::close() {
+    if (closed_.exchange(true)) return;
+    if (record_) {
+        {
+            std::lock_guard lock(cache_mutex_);
+            for (auto& c : caches_) {
+                for (auto& level : c.ready) level.clear();
+                c.size = 0;
+            }
+        }
+        auto running = record_->running();
+        try {
+            submit(Op{[this, running] {
+                          recover_owner(options_.owner, running,
+                                        "the host stopped while this job was still running: it did not return "
+                                        "after cancellation within shutdown_grace + stuck_grace",
+                                        DeadReason::host_stopped, std::nullopt);
+                      },
+                      {},
+                      nullptr},
+                   true);
+        } catch (const std::exception& e) {
+            log::write(log::Level::error, "store",
+                       std::string("closing: could not give back this host's jobs (") + e.what() +
+                           "); the next host to start recovers them");
+        }
+    }
+    {
+        std::lock_guard lock(queue_mutex_);
+        stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (writer_thread_.joinable()) writer_thread_.join();
+    if (record_) record_->retire();
 }
 
 void SqliteStore::submit(Op op, bool wait) {
@@ -160,7 +254,13 @@ void SqliteStore::writer_loop() {
         std::deque<Op> batch;
         {
             std::unique_lock lock(queue_mutex_);
-            queue_cv_.wait_for(lock, options_.poll, [this] { return stopping_ || !queue_.empty(); });
+            auto wait = options_.poll;
+            if (options_.host && next_due_) { // wake when the next scheduled job is due, to promote it
+                auto until = std::chrono::duration_cast<std::chrono::milliseconds>(*next_due_ - Clock::now()) +
+                             std::chrono::milliseconds(1);
+                wait = std::clamp(until, std::chrono::milliseconds(0), wait);
+            }
+            queue_cv_.wait_for(lock, wait, [this] { return stopping_ || !queue_.empty(); });
             if (stopping_ && queue_.empty()) break;
             batch.swap(queue_);
         }
@@ -194,6 +294,7 @@ void SqliteStore::writer_loop() {
         for (std::size_t i = 0; i < batch.size(); ++i) {
             auto err = tx_error ? tx_error : errors[i];
             if (!err && batch[i].after_commit) batch[i].after_commit();
+            if (tx_error && batch[i].after_failure) batch[i].after_failure();
             if (batch[i].done) {
                 if (err)
                     batch[i].done->set_exception(err);
@@ -201,35 +302,48 @@ void SqliteStore::writer_loop() {
                     batch[i].done->set_value();
             }
         }
+        // One wakeup for the whole batch, after every cache saw its refill: a claim then chooses among all of them
+        // (waking after each one let a lower priority type's refill win the race).
+        if (std::exchange(wake_after_batch_, false)) wake();
     }
 }
 
-// Periodic duties, inside the writer's transaction: notice other processes' commits, renew this host's leases,
-// recover expired ones, prune.
+void SqliteStore::mark_all_maybe_in_db() {
+    std::lock_guard lock(cache_mutex_);
+    for (auto& c : caches_) {
+        c.maybe_in_db = true;
+        c.db_head_level = -1;
+    }
+}
+
+// Periodic duties, inside the writer's transaction. Each costs time that grows with what changed or with what the
+// hosts hold, never with the backlog.
 void SqliteStore::maintain(TimePoint now) {
     if (!options_.host) return;
     if (now - last_poll_ >= options_.poll) {
         last_poll_ = now;
         std::int64_t v = writer_->scalar("PRAGMA data_version");
-        if (v != data_version_) {
+        if (v != data_version_) { // another process committed
             data_version_ = v;
-            std::lock_guard lock(cache_mutex_);
-            for (auto& c : caches_) c.maybe_in_db = true;
-            // wake after this transaction: queue a no-op whose after_commit wakes the executor
-            std::lock_guard q(queue_mutex_);
-            queue_.push_back(Op{[] {}, [this] { wake(); }, nullptr});
+            mark_all_maybe_in_db();
+            refresh_next_due();
+            wake_after_batch_ = true;
         }
+    }
+    if (next_due_ && *next_due_ <= now && promote_due(now) > 0) {
+        mark_all_maybe_in_db();
+        wake_after_batch_ = true;
     }
     if (now - last_renew_ >= options_.lease / 3) {
         last_renew_ = now;
         auto& s = writer_->cached("UPDATE jobs SET lease_expiry = ? WHERE state = 2 AND lease_owner = ?");
         s.bind(1, to_ms(now + options_.lease)).bind(2, std::string_view(options_.owner)).run();
     }
-    if (now - last_recover_ >= std::chrono::seconds(5)) {
-        last_recover_ = now;
-        if (recover_expired_locked(now) > 0) {
-            std::lock_guard lock(cache_mutex_);
-            for (auto& c : caches_) c.maybe_in_db = true;
+    if (now - last_liveness_ >= options_.liveness) {
+        last_liveness_ = now;
+        if (recover_dead_hosts(now) > 0) {
+            mark_all_maybe_in_db();
+            wake_after_batch_ = true;
         }
     }
     if (now - last_prune_ >= std::chrono::seconds(30)) {
@@ -238,10 +352,32 @@ void SqliteStore::maintain(TimePoint now) {
     }
 }
 
+std::size_t SqliteStore::promote_due(TimePoint now) {
+    auto& s = writer_->cached("UPDATE jobs SET state = 1 WHERE state = 0 AND run_at <= ?");
+    s.bind(1, to_ms(now)).run();
+    auto n = static_cast<std::size_t>(writer_->changes());
+    refresh_next_due();
+    return n;
+}
+
+void SqliteStore::refresh_next_due() {
+    auto& s = writer_->cached("SELECT MIN(run_at) FROM jobs WHERE state = 0");
+    next_due_.reset();
+    if (s.step() && !s.is_null(0)) next_due_ = from_ms(s.int64(0));
+    s.reset();
+}
+
 // Inside a writer transaction: finished jobs beyond retain_done or older than retain_done_for, dead letters beyond
-// retain_dead.
+// retain_dead. The counters tell whether there is anything to prune, so a quiet store costs a few row reads.
 void SqliteStore::prune_locked(TimePoint now) {
-    if (options_.retain_done > 0) {
+    auto total = [this](std::int64_t state) {
+        auto& s = writer_->cached("SELECT COALESCE(SUM(n), 0) FROM type_counts WHERE state = ?");
+        s.bind(1, state);
+        std::int64_t n = s.step() ? s.int64(0) : 0;
+        s.reset();
+        return static_cast<std::size_t>(n);
+    };
+    if (options_.retain_done > 0 && total(kDone) > options_.retain_done) {
         auto& s = writer_->cached("DELETE FROM jobs WHERE state = 3 AND id NOT IN "
                                   "(SELECT id FROM jobs WHERE state = 3 ORDER BY finished_at DESC LIMIT ?)");
         s.bind(1, static_cast<std::int64_t>(options_.retain_done)).run();
@@ -250,51 +386,119 @@ void SqliteStore::prune_locked(TimePoint now) {
         auto& s = writer_->cached("DELETE FROM jobs WHERE state = 3 AND finished_at < ?");
         s.bind(1, to_ms(now - options_.retain_done_for)).run();
     }
-    auto& s = writer_->cached("DELETE FROM jobs WHERE state = 4 AND id NOT IN "
-                              "(SELECT id FROM jobs WHERE state = 4 ORDER BY finished_at DESC LIMIT ?)");
-    s.bind(1, static_cast<std::int64_t>(options_.retain_dead)).run();
-    if (auto n = writer_->changes(); n > 0)
-        log::write(log::Level::warning, "store",
-                   "pruned " + std::to_string(n) +
-                       " dead letter(s) beyond retain_dead = " + std::to_string(options_.retain_dead));
+    if (total(kDead) > options_.retain_dead) {
+        auto& s = writer_->cached("DELETE FROM jobs WHERE state = 4 AND id NOT IN "
+                                  "(SELECT id FROM jobs WHERE state = 4 ORDER BY finished_at DESC LIMIT ?)");
+        s.bind(1, static_cast<std::int64_t>(options_.retain_dead)).run();
+        if (auto n = writer_->changes(); n > 0)
+            log::write(log::Level::warning, "store",
+                       "pruned " + std::to_string(n) +
+                           " dead letter(s) beyond retain_dead = " + std::to_string(options_.retain_dead));
+    }
 }
 
 void SqliteStore::prune() {
     submit(Op{[this] { prune_locked(Clock::now()); }, {}, nullptr}, true);
 }
 
-std::size_t SqliteStore::recover_expired_locked(TimePoint now) {
-    auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-                              "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
-                              "'message', 'lease expired: the host running it stopped or stalled')) "
-                              "WHERE state = 2 AND lease_expiry < ?");
-    s.bind(1, to_ms(now)).bind(2, to_ms(now)).bind(3, to_ms(now)).run();
-    return static_cast<std::size_t>(writer_->changes());
+std::size_t SqliteStore::recover_owner(const std::string& owner, const std::set<JobId>& running,
+                                       const std::string& error, DeadReason reason,
+                                       std::optional<TimePoint> expired_before) {
+    struct Row {
+        JobId id;
+        std::string type;
+        std::uint32_t attempt, max_attempts;
+    };
+    std::vector<Row> rows;
+    {
+        auto& s = writer_->cached(expired_before ? "SELECT id, type, attempt, max_attempts FROM jobs WHERE state = 2 "
+                                                   "AND lease_owner = ? AND lease_expiry < ?"
+                                                 : "SELECT id, type, attempt, max_attempts FROM jobs WHERE state = 2 "
+                                                   "AND lease_owner = ?");
+        s.bind(1, std::string_view(owner));
+        if (expired_before) s.bind(2, to_ms(*expired_before));
+        while (s.step())
+            rows.push_back({static_cast<JobId>(s.int64(0)), s.text(1), static_cast<std::uint32_t>(s.int64(2)),
+                            static_cast<std::uint32_t>(s.int64(3))});
+        s.reset();
+    }
+    auto now = Clock::now();
+    auto& back = writer_->cached("UPDATE jobs SET state = 1, lease_owner = NULL, lease_expiry = NULL "
+                                 "WHERE id = ? AND state = 2 AND lease_owner = ?");
+    auto& charge = writer_->cached(
+        "UPDATE jobs SET state = ?, attempt = attempt + 1, run_at = ?, finished_at = ?, dead_reason = ?, "
+        "lease_owner = NULL, lease_expiry = NULL, "
+        "errors = json_insert(errors, '$[#]', json_object('attempt', attempt + 1, 'at', ?, 'message', ?)) "
+        "WHERE id = ? AND state = 2 AND lease_owner = ?");
+    std::size_t n = 0;
+    for (const auto& r : rows) {
+        auto id = static_cast<std::int64_t>(r.id);
+        if (!running.count(r.id)) { // only reserved: back unchanged
+            back.bind(1, id).bind(2, std::string_view(owner)).run();
+            n += static_cast<std::size_t>(writer_->changes());
+            continue;
+        }
+        std::uint32_t attempt = r.attempt + 1;
+        bool dead = attempt >= r.max_attempts;
+        charge.bind(1, dead ? kDead : kReady).bind(2, to_ms(now));
+        if (dead)
+            charge.bind(3, to_ms(now));
+        else
+            charge.bind_null(3);
+        charge.bind(4, static_cast<std::int64_t>(dead ? reason : DeadReason::none));
+        charge.bind(5, to_ms(now)).bind(6, std::string_view(error)).bind(7, id).bind(8, std::string_view(owner));
+        charge.run();
+        if (writer_->changes() == 0) continue;
+        ++n;
+        log::write(
+            dead ? log::Level::error : log::Level::warning, "store",
+            "job " + std::to_string(r.id) + " was running when " +
+                (reason == DeadReason::host_stopped ? std::string("this host stopped") : "its host died") + ": " +
+                error + "; attempt " + std::to_string(attempt) + "/" + std::to_string(r.max_attempts) + " charged, " +
+                (dead ? "dead-lettered (" + std::string(dead_reason_name(reason)) + ")" : std::string("back to ready")),
+            r.type, std::to_string(r.id));
+    }
+    return n;
 }
 
-std::size_t SqliteStore::recover_dead_owners() {
-    // Owners are "hostname:pid". On this machine, a lease whose process is gone goes back at once; elsewhere, it
-    // waits for its expiry.
+std::size_t SqliteStore::recover_dead_hosts(TimePoint now) {
     std::vector<std::string> owners;
     {
         auto& s = writer_->cached("SELECT DISTINCT lease_owner FROM jobs WHERE state = 2 AND lease_owner IS NOT NULL");
         while (s.step()) owners.push_back(s.text(0));
         s.reset();
     }
-    const std::string here = hostname() + ":";
     std::size_t n = 0;
-    auto now = to_ms(Clock::now());
     for (const auto& owner : owners) {
-        if (owner.rfind(here, 0) != 0) continue;
-        pid_t pid = static_cast<pid_t>(std::atoll(owner.c_str() + here.size()));
-        if (pid > 0 && pid != ::getpid() && (::kill(pid, 0) == 0 || errno == EPERM)) continue; // still alive
-        auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-                                  "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
-                                  "'message', 'the host running it stopped (' || lease_owner || ')')) "
-                                  "WHERE state = 2 AND lease_owner = ?");
-        s.bind(1, now).bind(2, now).bind(3, std::string_view(owner)).run();
-        n += static_cast<std::size_t>(writer_->changes());
+        if (owner == options_.owner) continue;
+        HostRecord::Remains remains;
+        switch (HostRecord::inspect(hosts_dir_, owner, &remains)) {
+        case HostRecord::Liveness::dead: {
+            auto k = recover_owner(owner, remains.running, describe_death(owner, remains.cause),
+                                   DeadReason::crashed_host, std::nullopt);
+            if (k > 0)
+                log::write(log::Level::warning, "store",
+                           "host " + owner + " is gone" + (remains.cause.empty() ? "" : " (" + remains.cause + ")") +
+                               ": " + std::to_string(k) + " of its job(s) given back, " +
+                               std::to_string(remains.running.size()) + " of them were running");
+            n += k;
+            break;
+        }
+        case HostRecord::Liveness::alive: { // alive but its leases expired: it stalled
+            auto k = recover_owner(owner, HostRecord::peek(hosts_dir_, owner),
+                                   "the lease of host " + owner + " expired while this job was running: it stalled",
+                                   DeadReason::crashed_host, now);
+            if (k > 0)
+                log::write(log::Level::warning, "store",
+                           "host " + owner + " let " + std::to_string(k) +
+                               " lease(s) expire (stalled?); they were given back");
+            n += k;
+            break;
+        }
+        case HostRecord::Liveness::unknown: break;
+        }
     }
+    HostRecord::sweep(hosts_dir_, options_.owner);
     return n;
 }
 
@@ -330,13 +534,27 @@ void SqliteStore::set_wakeup(std::function<void()> wakeup) {
     wakeup_ = std::move(wakeup);
 }
 
+void SqliteStore::read_errors(JobRecord& j, const std::string& text) const {
+    try {
+        auto errors = boost::json::parse(text);
+        for (const auto& e : errors.as_array()) {
+            const auto& o = e.as_object();
+            j.errors.push_back({static_cast<std::uint32_t>(o.at("attempt").to_number<std::int64_t>()),
+                                from_ms(o.at("at").to_number<std::int64_t>()),
+                                std::string(o.at("message").as_string())});
+        }
+    } catch (const std::exception&) {
+        j.errors.push_back({0, {}, "(the error history of this job could not be read)"});
+    }
+}
+
 JobRecord SqliteStore::read_row(const Statement& s) const {
     JobRecord j;
     j.id = static_cast<JobId>(s.int64(0));
     j.type = s.text(1);
     j.payload = s.text(2);
-    j.priority = static_cast<registry::Priority>(s.int64(3));
-    j.unique_key = s.text(4);
+    j.priority = static_cast<registry::Priority>(std::clamp<std::int64_t>(s.int64(3), 0, 4));
+    if (!s.is_null(4)) j.unique_key = s.text(4);
     j.attempt = static_cast<std::uint32_t>(s.int64(5));
     j.max_attempts = static_cast<std::uint32_t>(s.int64(6));
     auto state = s.int64(7);
@@ -349,40 +567,30 @@ JobRecord SqliteStore::read_row(const Statement& s) const {
     if (!s.is_null(13)) j.lease_expiry = from_ms(s.int64(13));
     j.from_schedule = s.int64(14) != 0;
     j.dead_reason = static_cast<DeadReason>(s.int64(15));
-    j.state = state == kQueued   ? (j.run_at > Clock::now() ? JobState::scheduled : JobState::ready)
-              : state == kLeased ? JobState::leased
-              : state == kDone   ? JobState::done
-                                 : JobState::dead;
-    try {
-        auto errors = boost::json::parse(s.text(16));
-        for (const auto& e : errors.as_array()) {
-            const auto& o = e.as_object();
-            j.errors.push_back({static_cast<std::uint32_t>(o.at("attempt").to_number<std::int64_t>()),
-                                from_ms(o.at("at").to_number<std::int64_t>()),
-                                std::string(o.at("message").as_string())});
-        }
-    } catch (const std::exception&) {
-        j.errors.push_back({0, {}, "(the error history of this job could not be read)"});
-    }
+    j.state = state == kScheduled ? JobState::scheduled
+              : state == kReady   ? JobState::ready
+              : state == kHeld    ? JobState::reserved // list() and get() tell running ones apart
+              : state == kDone    ? JobState::done
+                                  : JobState::dead;
+    read_errors(j, s.text(16));
     return j;
 }
 
 std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
     std::vector<EnqueueOutcome> out(jobs.size());
-    std::vector<JobRecord> direct(jobs.size()); // jobs leased straight into the cache, by index
+    std::vector<JobRecord> direct(jobs.size()); // jobs reserved straight into the cache, by index
     std::vector<bool> is_direct(jobs.size(), false);
     auto now = Clock::now();
-    // Which jobs may skip the file's queue: ready now, their type has nothing older waiting in the file, and the
-    // cache has room. Decided before the transaction, applied after it commits.
-    {
+    // Which jobs may skip the file's queue: ready now, their type has nothing waiting in the file, and the cache
+    // has room. Decided before the transaction, applied after it commits.
+    if (options_.host) {
         std::lock_guard lock(cache_mutex_);
         std::unordered_map<std::string, std::size_t> room;
         for (std::size_t i = 0; i < jobs.size(); ++i) {
             auto& c = cache_locked(jobs[i].type);
             bool ready = jobs[i].run_at == TimePoint{} || jobs[i].run_at <= now;
-            auto& r = room.try_emplace(jobs[i].type, options_.prefetch > c.size ? options_.prefetch - c.size : 0)
-                          .first->second;
-            if (options_.host && ready && !c.maybe_in_db && r > 0) {
+            auto& r = room.try_emplace(jobs[i].type, c.target > c.size ? c.target - c.size : 0).first->second;
+            if (ready && !c.maybe_in_db && !c.refill_pending && r > 0) {
                 is_direct[i] = true;
                 --r;
             }
@@ -392,39 +600,47 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
     op.in_transaction = [&] {
         auto& ins = writer_->cached(
             "INSERT OR IGNORE INTO jobs (type, payload, priority, unique_key, attempt, max_attempts, state, run_at, "
-            "created_at, started_at, lease_owner, lease_expiry, from_schedule) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        auto& existing = writer_->cached("SELECT id FROM jobs WHERE type = ? AND unique_key = ? AND state IN (1, 2)");
+            "created_at, lease_owner, lease_expiry, from_schedule) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)");
+        auto& existing =
+            writer_->cached("SELECT id FROM jobs WHERE type = ? AND unique_key = ? AND state IN (0, 1, 2)");
+        auto& tick = writer_->cached(
+            "INSERT INTO schedule_ticks (type, tick_at) VALUES (?, ?) ON CONFLICT (type) DO UPDATE SET tick_at = "
+            "excluded.tick_at WHERE excluded.tick_at > schedule_ticks.tick_at");
         for (std::size_t i = 0; i < jobs.size(); ++i) {
             const auto& n = jobs[i];
+            if (n.tick) { // a schedule's tick: queued once across every host
+                tick.bind(1, std::string_view(n.type)).bind(2, to_ms(*n.tick)).run();
+                if (writer_->changes() == 0) {
+                    out[i] = {0, false, true};
+                    is_direct[i] = false;
+                    continue;
+                }
+            }
             TimePoint run_at = n.run_at == TimePoint{} ? now : n.run_at;
+            std::int64_t state = is_direct[i] ? kHeld : run_at > now ? kScheduled : kReady;
             ins.bind(1, std::string_view(n.type)).bind(2, std::string_view(n.payload));
             ins.bind(3, static_cast<std::int64_t>(n.priority));
             if (n.unique_key.empty())
                 ins.bind_null(4);
             else
                 ins.bind(4, std::string_view(n.unique_key));
-            ins.bind(5, static_cast<std::int64_t>(is_direct[i] ? 1 : 0));
-            ins.bind(6, static_cast<std::int64_t>(n.max_attempts));
-            ins.bind(7, is_direct[i] ? kLeased : kQueued);
-            ins.bind(8, to_ms(run_at)).bind(9, to_ms(now));
-            if (is_direct[i]) {
-                ins.bind(10, to_ms(now))
-                    .bind(11, std::string_view(options_.owner))
-                    .bind(12, to_ms(now + options_.lease));
-            } else {
-                ins.bind_null(10).bind_null(11).bind_null(12);
-            }
-            ins.bind(13, static_cast<std::int64_t>(n.from_schedule ? 1 : 0));
+            ins.bind(5, static_cast<std::int64_t>(n.max_attempts)).bind(6, state);
+            ins.bind(7, to_ms(run_at)).bind(8, to_ms(now));
+            if (is_direct[i])
+                ins.bind(9, std::string_view(options_.owner)).bind(10, to_ms(now + options_.lease));
+            else
+                ins.bind_null(9).bind_null(10);
+            ins.bind(11, static_cast<std::int64_t>(n.from_schedule ? 1 : 0));
             ins.run();
             if (writer_->changes() == 0) {
                 existing.bind(1, std::string_view(n.type)).bind(2, std::string_view(n.unique_key));
-                out[i] = {existing.step() ? static_cast<JobId>(existing.int64(0)) : 0, false};
+                out[i] = {existing.step() ? static_cast<JobId>(existing.int64(0)) : 0, false, false};
                 existing.reset();
                 is_direct[i] = false;
                 continue;
             }
-            out[i] = {static_cast<JobId>(writer_->last_insert_rowid()), true};
+            out[i] = {static_cast<JobId>(writer_->last_insert_rowid()), true, false};
+            if (state == kScheduled && (!next_due_ || run_at < *next_due_)) next_due_ = run_at;
             if (is_direct[i]) {
                 auto& j = direct[i];
                 j.id = out[i].id;
@@ -432,9 +648,8 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
                 j.payload = n.payload;
                 j.priority = n.priority;
                 j.unique_key = n.unique_key;
-                j.attempt = 1;
                 j.max_attempts = n.max_attempts;
-                j.state = JobState::leased;
+                j.state = JobState::reserved;
                 j.run_at = j.ready_since = j.created_at = now;
                 j.lease_owner = options_.owner;
                 j.from_schedule = n.from_schedule;
@@ -450,10 +665,10 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
                 c.size += 1;
             } else if (out[i].created) {
                 TimePoint run_at = jobs[i].run_at == TimePoint{} ? now : jobs[i].run_at;
-                if (run_at <= now)
+                if (run_at <= now) {
                     c.maybe_in_db = true;
-                else if (!c.next_due_in_db || run_at < *c.next_due_in_db)
-                    c.next_due_in_db = run_at;
+                    c.db_head_level = std::max(c.db_head_level, static_cast<int>(jobs[i].priority));
+                }
             }
         }
     };
@@ -461,36 +676,42 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
     return out;
 }
 
-void SqliteStore::request_refill_locked(TypeRef ref) {
+void SqliteStore::request_refill_locked(TypeRef ref, bool better_waiting) {
     auto& c = caches_[ref];
     if (c.refill_pending || !options_.host) return;
+    // Follow demand: more when claims found the cache empty, fewer when the last refill was not needed in time.
+    auto now = Clock::now();
+    if (c.starved)
+        c.target = std::min(c.target * 2, std::max<std::size_t>(options_.prefetch, 2));
+    else if (now - c.last_refill > std::chrono::seconds(1))
+        c.target = std::max<std::size_t>(c.target / 2, 2);
+    c.starved = false;
+    c.last_refill = now;
+    std::size_t want = c.target > c.size ? c.target - c.size : 0;
+    if (better_waiting) want = std::max(want, c.target); // the file has a better job than the cache: fetch it
+    if (want == 0) return;
     c.refill_pending = true;
-    std::size_t want = options_.prefetch > c.size ? options_.prefetch - c.size : 0;
-    if (want == 0) {
-        c.refill_pending = false;
-        return;
-    }
     auto rows = std::make_shared<std::vector<JobRecord>>();
-    auto next_due = std::make_shared<std::optional<TimePoint>>();
+    auto head = std::make_shared<int>(-2); // the best level left in the file; -2: none
     std::string type = names_[ref];
     Op op;
-    op.in_transaction = [this, rows, next_due, type, want] {
+    op.in_transaction = [this, rows, head, type, want] {
         auto now = Clock::now();
         auto& s = writer_->cached(
-            std::string("UPDATE jobs SET state = 2, attempt = attempt + 1, lease_owner = ?, lease_expiry = ?, "
-                        "started_at = ? WHERE id IN (SELECT id FROM jobs WHERE type = ? AND state = 1 AND run_at <= ? "
-                        "ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ") +
+            std::string("UPDATE jobs SET state = 2, lease_owner = ?, lease_expiry = ? WHERE id IN (SELECT id FROM "
+                        "jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ") +
             kColumns);
-        s.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease)).bind(3, to_ms(now));
-        s.bind(4, std::string_view(type)).bind(5, to_ms(now)).bind(6, static_cast<std::int64_t>(want));
+        s.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease));
+        s.bind(3, std::string_view(type)).bind(4, static_cast<std::int64_t>(want));
         while (s.step()) rows->push_back(read_row(s));
         s.reset();
-        auto& d = writer_->cached("SELECT MIN(run_at) FROM jobs WHERE type = ? AND state = 1 AND run_at > ?");
-        d.bind(1, std::string_view(type)).bind(2, to_ms(now));
-        if (d.step() && !d.is_null(0)) *next_due = from_ms(d.int64(0));
-        d.reset();
+        auto& h = writer_->cached(
+            "SELECT priority FROM jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT 1");
+        h.bind(1, std::string_view(type));
+        if (h.step()) *head = static_cast<int>(h.int64(0));
+        h.reset();
     };
-    op.after_commit = [this, rows, next_due, ref, want] {
+    op.after_commit = [this, rows, head, ref] {
         std::sort(rows->begin(), rows->end(), [](const JobRecord& a, const JobRecord& b) {
             return std::tie(a.run_at, a.id) < std::tie(b.run_at, b.id);
         });
@@ -498,19 +719,25 @@ void SqliteStore::request_refill_locked(TypeRef ref) {
             std::lock_guard lock(cache_mutex_);
             auto& c = caches_[ref];
             for (auto& j : *rows) {
-                j.state = JobState::leased;
                 c.ready[static_cast<std::size_t>(j.priority)].push_back(std::move(j));
                 c.size += 1;
             }
-            c.maybe_in_db = rows->size() >= want;
+            c.maybe_in_db = *head != -2;
+            c.db_head_level = *head;
             c.refill_pending = false;
-            c.next_due_in_db = *next_due;
         }
-        if (!rows->empty() || next_due->has_value()) wake();
+        wake_after_batch_ = true;
+    };
+    op.after_failure = [this, ref] {
+        std::lock_guard lock(cache_mutex_);
+        caches_[ref].refill_pending = false;
     };
     // The refill runs on the writer thread; the caller (a claim) must not wait for it.
     std::lock_guard q(queue_mutex_);
-    if (stopping_) return;
+    if (stopping_) {
+        c.refill_pending = false;
+        return;
+    }
     queue_.push_back(std::move(op));
     queue_cv_.notify_one();
 }
@@ -521,64 +748,87 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
     auto since_of = [](const JobRecord& j) { return j.ready_since; };
     Cache* best_c = nullptr;
     std::uint32_t best_cap = 0;
-    std::optional<HeadChoice> best;
+    std::optional<HeadChoice> best, runner_up;
+    int pending_level = -2; // the best level that a refill under way may bring, for a type with an empty cache
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= caches_.size()) continue;
         auto& c = caches_[ref];
-        if (c.next_due_in_db && *c.next_due_in_db <= r.now) {
-            c.maybe_in_db = true;
-            c.next_due_in_db.reset();
-        }
-        if (c.maybe_in_db && c.size < options_.prefetch / 2 + 1) request_refill_locked(ref);
+        c.target = std::max<std::size_t>(c.target, cap); // hold at least a batch
         auto head = best_head(c.ready, r.now, r.aging, since_of);
+        // the level of the best job the file may hold beyond the cache (4 when unknown), or -2 for none
+        int in_db = c.maybe_in_db ? (c.db_head_level < 0 ? 4 : c.db_head_level) : -2;
+        bool better_in_db = head && in_db > static_cast<int>(head->level);
+        if (c.maybe_in_db && (c.size < c.target / 2 + 1 || better_in_db)) request_refill_locked(ref, better_in_db);
+        if (c.refill_pending && (!head || better_in_db)) pending_level = std::max(pending_level, in_db);
         if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
+            if (c.maybe_in_db) c.starved = true;
             result.exhausted.push_back(i);
             continue;
         }
         if (head->beats(best)) {
+            if (best) runner_up = best;
             best = head;
             best_c = &c;
             best_cap = cap;
             result.index = i;
+        } else if (head->beats(runner_up)) {
+            runner_up = head;
         }
     }
     if (!best_c) return result;
+    // Do not pass over a job that a refill under way may bring, if it may be better: its wakeup claims again.
+    if (pending_level >= 0 && static_cast<double>(pending_level) > best->score) return {{}, {}, result.exhausted};
+    // A batch waits for the refill that completes it, rather than running part of one.
+    if (best_cap > 1 && best_c->size < best_cap && best_c->maybe_in_db) {
+        request_refill_locked(static_cast<TypeRef>(r.types[result.index].first));
+        if (best_c->refill_pending) return {{}, {}, result.exhausted};
+    }
     std::uint32_t n = std::min(best_cap, r.max);
     while (result.jobs.size() < n) {
         auto head = best_head(best_c->ready, r.now, r.aging, since_of);
         if (!head) break;
+        // a batch takes only jobs that would be next anyway
+        if (!result.jobs.empty() && (runner_up && !head->beats(runner_up))) break;
+        if (!result.jobs.empty() && pending_level >= 0 && static_cast<double>(pending_level) > head->score) break;
         auto& from = best_c->ready[head->level];
         JobRecord job = std::move(from.front());
         from.pop_front();
         best_c->size -= 1;
+        job.attempt += 1; // the attempt it is about to run; charged by finish() or by a crash
+        job.state = JobState::running;
         job.started_at = r.now;
         result.jobs.push_back(std::move(job));
     }
     return result;
 }
 
-void SqliteStore::append_error(JobId id, std::uint32_t attempt, TimePoint at, const std::string& message) {
-    auto& s = writer_->cached("UPDATE jobs SET errors = json_insert(errors, '$[#]', json_object('attempt', ?, 'at', ?, "
-                              "'message', ?)) WHERE id = ?");
-    s.bind(1, static_cast<std::int64_t>(attempt)).bind(2, to_ms(at)).bind(3, std::string_view(message));
-    s.bind(4, static_cast<std::int64_t>(id)).run();
+RunToken SqliteStore::begin_run(std::span<const JobId> ids) {
+    return record_ ? record_->mark(ids) : RunToken{};
 }
 
-void SqliteStore::finish(std::span<const Outcome> outcomes) {
+void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
     auto copy = std::make_shared<std::vector<Outcome>>(outcomes.begin(), outcomes.end());
+    auto held = std::make_shared<RunToken>(std::move(token));
     Op op;
     op.in_transaction = [this, copy] {
         auto& done_delete = writer_->cached("DELETE FROM jobs WHERE id = ? AND state = 2 AND lease_owner = ?");
-        auto& done_keep = writer_->cached("UPDATE jobs SET state = 3, finished_at = ?, lease_owner = NULL WHERE id = ? "
-                                          "AND state = 2 AND lease_owner = ?");
+        auto& done_keep = writer_->cached(
+            "UPDATE jobs SET state = 3, attempt = attempt + 1, started_at = ?, finished_at = ?, lease_owner = NULL, "
+            "lease_expiry = NULL WHERE id = ? AND state = 2 AND lease_owner = ?");
         auto& retry = writer_->cached(
-            "UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-            "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, 'message', ?)) "
+            "UPDATE jobs SET state = ?, attempt = attempt + 1, run_at = ?, started_at = ?, lease_owner = NULL, "
+            "lease_expiry = NULL, "
+            "errors = json_insert(errors, '$[#]', json_object('attempt', attempt + 1, 'at', ?, 'message', ?)) "
             "WHERE id = ? AND state = 2 AND lease_owner = ?");
         auto& dead = writer_->cached(
-            "UPDATE jobs SET state = 4, finished_at = ?, dead_reason = ?, lease_owner = NULL, lease_expiry = NULL, "
-            "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, 'message', ?)) "
+            "UPDATE jobs SET state = 4, attempt = attempt + 1, started_at = ?, finished_at = ?, dead_reason = ?, "
+            "lease_owner = NULL, lease_expiry = NULL, "
+            "errors = json_insert(errors, '$[#]', json_object('attempt', attempt + 1, 'at', ?, 'message', ?)) "
+            "WHERE id = ? AND state = 2 AND lease_owner = ?");
+        auto& released = writer_->cached(
+            "UPDATE jobs SET state = 1, lease_owner = NULL, lease_expiry = NULL, "
+            "errors = json_insert(errors, '$[#]', json_object('attempt', attempt + 1, 'at', ?, 'message', ?)) "
             "WHERE id = ? AND state = 2 AND lease_owner = ?");
         std::string_view owner(options_.owner);
         for (const auto& o : *copy) {
@@ -588,85 +838,76 @@ void SqliteStore::finish(std::span<const Outcome> outcomes) {
                 if (options_.retain_done == 0 && options_.retain_done_for.count() == 0)
                     done_delete.bind(1, id).bind(2, owner).run();
                 else
-                    done_keep.bind(1, to_ms(o.at)).bind(2, id).bind(3, owner).run();
+                    done_keep.bind(1, to_ms(o.started)).bind(2, to_ms(o.at)).bind(3, id).bind(4, owner).run();
                 break;
             case Outcome::Kind::dropped: done_delete.bind(1, id).bind(2, owner).run(); break;
-            case Outcome::Kind::retry:
-                retry.bind(1, to_ms(o.retry_at)).bind(2, to_ms(o.at)).bind(3, std::string_view(o.error));
-                retry.bind(4, id).bind(5, owner).run();
+            case Outcome::Kind::retry: {
+                bool later = o.retry_at > o.at;
+                retry.bind(1, later ? kScheduled : kReady).bind(2, to_ms(o.retry_at)).bind(3, to_ms(o.started));
+                retry.bind(4, to_ms(o.at)).bind(5, std::string_view(o.error)).bind(6, id).bind(7, owner).run();
+                if (later && writer_->changes() > 0 && (!next_due_ || o.retry_at < *next_due_)) next_due_ = o.retry_at;
+                break;
+            }
+            case Outcome::Kind::released:
+                released.bind(1, to_ms(o.at)).bind(2, std::string_view(o.error)).bind(3, id).bind(4, owner).run();
                 break;
             case Outcome::Kind::dead:
-                dead.bind(1, to_ms(o.at)).bind(2, static_cast<std::int64_t>(o.reason)).bind(3, to_ms(o.at));
-                dead.bind(4, std::string_view(o.error)).bind(5, id).bind(6, owner).run();
+                dead.bind(1, to_ms(o.started)).bind(2, to_ms(o.at)).bind(3, static_cast<std::int64_t>(o.reason));
+                dead.bind(4, to_ms(o.at)).bind(5, std::string_view(o.error)).bind(6, id).bind(7, owner).run();
                 break;
             }
         }
     };
-    op.after_commit = [this, copy] {
-        // a retry is due later: remember when, so that a claim at that time refills from the file, and let the
-        // executor arm its timer for it
-        bool retries = false;
+    op.after_commit = [this, copy, held] {
+        if (record_) record_->clear(*held); // the outcome is durable: a crash no longer charges this run
+        bool ready_now = false;
         {
             std::lock_guard lock(cache_mutex_);
             for (const auto& o : *copy) {
-                if (o.kind != Outcome::Kind::retry) continue;
-                retries = true;
+                bool ready =
+                    o.kind == Outcome::Kind::released || (o.kind == Outcome::Kind::retry && o.retry_at <= o.at);
+                if (!ready) continue;
                 auto& c = cache_locked(o.type);
-                if (!c.next_due_in_db || o.retry_at < *c.next_due_in_db) c.next_due_in_db = o.retry_at;
+                c.maybe_in_db = true;
+                c.db_head_level = -1;
+                ready_now = true;
             }
         }
-        if (retries) wake();
+        if (ready_now) wake_after_batch_ = true;
     };
     submit(std::move(op), false);
 }
 
-void SqliteStore::release(std::span<const JobId> ids, const std::string& error, TimePoint now) {
-    auto copy = std::make_shared<std::vector<JobId>>(ids.begin(), ids.end());
-    Op op;
-    op.in_transaction = [this, copy, error, now] {
-        auto& s = writer_->cached("UPDATE jobs SET state = 1, run_at = ?, lease_owner = NULL, lease_expiry = NULL, "
-                                  "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?, "
-                                  "'message', ?)) WHERE id = ? AND state = 2");
-        for (JobId id : *copy)
-            s.bind(1, to_ms(now))
-                .bind(2, to_ms(now))
-                .bind(3, std::string_view(error))
-                .bind(4, static_cast<std::int64_t>(id))
-                .run();
-    };
-    op.after_commit = [this] {
-        std::lock_guard lock(cache_mutex_);
-        for (auto& c : caches_) c.maybe_in_db = true;
-    };
-    submit(std::move(op), true);
+std::optional<TimePoint> SqliteStore::next_due(const std::set<std::string>&, TimePoint) {
+    return std::nullopt; // the writer promotes due jobs itself and wakes the executor
 }
 
-std::optional<TimePoint> SqliteStore::next_due(const std::set<std::string>& types, TimePoint now) {
-    std::lock_guard lock(cache_mutex_);
-    std::optional<TimePoint> best;
-    for (const auto& t : types) {
-        auto it = refs_.find(t);
-        if (it == refs_.end()) continue;
-        auto& c = caches_[it->second];
-        if (!c.next_due_in_db) continue;
-        if (*c.next_due_in_db <= now) { // due already: fetch it; the refill wakes the executor
-            c.next_due_in_db.reset();
-            c.maybe_in_db = true;
-            request_refill_locked(it->second);
-            continue;
-        }
-        if (!best || *c.next_due_in_db < *best) best = c.next_due_in_db;
+namespace {
+std::set<JobId> running_of_hosts(const HostRecord* own, const fs::path& folder) {
+    std::set<JobId> out;
+    if (own) out = own->running();
+    for (const auto& owner : HostRecord::owners(folder)) {
+        if (own && owner == own->owner()) continue;
+        auto more = HostRecord::peek(folder, owner);
+        out.insert(more.begin(), more.end());
     }
-    return best;
+    return out;
 }
+} // namespace
 
 std::optional<JobRecord> SqliteStore::get(JobId id) {
-    std::lock_guard lock(reader_mutex_);
-    auto& s = reader_->cached(std::string("SELECT ") + kColumns + " FROM jobs WHERE id = ?");
-    s.bind(1, static_cast<std::int64_t>(id));
     std::optional<JobRecord> out;
-    if (s.step()) out = read_row(s);
-    s.reset(); // a statement left mid-row would pin this connection's snapshot
+    {
+        std::lock_guard lock(reader_mutex_);
+        auto& s = reader_->cached(std::string("SELECT ") + kColumns + " FROM jobs WHERE id = ?");
+        s.bind(1, static_cast<std::int64_t>(id));
+        if (s.step()) out = read_row(s);
+        s.reset(); // a statement left mid-row would pin this connection's snapshot
+    }
+    if (out && out->state == JobState::reserved && running_of_hosts(record_.get(), hosts_dir_).count(id)) {
+        out->state = JobState::running;
+        out->attempt += 1;
+    }
     return out;
 }
 
@@ -675,23 +916,39 @@ std::vector<JobRecord> SqliteStore::list(const ListFilter& f) {
     if (f.type) sql += " AND type = :type";
     if (f.state) {
         switch (*f.state) {
-        case JobState::scheduled: sql += " AND state = 1 AND run_at > :now"; break;
-        case JobState::ready: sql += " AND state = 1 AND run_at <= :now"; break;
-        case JobState::leased: sql += " AND state = 2"; break;
+        case JobState::scheduled: sql += " AND state = 0"; break;
+        case JobState::ready: sql += " AND state = 1"; break;
+        case JobState::reserved:
+        case JobState::running: sql += " AND state = 2"; break;
         case JobState::done: sql += " AND state = 3"; break;
         case JobState::dead: sql += " AND state = 4"; break;
         }
     }
-    sql += " ORDER BY id DESC LIMIT :limit";
-    std::lock_guard lock(reader_mutex_);
-    auto& s = reader_->cached(sql);
-    int idx = 1; // the parameters appear in the order they were added above
-    if (f.type) s.bind(idx++, std::string_view(*f.type));
-    if (f.state && (*f.state == JobState::scheduled || *f.state == JobState::ready)) s.bind(idx++, to_ms(Clock::now()));
-    s.bind(idx, static_cast<std::int64_t>(f.limit));
+    // held jobs are filtered by what their hosts' records say, after the query: fetch them all (there are few)
+    bool held_filter = f.state && (*f.state == JobState::reserved || *f.state == JobState::running);
+    sql += held_filter ? " ORDER BY id DESC" : " ORDER BY id DESC LIMIT :limit";
     std::vector<JobRecord> out;
-    while (s.step()) out.push_back(read_row(s));
-    s.reset();
+    {
+        std::lock_guard lock(reader_mutex_);
+        auto& s = reader_->cached(sql);
+        int idx = 1; // the parameters appear in the order they were added above
+        if (f.type) s.bind(idx++, std::string_view(*f.type));
+        if (!held_filter) s.bind(idx, static_cast<std::int64_t>(f.limit));
+        while (s.step()) out.push_back(read_row(s));
+        s.reset();
+    }
+    bool any_held = std::any_of(out.begin(), out.end(), [](const auto& j) { return j.state == JobState::reserved; });
+    if (!any_held) return out;
+    auto running = running_of_hosts(record_.get(), hosts_dir_);
+    for (auto& j : out)
+        if (j.state == JobState::reserved && running.count(j.id)) {
+            j.state = JobState::running;
+            j.attempt += 1;
+        }
+    if (held_filter) {
+        std::erase_if(out, [&](const auto& j) { return j.state != *f.state; });
+        if (out.size() > f.limit) out.resize(f.limit);
+    }
     return out;
 }
 
@@ -713,11 +970,8 @@ std::size_t SqliteStore::replay(std::span<const JobId> ids, TimePoint now) {
                   }
               },
               [this] {
-                  {
-                      std::lock_guard lock(cache_mutex_);
-                      for (auto& c : caches_) c.maybe_in_db = true;
-                  }
-                  wake();
+                  mark_all_maybe_in_db();
+                  wake_after_batch_ = true;
               },
               nullptr},
            true);
@@ -760,34 +1014,52 @@ std::size_t SqliteStore::purge_dead(const std::optional<std::string>& type, std:
 
 std::map<std::string, TypeCounts> SqliteStore::counts() {
     std::map<std::string, TypeCounts> out;
+    std::vector<std::pair<JobId, std::string>> held; // (id, type) of reserved or running jobs: few
     {
         std::lock_guard lock(reader_mutex_);
-        auto& s = reader_->cached("SELECT type, state, run_at > ?, COUNT(*), MIN(run_at) FROM jobs GROUP BY 1, 2, 3");
-        s.bind(1, to_ms(Clock::now()));
-        while (s.step()) {
-            auto& c = out[s.text(0)];
-            auto n = static_cast<std::size_t>(s.int64(3));
-            if (s.int64(1) == kQueued && s.int64(2) == 0) c.oldest_ready = from_ms(s.int64(4));
-            switch (s.int64(1)) {
-            case kQueued: (s.int64(2) ? c.scheduled : c.ready) += n; break;
-            case kLeased: c.leased += n; break;
-            case kDone: c.done += n; break;
-            default: c.dead += n; break;
+        reader_->exec("BEGIN"); // one snapshot for every figure
+        try {
+            auto& s = reader_->cached("SELECT type, state, n FROM type_counts WHERE n > 0");
+            while (s.step()) {
+                auto& c = out[s.text(0)];
+                auto n = static_cast<std::size_t>(s.int64(2));
+                switch (s.int64(1)) {
+                case kScheduled: c.scheduled = n; break;
+                case kReady: c.ready = n; break;
+                case kHeld: break; // split below
+                case kDone: c.done = n; break;
+                default: c.dead = n; break;
+                }
             }
+            s.reset();
+            auto& t = reader_->cached("SELECT type, enqueued FROM type_totals");
+            while (t.step()) out[t.text(0)].enqueued = static_cast<std::uint64_t>(t.int64(1));
+            t.reset();
+            // the longest-waiting ready job: one index seek per priority level
+            auto& o = reader_->cached("SELECT MIN(run_at) FROM jobs WHERE type = ? AND state = 1 AND priority = ?");
+            for (auto& [type, c] : out) {
+                if (c.ready == 0) continue;
+                for (std::int64_t p = 0; p < 5; ++p) {
+                    o.bind(1, std::string_view(type)).bind(2, p);
+                    if (o.step() && !o.is_null(0)) {
+                        auto at = from_ms(o.int64(0));
+                        if (!c.oldest_ready || at < *c.oldest_ready) c.oldest_ready = at;
+                    }
+                    o.reset();
+                }
+            }
+            auto& h = reader_->cached("SELECT id, type FROM jobs WHERE state = 2");
+            while (h.step()) held.emplace_back(static_cast<JobId>(h.int64(0)), h.text(1));
+            h.reset();
+        } catch (...) {
+            reader_->exec("COMMIT");
+            throw;
         }
-        s.reset();
+        reader_->exec("COMMIT");
     }
-    // Leased jobs waiting in this host's cache have not started: they are ready, as far as anyone can tell.
-    std::lock_guard lock(cache_mutex_);
-    for (std::size_t r = 0; r < caches_.size(); ++r) {
-        if (caches_[r].size == 0) continue;
-        auto& c = out[names_[r]];
-        std::size_t n = std::min(caches_[r].size, c.leased);
-        c.leased -= n;
-        c.ready += n;
-        for (const auto& level : caches_[r].ready)
-            if (!level.empty() && (!c.oldest_ready || level.front().ready_since < *c.oldest_ready))
-                c.oldest_ready = level.front().ready_since;
+    if (!held.empty()) {
+        auto running = running_of_hosts(record_.get(), hosts_dir_);
+        for (const auto& [id, type] : held) (running.count(id) ? out[type].running : out[type].reserved) += 1;
     }
     return out;
 }

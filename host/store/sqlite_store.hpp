@@ -1,15 +1,34 @@
-// The SQLite engine: one file, WAL, crash-safe, and the default store.
+// The SQLite engine: one file, WAL, crash-safe, and the default store. It keeps the contract in store.hpp.
 //
-// One writer thread owns the write connection and turns everything that queues up while a transaction commits into
-// the next transaction (group commit): enqueues (the caller waits for the commit), outcomes and releases (the caller
-// does not wait: an outcome lost to a crash leaves its job leased, and lease recovery runs it again, so nothing is
-// lost, at least once), lease renewal, recovery and pruning. A host prefetches ready jobs by leasing a few per type
-// in one statement into an in-memory cache, so a claim costs no I/O; the cache per type is bounded, so memory does
-// not grow with the backlog. Other processes (the jobhost CLI) write to the same file; the writer notices their
-// commits through PRAGMA data_version within `poll` and wakes the executor.
+// Writes. One writer thread owns the write connection and turns everything that queues up while a transaction
+// commits into the next transaction (group commit): enqueues (the caller waits for the commit), outcomes and
+// releases (the caller does not wait; the run's mark in the host record stays until the outcome commits, so a crash
+// before it charges the run and runs the job again: at least once), reservations, lease renewal, recovery, the
+// promotion of due scheduled jobs, and pruning.
+//
+// Reservations. A host reserves a few ready jobs per type in one statement into an in-memory cache, so a claim
+// costs no I/O. How many follows demand: it starts at 2 per type, doubles each time a claim finds the cache empty
+// while the file has more, and halves when a refill comes more than a second after the last one; `prefetch` caps it. So
+// a host that runs long jobs holds about what it runs, and leaves the rest to other hosts. Reserved jobs are not
+// charged.
+//
+// Running. begin_run writes the ids into this host's HostRecord (mapped memory beside the file), which the next
+// host reads if this one dies: running jobs are charged, reserved ones go back unchanged.
+//
+// Counts. Triggers keep per-type, per-state counts and the number of jobs ever queued in the same transaction as
+// each change, so counts() reads a few rows whatever the backlog. Scheduled jobs have their own stored state and are
+// promoted when due through an index on (state, run_at); nothing periodic scans the backlog.
+//
+// Other processes (the jobhost CLI, other hosts) write to the same file; the writer notices their commits through
+// PRAGMA data_version within `poll`, and looks for dead hosts every second.
+//
+// Lock order: cache_mutex_ before queue_mutex_; reader_mutex_ and wakeup_mutex_ are taken alone. cache_mutex_
+// guards refs_, names_ and caches_; queue_mutex_ guards queue_ and stopping_; reader_mutex_ guards reader_;
+// wakeup_mutex_ guards wakeup_. Members marked "writer" are used by the writer thread only.
 #pragma once
 
 #include "common/error.hpp"
+#include "store/host_record.hpp"
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
 
@@ -29,13 +48,14 @@ namespace jobhost::store {
 struct SqliteOptions {
     std::filesystem::path path;
     bool full_sync = false; // synchronous=FULL (survives power loss) instead of NORMAL (survives a process crash)
-    bool create = true;     // false: a missing file is an error (the CLI never creates a store)
-    bool host = true;       // a host recovers dead leases at open, prefetches and maintains; the CLI does not
-    std::string owner;      // lease owner, "hostname:pid"
-    std::chrono::milliseconds lease{300'000};
+    bool create = true;     // false: a missing file is an error
+    bool host = true;       // a host reserves, runs, recovers dead hosts and maintains; the CLI does not
+    std::string owner;      // lease owner, unique per process (HostRecord::make_owner)
+    std::chrono::milliseconds lease{30'000};      // renewed every third of it while the host lives
     std::chrono::milliseconds poll{200};          // how often to look for other processes' commits
+    std::chrono::milliseconds liveness{1000};     // how often to look for dead hosts and expired leases
     std::chrono::milliseconds busy_timeout{5000}; // how long to wait for another process's lock
-    std::size_t prefetch = 256;                   // jobs per type leased ahead into the cache, at most
+    std::size_t prefetch = 256;                   // jobs per type reserved ahead into the cache, at most
     std::size_t retain_done = 0;                  // finished jobs to keep (newest first)
     std::chrono::milliseconds retain_done_for{0}; // ... and for how long; with both 0 they are deleted when they finish
     std::size_t retain_dead = 100'000; // dead letters to keep; the oldest beyond it are pruned, with a warning
@@ -43,33 +63,34 @@ struct SqliteOptions {
 
 class SqliteStore final : public JobStore {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     // Opens or creates the store. The error names the file and says what to do (missing, locked, corrupt, newer).
     static core::Expected<std::unique_ptr<SqliteStore>> open(const SqliteOptions& options);
+    // Without close(), this is what a crash looks like to other hosts: the host record stays for them to read.
     ~SqliteStore() override;
 
     std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
     TypeRef intern(std::string_view type) override;
     ClaimResult claim(const ClaimRequest& request) override;
-    void finish(std::span<const Outcome> outcomes) override;
-    void release(std::span<const JobId> ids, const std::string& error, TimePoint now) override;
+    RunToken begin_run(std::span<const JobId> ids) override;
+    void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;
     std::size_t replay(std::span<const JobId> ids, TimePoint now) override;
     std::size_t purge(std::span<const JobId> ids) override;
+    std::size_t purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than) override;
     std::vector<JobRecord> list(const ListFilter& filter) override;
     std::map<std::string, TypeCounts> counts() override;
     void set_wakeup(std::function<void()> wakeup) override;
-
-    // Purges dead letters by filter (the CLI's --all); returns how many.
-    std::size_t purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than);
     void flush() override;
-    // Prunes now what the writer prunes every 30 seconds (retain_done, retain_done_for, retain_dead).
-    void prune();
-    // Leases whose owner process is gone, given back at open (host mode).
-    std::size_t recovered_at_open() const noexcept { return recovered_at_open_; }
+    void prune() override;
+    void close() override;
+    std::size_t recovered_at_open() const noexcept override { return recovered_at_open_; }
+
+    // This host's record (null for the CLI): for crash notes.
+    HostRecord* host_record() const noexcept { return record_.get(); }
 
 private:
     explicit SqliteStore(SqliteOptions options);
@@ -77,30 +98,47 @@ private:
         std::function<void()> in_transaction;
         std::function<void()> after_commit;
         std::shared_ptr<std::promise<void>> done; // null: nobody waits
+        std::function<void()> after_failure = {}; // the transaction rolled back
     };
     struct Cache {
-        std::array<std::deque<JobRecord>, 5> ready; // leased to this host, not started; FIFO per priority
+        std::array<std::deque<JobRecord>, 5> ready; // reserved by this host, not started; FIFO per priority
         std::size_t size = 0;
+        std::size_t target = 2;  // how many to hold ahead; follows demand up to options_.prefetch
         bool maybe_in_db = true; // the file may hold ready jobs of this type that are not cached
         bool refill_pending = false;
-        std::optional<TimePoint> next_due_in_db;
+        bool starved = false; // a claim found the cache empty while the file had more, since the last refill
+        TimePoint last_refill{};
+        // The level of the best ready job left in the file after the last refill; unknown (-1) after another
+        // process wrote. A claim does not pass over a type whose refill is under way and may hold a better job.
+        int db_head_level = -1;
     };
 
     void submit(Op op, bool wait);
     void writer_loop();
     void maintain(TimePoint now);
-    void request_refill_locked(TypeRef ref);
+    // Reserves more jobs of a type on the writer thread; `better_waiting`: the file holds a better job than the
+    // cache's best, so fetch even when the cache is full.
+    void request_refill_locked(TypeRef ref, bool better_waiting = false);
     void wake();
+    void mark_all_maybe_in_db();
     Cache& cache_locked(std::string_view type, TypeRef* ref = nullptr);
     JobRecord read_row(const sqlite::Statement& s) const;
-    void append_error(JobId id, std::uint32_t attempt, TimePoint at, const std::string& message);
-    std::size_t recover_dead_owners();
-    // Inside a writer transaction: leases that expired before `now` go back to ready. Returns how many.
-    std::size_t recover_expired_locked(TimePoint now);
+    void read_errors(JobRecord& j, const std::string& text) const;
+    // Inside a writer transaction: the jobs this store's rows say `owner` holds go back to ready; those in
+    // `running` are charged an attempt with `error` (dead with `reason` once out of attempts). With `expired_before`,
+    // only leases that expired before it. Returns how many rows changed.
+    std::size_t recover_owner(const std::string& owner, const std::set<JobId>& running, const std::string& error,
+                              DeadReason reason, std::optional<TimePoint> expired_before);
+    // Inside a writer transaction: recovers every dead host's jobs and removes stale host records.
+    std::size_t recover_dead_hosts(TimePoint now);
+    std::size_t promote_due(TimePoint now);
+    void refresh_next_due();
     void prune_locked(TimePoint now);
 
     SqliteOptions options_;
-    std::unique_ptr<sqlite::Connection> writer_; // used only on the writer thread (and in open, before it starts)
+    std::filesystem::path hosts_dir_;
+    std::unique_ptr<HostRecord> record_;         // host mode
+    std::unique_ptr<sqlite::Connection> writer_; // writer (and open, before the thread starts)
     std::unique_ptr<sqlite::Connection> reader_;
     std::mutex reader_mutex_;
 
@@ -118,9 +156,14 @@ private:
     std::mutex wakeup_mutex_;
     std::function<void()> wakeup_;
 
+    // writer
     std::int64_t data_version_ = 0;
-    TimePoint last_poll_{}, last_renew_{}, last_recover_{}, last_prune_{};
+    TimePoint last_poll_{}, last_renew_{}, last_liveness_{}, last_prune_{};
+    std::optional<TimePoint> next_due_; // the earliest run_at of a scheduled job
+    bool wake_after_batch_ = false;
+
     std::size_t recovered_at_open_ = 0;
+    std::atomic<bool> closed_{false};
 };
 
 } // namespace jobhost::store

@@ -89,7 +89,7 @@ TEST_CASE("a job still running after shutdown_grace is cancelled and left to be 
     REQUIRE(host.wait(20s));
     CHECK(std::chrono::steady_clock::now() - start < 4s);
     CHECK(host.exit_code() == 0);
-    CHECK(contains(host.err(), "cancelled by shutdown; left to be retried"));
+    CHECK(contains(host.err(), "cancelled by shutdown; back to ready, not counted as an attempt"));
     CHECK(contains(host.err(), "released 1"));
 }
 

@@ -135,7 +135,7 @@ TEST_CASE("jobs, job and dlq show what a host did: dead letters with every attem
     CHECK(contains(s.cli({"job", "999999"}).err, "no job 999999"));
     CHECK(s.cli({"job", "abc"}).exit_code == 2);
     CHECK(
-        contains(s.cli({"jobs", "--state", "sleeping"}).err, "--state must be scheduled, ready, leased, done or dead"));
+        contains(s.cli({"jobs", "--state", "sleeping"}).err, "--state must be scheduled, ready, reserved, running, done or dead"));
     CHECK(contains(s.cli({"dlq", "show", delayed_id}).err, "no dead letter " + delayed_id));
 }
 

@@ -81,8 +81,8 @@ public:
     void start_scheduler() {
         std::promise<void> done;
         boost::asio::post(io_, [&] {
-            scheduler_ =
-                std::make_unique<scheduler::Scheduler>(io_, [this](const std::string& t) { executor_->tick(t); });
+            scheduler_ = std::make_unique<scheduler::Scheduler>(
+                io_, [this](const std::string& t, scheduler::SystemTime at) { executor_->tick(t, at); });
             for (const auto& [name, t] : registry_.types())
                 if (t.usable()) scheduler_->set(name, t.effective, true);
             done.set_value();
