@@ -1,0 +1,439 @@
+// The store contract (host/store/store.hpp), one suite for every engine. The rules that concern a crash or a second
+// host run where an engine has them: SQLite, with real processes that die holding jobs.
+#include "store/memory_store.hpp"
+#include "store/sqlite_store.hpp"
+
+#include "support/temp_dir.hpp"
+
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+using namespace jobhost;
+using namespace std::chrono_literals;
+using jobhost::test::TempDir;
+using store::Clock;
+using store::JobState;
+using store::Outcome;
+
+namespace {
+
+struct MemoryContract {
+    static constexpr bool durable = false;
+    TempDir dir;
+    std::unique_ptr<store::JobStore> open() { return std::make_unique<store::MemoryStore>(); }
+};
+
+struct SqliteContract {
+    static constexpr bool durable = true;
+    TempDir dir;
+    std::unique_ptr<store::JobStore> open(bool host = true) {
+        store::SqliteOptions o;
+        o.path = dir / "jobs.db";
+        o.host = host;
+        auto s = store::SqliteStore::open(o);
+        REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().message));
+        return std::move(*s);
+    }
+};
+
+store::NewJob job(const std::string& type, const std::string& payload = "null",
+                  registry::Priority priority = registry::Priority::normal, std::uint32_t max_attempts = 3) {
+    store::NewJob n;
+    n.type = type;
+    n.payload = payload;
+    n.priority = priority;
+    n.max_attempts = max_attempts;
+    return n;
+}
+
+std::vector<store::JobId> ids_of(const std::vector<store::EnqueueOutcome>& out) {
+    std::vector<store::JobId> ids;
+    for (const auto& o : out) ids.push_back(o.id);
+    return ids;
+}
+
+// Claims with the given (type, cap) pairs, retrying while an engine brings reservations from its file.
+store::ClaimResult claim(store::JobStore& s, std::vector<std::pair<std::string, std::uint32_t>> types,
+                         std::uint32_t max = 1000) {
+    store::ClaimRequest r;
+    for (const auto& [t, cap] : types) r.types.emplace_back(s.intern(t), cap);
+    r.max = max;
+    r.owner = "contract";
+    for (int i = 0; i < 200; ++i) {
+        r.now = Clock::now();
+        r.lease_expiry = r.now + 30s;
+        auto got = s.claim(r);
+        if (!got.jobs.empty()) return got;
+        s.flush();
+        std::this_thread::sleep_for(2ms);
+    }
+    return {};
+}
+
+std::vector<store::JobRecord> claim_all(store::JobStore& s, const std::string& type, std::size_t n) {
+    std::vector<store::JobRecord> out;
+    for (int i = 0; i < 50 && out.size() < n; ++i) {
+        auto got = claim(s, {{type, static_cast<std::uint32_t>(n - out.size())}});
+        if (got.jobs.empty()) break;
+        out.insert(out.end(), got.jobs.begin(), got.jobs.end());
+    }
+    return out;
+}
+
+Outcome outcome(const store::JobRecord& j, Outcome::Kind kind, const std::string& error = {}) {
+    auto now = Clock::now();
+    return Outcome{j.id, j.type, kind, now, now, error, store::DeadReason::retries_exhausted, now};
+}
+
+} // namespace
+
+TEST_CASE_TEMPLATE("an id is never handed out twice, whatever was deleted", E, MemoryContract, SqliteContract) {
+    E e;
+    store::JobId highest = 0;
+    {
+        auto s = e.open();
+        auto ids = ids_of(s->enqueue(std::vector{job("a"), job("a"), job("a")}));
+        highest = ids.back();
+        for (const auto& j : claim_all(*s, "a", 3)) s->finish(std::vector{outcome(j, Outcome::Kind::done)});
+        s->flush();
+        CHECK(s->counts()["a"].pending() == 0);
+        auto next = ids_of(s->enqueue(std::vector{job("a")}));
+        CHECK(next.front() > highest);
+        highest = next.front();
+        s->close();
+    }
+    if constexpr (E::durable) { // and after a restart with every job gone
+        auto s = e.open();
+        for (const auto& j : claim_all(*s, "a", 1)) s->finish(std::vector{outcome(j, Outcome::Kind::done)});
+        s->flush();
+        CHECK(ids_of(s->enqueue(std::vector{job("a")})).front() > highest);
+        s->close();
+    }
+}
+
+TEST_CASE_TEMPLATE("an attempt is charged when a run ends, never when a job is fetched", E, MemoryContract,
+                   SqliteContract) {
+    E e;
+    auto s = e.open();
+    auto id = ids_of(s->enqueue(std::vector{job("a")})).front();
+    auto got = claim(*s, {{"a", 1}});
+    REQUIRE(got.jobs.size() == 1);
+    CHECK(got.jobs[0].attempt == 1); // the attempt it is about to run
+    auto token = s->begin_run(std::vector{id});
+    auto running = s->get(id);
+    REQUIRE(running);
+    CHECK(running->state == JobState::running);
+    CHECK(running->attempt == 1);
+    auto now = Clock::now();
+    s->finish(std::vector{Outcome{id, "a", Outcome::Kind::retry, now, now, "try again", {}, now}}, std::move(token));
+    s->flush();
+    auto after = s->get(id);
+    REQUIRE(after);
+    CHECK(after->attempt == 1);
+    REQUIRE(after->errors.size() == 1);
+    CHECK(after->errors[0].attempt == 1);
+    auto again = claim(*s, {{"a", 1}});
+    REQUIRE(again.jobs.size() == 1);
+    CHECK(again.jobs[0].attempt == 2);
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("a run cancelled by a shutdown goes back to ready uncharged, its error kept", E, MemoryContract,
+                   SqliteContract) {
+    E e;
+    auto s = e.open();
+    auto id = ids_of(s->enqueue(std::vector{job("a")})).front();
+    REQUIRE(claim(*s, {{"a", 1}}).jobs.size() == 1);
+    auto token = s->begin_run(std::vector{id});
+    auto now = Clock::now();
+    s->finish(std::vector{Outcome{id, "a", Outcome::Kind::released, now, {}, "cancelled by shutdown", {}, now}},
+              std::move(token));
+    s->flush();
+    auto j = s->get(id);
+    REQUIRE(j);
+    CHECK(j->state == JobState::ready);
+    CHECK(j->attempt == 0);
+    REQUIRE(j->errors.size() == 1);
+    CHECK(j->errors[0].message == "cancelled by shutdown");
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("a batch takes only jobs that would be next anyway, across types", E, MemoryContract,
+                   SqliteContract) {
+    E e;
+    auto s = e.open();
+    using registry::Priority;
+    s->enqueue(std::vector{job("batch", "\"high\"", Priority::high), job("batch", "\"low-1\"", Priority::low),
+                           job("batch", "\"low-2\"", Priority::low)});
+    std::this_thread::sleep_for(2ms);
+    s->enqueue(std::vector{job("other", "\"high\"", Priority::high)});
+    // the batch type's high job is the oldest high one; its low jobs must wait for the other type's high job
+    auto first = claim(*s, {{"batch", 8}, {"other", 1}});
+    REQUIRE(first.jobs.size() == 1);
+    CHECK(first.jobs[0].payload == "\"high\"");
+    CHECK(first.jobs[0].type == "batch");
+    auto second = claim(*s, {{"batch", 8}, {"other", 1}});
+    REQUIRE(second.jobs.size() == 1);
+    CHECK(second.jobs[0].type == "other");
+    auto third = claim(*s, {{"batch", 8}, {"other", 1}});
+    CHECK(third.jobs.size() == 2);
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("a schedule's tick is queued once, and coalesced while its previous run is pending", E,
+                   MemoryContract, SqliteContract) {
+    E e;
+    auto s = e.open();
+    auto tick = [](store::TimePoint at) {
+        auto n = job("periodic");
+        n.from_schedule = true;
+        n.unique_key = std::string(store::kScheduleKey);
+        n.tick = at;
+        return n;
+    };
+    auto t0 = Clock::now();
+    auto first = s->enqueue(std::vector{tick(t0)});
+    CHECK(first[0].created);
+    auto same = s->enqueue(std::vector{tick(t0)}); // the same tick from another host
+    CHECK(same[0].tick_taken);
+    CHECK_FALSE(same[0].created);
+    auto next = s->enqueue(std::vector{tick(t0 + 1s)}); // the next tick while the first run is pending
+    CHECK_FALSE(next[0].created);
+    CHECK_FALSE(next[0].tick_taken);
+    CHECK(next[0].id == first[0].id);
+    for (const auto& j : claim_all(*s, "periodic", 1)) s->finish(std::vector{outcome(j, Outcome::Kind::done)});
+    s->flush();
+    CHECK(s->enqueue(std::vector{tick(t0 + 2s)})[0].created);
+    CHECK(s->enqueue(std::vector{tick(t0 + 1s)})[0].tick_taken); // an older tick never runs after a newer one
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("counts are kept by state, and every enqueue is counted whoever made it, replays included", E,
+                   MemoryContract, SqliteContract) {
+    E e;
+    auto s = e.open();
+    auto later = Clock::now() + 1h;
+    auto delayed = job("a");
+    delayed.run_at = later;
+    s->enqueue(std::vector{job("a"), job("a", "null", registry::Priority::normal, 1), delayed});
+    auto c = s->counts()["a"];
+    CHECK(c.enqueued == 3);
+    CHECK(c.ready == 2);
+    CHECK(c.scheduled == 1);
+    auto got = claim_all(*s, "a", 2);
+    REQUIRE(got.size() == 2);
+    auto token = s->begin_run(std::vector{got[0].id, got[1].id});
+    c = s->counts()["a"];
+    CHECK(c.running == 2);
+    CHECK(c.ready == 0);
+    auto now = Clock::now();
+    s->finish(
+        std::vector{Outcome{got[0].id, "a", Outcome::Kind::dead, now, {}, "no", store::DeadReason::timed_out, now},
+                    Outcome{got[1].id, "a", Outcome::Kind::dead, now, {}, "no", store::DeadReason::timed_out, now}},
+        std::move(token));
+    s->flush();
+    c = s->counts()["a"];
+    CHECK(c.dead == 2);
+    CHECK(c.running == 0);
+    CHECK(s->replay(std::vector{got[0].id}, Clock::now()) == 1);
+    c = s->counts()["a"];
+    CHECK(c.enqueued == 4); // the replay is an enqueue
+    CHECK(c.dead == 1);
+    CHECK(c.ready == 1);
+    CHECK(s->purge_dead(std::string("a"), std::nullopt) == 1);
+    CHECK(s->counts()["a"].dead == 0);
+    if constexpr (E::durable) { // an enqueue by another process (the CLI) counts too
+        auto cli = e.open(false);
+        cli->enqueue(std::vector{job("a")});
+        cli->close();
+        CHECK(s->counts()["a"].enqueued == 5);
+    }
+    s->close();
+}
+
+// --- What a crash does: a real process dies holding jobs (SQLite; the memory engine has nothing to survive). ---
+
+namespace {
+
+// Forks a host that opens the store, reserves `reserve` jobs of type "a", marks the first `run` of them as
+// running, then stops itself with `how`: SIGKILL, SIGSEGV, or exit. Returns its pid, not yet reaped (a zombie
+// once dead) when `reap` is false.
+pid_t crash_host(const std::filesystem::path& path, std::size_t reserve, std::size_t run, int how, bool reap = true) {
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::close(ready[0]);
+        store::SqliteOptions o;
+        o.path = path;
+        auto s = store::SqliteStore::open(o);
+        if (!s) ::_exit(3);
+        auto& st = **s;
+        if (how == SIGSEGV || how == SIGABRT) store::arm_crash_notes(st.host_record());
+        auto got = claim_all(st, "a", reserve);
+        std::vector<store::JobId> running;
+        for (std::size_t i = 0; i < run && i < got.size(); ++i) running.push_back(got[i].id);
+        st.begin_run(running);
+        char c = static_cast<char>(got.size());
+        [[maybe_unused]] auto n = ::write(ready[1], &c, 1);
+        if (how == 0) ::_exit(0);
+        ::raise(how);
+        ::_exit(4);
+    }
+    ::close(ready[1]);
+    char c = 0;
+    REQUIRE(::read(ready[0], &c, 1) == 1);
+    ::close(ready[0]);
+    CHECK(static_cast<std::size_t>(c) == reserve);
+    if (reap) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+    } else {
+        std::this_thread::sleep_for(100ms); // let it die, and stay a zombie
+    }
+    return pid;
+}
+
+} // namespace
+
+TEST_CASE("after a crash, only the jobs that were running are charged; reserved ones come back unchanged") {
+    SqliteContract e;
+    {
+        auto s = e.open(false);
+        s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3"), job("a", "4")});
+        s->close();
+    }
+    crash_host(e.dir / "jobs.db", 3, 1, SIGSEGV);
+    auto s = e.open();
+    CHECK(s->recovered_at_open() >= 3); // what it reserved ahead too
+    auto jobs = s->list({"a", std::nullopt, 10});
+    REQUIRE(jobs.size() == 4);
+    int charged = 0;
+    for (const auto& j : jobs) {
+        CHECK(j.state == JobState::ready);
+        if (j.attempt == 0) {
+            CHECK(j.errors.empty());
+            continue;
+        }
+        ++charged;
+        CHECK(j.attempt == 1);
+        REQUIRE(j.errors.size() == 1);
+        CHECK(j.errors[0].message.find("the host died while this job was running (killed by signal 11 (SIGSEGV)") == 0);
+    }
+    CHECK(charged == 1);
+    s->close();
+}
+
+TEST_CASE("a job that crashes its host every time is charged each crash and dead-lettered as crashed_host") {
+    SqliteContract e;
+    {
+        auto s = e.open(false);
+        s->enqueue(std::vector{job("a", "\"poison\"", registry::Priority::normal, 3)});
+        s->close();
+    }
+    for (int i = 0; i < 3; ++i) crash_host(e.dir / "jobs.db", 1, 1, SIGKILL);
+    auto s = e.open();
+    auto dead = s->dead_letters({});
+    REQUIRE(dead.size() == 1);
+    CHECK(dead[0].attempt == 3);
+    CHECK(dead[0].dead_reason == store::DeadReason::crashed_host);
+    REQUIRE(dead[0].errors.size() == 3);
+    for (std::uint32_t i = 0; i < 3; ++i) {
+        CHECK(dead[0].errors[i].attempt == i + 1);
+        CHECK(dead[0].errors[i].message.find("the host died while this job was running") == 0);
+    }
+    s->close();
+}
+
+TEST_CASE("a dead host is recognised by its lock, not its pid: a zombie's jobs are recovered at once") {
+    SqliteContract e;
+    {
+        auto s = e.open(false);
+        s->enqueue(std::vector{job("a"), job("a")});
+        s->close();
+    }
+    pid_t zombie = crash_host(e.dir / "jobs.db", 2, 0, SIGKILL, false);
+    CHECK(::kill(zombie, 0) == 0); // what kill(pid, 0) says of a zombie: alive
+    auto s = e.open();
+    CHECK(s->recovered_at_open() == 2);
+    CHECK(s->counts()["a"].ready == 2);
+    int status = 0;
+    ::waitpid(zombie, &status, 0);
+    s->close();
+}
+
+TEST_CASE("a live host's jobs are left alone; when it dies an idle host recovers and runs them within 2 s") {
+    SqliteContract e;
+    {
+        auto s = e.open(false);
+        s->enqueue(std::vector{job("a"), job("a")});
+        s->close();
+    }
+    int go[2];
+    REQUIRE(::pipe(go) == 0);
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) { // a host that reserves both jobs, then waits to be told to die
+        ::close(go[1]);
+        ::close(ready[0]);
+        store::SqliteOptions o;
+        o.path = e.dir / "jobs.db";
+        auto s = store::SqliteStore::open(o);
+        if (!s) ::_exit(3);
+        auto got = claim_all(**s, "a", 2);
+        char c = static_cast<char>(got.size());
+        [[maybe_unused]] auto n = ::write(ready[1], &c, 1);
+        [[maybe_unused]] auto m = ::read(go[0], &c, 1);
+        ::raise(SIGKILL);
+    }
+    ::close(go[0]);
+    ::close(ready[1]);
+    char c = 0;
+    REQUIRE(::read(ready[0], &c, 1) == 1);
+    CHECK(c == 2);
+    auto s = e.open();
+    CHECK(s->recovered_at_open() == 0);
+    CHECK(s->counts()["a"].reserved == 2);
+    CHECK(claim(*s, {{"a", 1}}).jobs.empty()); // held by the live host
+    [[maybe_unused]] auto n = ::write(go[1], "x", 1);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    auto died = std::chrono::steady_clock::now();
+    auto got = claim(*s, {{"a", 2}}); // retries for up to about a second
+    while (got.jobs.empty() && std::chrono::steady_clock::now() - died < 3s) got = claim(*s, {{"a", 2}});
+    CHECK(std::chrono::steady_clock::now() - died < 2s);
+    CHECK_FALSE(got.jobs.empty());
+    for (const auto& j : got.jobs) CHECK(j.attempt == 1); // reserved only: never charged
+    s->close();
+}
+
+TEST_CASE("close gives back reserved jobs unchanged and charges a run that never returned") {
+    SqliteContract e;
+    auto s = e.open();
+    auto ids = ids_of(s->enqueue(std::vector{job("a"), job("a", "null", registry::Priority::normal, 1)}));
+    auto got = claim_all(*s, "a", 2);
+    REQUIRE(got.size() == 2);
+    s->begin_run(std::vector{ids[1]}); // never returns
+    s->close();
+    auto again = e.open(false);
+    auto reserved = again->get(ids[0]);
+    REQUIRE(reserved);
+    CHECK(reserved->state == JobState::ready);
+    CHECK(reserved->attempt == 0);
+    auto stuck = again->get(ids[1]);
+    REQUIRE(stuck);
+    CHECK(stuck->state == JobState::dead);
+    CHECK(stuck->dead_reason == store::DeadReason::host_stopped);
+    REQUIRE(stuck->errors.size() == 1);
+    CHECK(stuck->errors[0].message.find("the host stopped while this job was still running") == 0);
+    CHECK(std::filesystem::is_empty(store::HostRecord::folder_of(e.dir / "jobs.db"))); // its record is gone
+    again->close();
+}
