@@ -28,15 +28,14 @@ namespace fs = std::filesystem;
 
 namespace {} // namespace
 
-core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host) {
+core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host, bool create) {
     if (config.store.kind == config::StoreSection::Kind::memory)
         return std::unique_ptr<store::JobStore>(std::make_unique<store::MemoryStore>());
     store::SqliteOptions so;
     so.path = config.store.path;
     so.full_sync = config.store.full_sync;
-    so.create = host;
+    so.create = host || create;
     so.host = host;
-    so.owner = host_id();
     so.retain_done = static_cast<std::size_t>(config.store.retain_done);
     so.retain_done_for = config.store.retain_done_for;
     so.retain_dead = static_cast<std::size_t>(config.store.retain_dead);

@@ -34,7 +34,10 @@ std::optional<TimePoint> parse_time(const std::string& text) {
 }
 
 // Opens the configured SQLite store for a command; prints why it cannot and returns null.
-std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, config::Config& config, int& code) {
+// `create`: a missing store is created (enqueue fills a queue before its first host starts); the other commands
+// never create one.
+std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, config::Config& config, int& code,
+                                              bool create = false) {
     code = load_config(common, config);
     if (code >= 0) return nullptr;
     if (config.store.kind == config::StoreSection::Kind::memory) {
@@ -43,7 +46,7 @@ std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, confi
         code = kExitUsage;
         return nullptr;
     }
-    auto s = open_store(config, false);
+    auto s = open_store(config, false, create);
     if (!s) {
         std::cerr << "jobhost: " << s.error().message << "\n";
         code = kExitRuntime;
@@ -181,7 +184,8 @@ int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
     if (o.delay) {
         auto d = core::parse_duration(*o.delay);
         if (!d) {
-            std::cerr << "jobhost: --delay '" << *o.delay << "' is not a duration such as 30s, 5m or 1h30m\n";
+            std::cerr << "jobhost: --delay '" << *o.delay << "' " << *core::duration_error(*o.delay)
+                      << "; nothing was queued\n";
             return kExitUsage;
         }
         n.run_at = Clock::now() + *d;
@@ -221,7 +225,7 @@ int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
             jobs.back().payload = line;
         }
         int code;
-        auto s = open_for_cli(common, config, code);
+        auto s = open_for_cli(common, config, code, true);
         if (!s) return code;
         for (std::size_t i = 0; i < jobs.size(); i += 1000) {
             auto chunk = std::span<const store::NewJob>(jobs).subspan(i, std::min<std::size_t>(1000, jobs.size() - i));
@@ -231,7 +235,7 @@ int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
         return kExitOk;
     }
     int code;
-    auto s = open_for_cli(common, config, code);
+    auto s = open_for_cli(common, config, code, true);
     if (!s) return code;
     auto out = s->enqueue(std::span<const store::NewJob>(&n, 1)).front();
     if (!out.created) {

@@ -30,7 +30,9 @@ std::optional<Duration> parse_duration(std::string_view text) {
     for (char c : text) all_digits = all_digits && std::isdigit(static_cast<unsigned char>(c));
     if (all_digits) {
         if (text.size() > 12) return std::nullopt;
-        return Duration(std::stoll(std::string(text)) * 1000);
+        auto d = Duration(std::stoll(std::string(text)) * 1000);
+        if (d > kMaxDuration) return std::nullopt;
+        return d;
     }
     std::int64_t total = 0;
     int last_rank = -1;
@@ -56,7 +58,14 @@ std::optional<Duration> parse_duration(std::string_view text) {
         total += n * unit->ms;
         if (total > kMax) return std::nullopt;
     }
+    if (Duration(total) > kMaxDuration) return std::nullopt;
     return Duration(total);
+}
+
+std::optional<std::string> duration_error(std::string_view text) {
+    if (parse_duration(text)) return std::nullopt;
+    return "is not a duration of at most " + format_duration(kMaxDuration) +
+           " written as \"250ms\", \"30s\", \"5m\", \"1h30m\", \"2d\" or whole seconds";
 }
 
 std::string format_duration(Duration d) {

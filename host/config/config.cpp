@@ -138,12 +138,16 @@ public:
                 error(node.source(), "'" + key + "' must not be negative, got " + std::to_string(*i));
                 return std::nullopt;
             }
+            if (*i > core::kMaxDuration.count() / 1000) {
+                error(node.source(),
+                      "'" + key + "' " + *core::duration_error(std::to_string(*i)) + ", got " + std::to_string(*i));
+                return std::nullopt;
+            }
             return core::Duration(*i * 1000);
         }
         if (auto s = node.value_exact<std::string>()) {
             if (auto d = core::parse_duration(*s)) return d;
-            error(node.source(), "'" + key + "' is not a duration: \"" + *s +
-                                     "\"; write it as \"250ms\", \"30s\", \"5m\", \"1h30m\" or an integer of seconds");
+            error(node.source(), "'" + key + "' " + *core::duration_error(*s) + ", got \"" + *s + "\"");
             return std::nullopt;
         }
         error(node.source(), "'" + key + "' must be a duration string such as \"30s\" or an integer of seconds, got " +

@@ -228,7 +228,9 @@ Response enqueue(Services& sv, const Request& req) {
     }
     if (auto* d = o.if_contains("delay")) {
         auto parsed = d->is_string() ? core::parse_duration(d->as_string()) : std::nullopt;
-        if (!parsed) return error(400, "'delay' must be a duration string such as \"30s\"");
+        if (!parsed)
+            return error(400, "'delay' " + (d->is_string() ? *core::duration_error(d->as_string())
+                                                           : std::string("must be a duration string such as \"30s\"")));
         r.delay = *parsed;
     }
     if (auto* u = o.if_contains("unique_key")) {

@@ -5,6 +5,8 @@
 #include <boost/json.hpp>
 #include <doctest/doctest.h>
 
+#include <sqlite3.h>
+
 #include <csignal>
 #include <fstream>
 #include <map>
@@ -50,14 +52,37 @@ std::string first_line(const std::string& s) {
 
 TEST_CASE("store commands fail clearly when the store file does not exist, and create nothing") {
     Setup s;
-    for (auto args : std::vector<std::vector<std::string>>{
-             {"jobs"}, {"job", "1"}, {"dlq", "list"}, {"enqueue", "fx.ok"}, {"dlq", "retry", "--all"}}) {
+    for (auto args :
+         std::vector<std::vector<std::string>>{{"jobs"}, {"job", "1"}, {"dlq", "list"}, {"dlq", "retry", "--all"}}) {
         CAPTURE(args.front());
         auto r = s.cli(args);
         CHECK(r.exit_code == 1);
         CHECK(contains(r.err, "no store at " + (s.dir.path() / "var/jobs.db").string()));
     }
     CHECK_FALSE(std::filesystem::exists(s.dir.path() / "var/jobs.db"));
+}
+
+TEST_CASE("jobhost enqueue creates a missing store, so a queue can be filled before its first host starts") {
+    Setup s;
+    auto r = s.cli({"enqueue", "fx.ok"});
+    CHECK(r.exit_code == 0);
+    CHECK(std::filesystem::exists(s.dir.path() / "var/jobs.db"));
+    auto again = s.cli({"enqueue", "fx.ok"});
+    CHECK(std::stoll(first_line(again.out).substr(first_line(again.out).rfind(' ') + 1)) >
+          std::stoll(first_line(r.out).substr(first_line(r.out).rfind(' ') + 1)));
+    auto unknown = s.cli({"enqueue", "fx.nope"});
+    CHECK(unknown.exit_code == 2);
+    CHECK(contains(unknown.err, "unknown job type 'fx.nope'"));
+    auto unknown_jsonl = s.cli({"enqueue", "fx.nope", "--jsonl", s.dir.write("j.jsonl", "1\n").string()});
+    CHECK(unknown_jsonl.exit_code == 2);
+    Background host(s.host_args()); // the host runs what was queued before it started
+    REQUIRE(host.wait_for_output("serving", 20s));
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < until && !contains(s.cli({"jobs", "--json"}).out, "[]"))
+        std::this_thread::sleep_for(50ms);
+    CHECK(contains(s.cli({"jobs", "--json"}).out, "[]"));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
 }
 
 TEST_CASE("jobhost enqueue prints the new id, and refuses bad input without changing anything") {
@@ -80,6 +105,8 @@ TEST_CASE("jobhost enqueue prints the new id, and refuses bad input without chan
         {{"enqueue", "fx.ok", "--payload-file", "/nonexistent.json"}, "cannot read --payload-file"},
         {{"enqueue", "fx.ok", "--priority", "urgent"}, "--priority must be low, normal, medium, high or critical"},
         {{"enqueue", "fx.ok", "--delay", "soon"}, "--delay 'soon' is not a duration"},
+        {{"enqueue", "fx.ok", "--delay", "100000d"}, "--delay '100000d' is not a duration of at most 3650d"},
+        {{"enqueue", "fx.ok", "--delay", "50000000d"}, "--delay '50000000d' is not a duration of at most 3650d"},
         {{"enqueue", "fx.ok", "--at", "tomorrow"}, "--at 'tomorrow' is not a time"},
         {{"enqueue", "fx.ok", "--delay", "5s", "--at", "1"}, "give --delay or --at, not both"},
         {{"enqueue", "fx.ok", "--unique", "k1"}, "already pending or running: job " + id},
@@ -134,8 +161,8 @@ TEST_CASE("jobs, job and dlq show what a host did: dead letters with every attem
     CHECK(s.cli({"job", "999999"}).exit_code == 2);
     CHECK(contains(s.cli({"job", "999999"}).err, "no job 999999"));
     CHECK(s.cli({"job", "abc"}).exit_code == 2);
-    CHECK(
-        contains(s.cli({"jobs", "--state", "sleeping"}).err, "--state must be scheduled, ready, reserved, running, done or dead"));
+    CHECK(contains(s.cli({"jobs", "--state", "sleeping"}).err,
+                   "--state must be scheduled, ready, reserved, running, done or dead"));
     CHECK(contains(s.cli({"dlq", "show", delayed_id}).err, "no dead letter " + delayed_id));
 }
 
@@ -188,22 +215,22 @@ TEST_CASE("a running host picks up a job enqueued from the command line within a
     CHECK(host.exit_code() == 0);
 }
 
-TEST_CASE("a job killed with its host is run again after a restart: nothing is lost across kill -9") {
+TEST_CASE("kill -9 soak: 30 kills during 20,000 jobs lose none and never charge an attempt that did not run") {
     TempDir out;
     auto ran_file = out.path() / "ran.txt";
-    Setup s("\n[jobs.\"fx.record\"]\nconcurrency = 2\n\n[jobs.\"fx.record\".settings]\nfile = \"" + ran_file.string() +
-            "\"\n");
+    Setup s("retain_done = 1000000\n\n[jobs.\"fx.record\"]\nconcurrency = 2\nmax_retries = 1000\n\n"
+            "[jobs.\"fx.record\".settings]\nfile = \"" +
+            ran_file.string() + "\"\n");
     constexpr int kJobs = 20000;
     {
         std::ofstream lines(s.dir.path() / "jobs.jsonl");
         for (int i = 0; i < kJobs; ++i) lines << i << "\n";
     }
-    s.create_store();
     auto q = s.cli({"enqueue", "fx.record", "--jsonl", (s.dir.path() / "jobs.jsonl").string()});
     REQUIRE(q.exit_code == 0);
     CHECK(contains(q.out, "queued 20000 job(s)"));
 
-    auto tally = [&] {
+    auto tally = [&] { // runs started, by job
         std::map<int, int> runs;
         std::ifstream in(ran_file);
         std::string line;
@@ -213,39 +240,81 @@ TEST_CASE("a job killed with its host is run again after a restart: nothing is l
     };
     std::mt19937 rng(12345);
     int kills = 0;
-    for (; kills < 12; ++kills) {
+    for (; kills < 30; ++kills) {
         Background host(s.host_args());
         REQUIRE(host.wait_for_output("serving", 20s));
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 300)(rng)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(30, 150)(rng)));
         host.signal(SIGKILL);
         REQUIRE(host.wait(10s));
         CHECK(host.term_signal() == SIGKILL);
-        if (static_cast<int>(tally().size()) == kJobs) break; // all done before this kill
     }
-    CHECK(kills >= 10);
+    auto db_path = s.dir.path() / "var/jobs.db";
+    auto not_finished = [&] { // jobs not yet done, as the store says
+        sqlite3* db = nullptr;
+        int n = -1;
+        if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+            sqlite3_busy_timeout(db, 5000);
+            sqlite3_stmt* st = nullptr;
+            if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM jobs WHERE state <> 3", -1, &st, nullptr) == SQLITE_OK &&
+                sqlite3_step(st) == SQLITE_ROW)
+                n = sqlite3_column_int(st, 0);
+            sqlite3_finalize(st);
+        }
+        sqlite3_close(db);
+        return n;
+    };
+    auto before_drain = tally();
+    CHECK(static_cast<int>(before_drain.size()) < kJobs); // the kills came while there was work
     {
         Background host(s.host_args());
         REQUIRE(host.wait_for_output("serving", 20s));
-        auto until = std::chrono::steady_clock::now() + 120s;
-        while (static_cast<int>(tally().size()) < kJobs && std::chrono::steady_clock::now() < until)
-            std::this_thread::sleep_for(100ms);
+        auto until = std::chrono::steady_clock::now() + 180s;
+        while (not_finished() != 0 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(100ms);
         host.signal(SIGTERM);
         REQUIRE(host.wait(30s));
+        CHECK(host.exit_code() == 0);
     }
     auto runs = tally();
-    int missing = 0, twice = 0;
+    int missing = 0, extra = 0;
     for (int i = 0; i < kJobs; ++i) {
         auto it = runs.find(i);
         if (it == runs.end())
             ++missing;
-        else if (it->second > 1)
-            twice += it->second - 1;
+        else
+            extra += it->second - 1;
     }
-    MESSAGE("crash test: " << kills << " kill -9, " << kJobs << " jobs, " << missing << " missing, " << twice
-                           << " extra runs");
+    // What the store says each job was charged, against the runs that really started.
+    std::map<int, int> charged;
+    int not_done = 0;
+    {
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+        sqlite3_stmt* st = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db, "SELECT payload, attempt, state FROM jobs", -1, &st, nullptr) == SQLITE_OK);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            charged[std::atoi(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)))] = sqlite3_column_int(st, 1);
+            not_done += sqlite3_column_int(st, 2) != 3 ? 1 : 0;
+        }
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    // A run starts when the host calls the plugin; the fixture writes its line a few microseconds later. A kill in
+    // between charges a run that the file does not show: at most one per running job at a kill, by one attempt.
+    // Anything more would be a charge for a run that never started (a reservation), which the old engine made by
+    // the thousand.
+    int overcharged = 0, overcharged_by_more = 0;
+    for (const auto& [payload, attempt] : charged) {
+        if (attempt > runs[payload]) ++overcharged;
+        if (attempt > runs[payload] + 1) ++overcharged_by_more;
+    }
+    MESSAGE("kill -9 soak: " << kills << " kills, " << kJobs << " jobs, " << missing << " lost, " << extra
+                             << " extra runs, " << overcharged << " charged beyond their runs, " << not_done
+                             << " not done");
     CHECK(missing == 0);
-    // A job can run twice only if it was in flight at a kill: running, or done but not yet committed.
-    CHECK(twice <= kills * 300);
-    auto left = s.cli({"jobs", "--type", "fx.record", "--json"});
-    CHECK(boost::json::parse(left.out).as_array().empty()); // nothing left queued or leased
+    CHECK(overcharged <= kills / 5);
+    CHECK(overcharged_by_more == 0);
+    CHECK(not_done == 0);
+    CHECK(static_cast<int>(charged.size()) == kJobs);
+    // A job runs twice only if it was in flight at a kill: running, or done but its outcome not yet committed.
+    CHECK(extra <= kills * 20);
 }

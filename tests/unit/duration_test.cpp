@@ -35,3 +35,14 @@ TEST_CASE("durations format to their shortest exact form and round-trip") {
         CHECK(parse_duration(format_duration(Duration(ms))) == Duration(ms));
     }
 }
+
+TEST_CASE("a duration beyond 3650 days is refused in every form, and the error says the limit") {
+    CHECK(parse_duration("3650d") == Duration(3650LL * 86'400'000));
+    for (const char* too_long : {"3651d", "100000d", "50000000d", "315360001", "87601h", "999999999999"}) {
+        CAPTURE(too_long);
+        CHECK_FALSE(parse_duration(too_long).has_value());
+        REQUIRE(jobhost::core::duration_error(too_long));
+        CHECK(jobhost::core::duration_error(too_long)->find("at most 3650d") != std::string::npos);
+    }
+    CHECK_FALSE(jobhost::core::duration_error("30s"));
+}
