@@ -426,6 +426,7 @@ int run_command(const CommonOptions& o) {
                          << (s.config.store.kind == config::StoreSection::Kind::memory ? std::string("in memory")
                                                                                        : s.config.store.path.string())
                          << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
+    store::arm_crash_notes(store.host_record()); // a crash or exit() in plugin code leaves a note for the next start
     io.run();
 
     signals.clear();
@@ -438,13 +439,17 @@ int run_command(const CommonOptions& o) {
     for (const auto& [type, m] : ex->all_metrics())
         if (m.enqueued || m.started || m.coalesced) JH_LOG(info, "host") << "summary " << summary(type, m);
     if (left > 0) {
-        JH_LOG(error, "host") << left << " run(s) did not return after cancellation; exiting without unloading "
-                              << "their plugins";
+        JH_LOG(error, "host") << left << " run(s) did not return after cancellation; charging them an attempt "
+                              << "and exiting without unloading their plugins";
+        store.close(); // gives back what was reserved; charges the runs that never returned
+        store::disarm_crash_notes();
         std::_Exit(kExitRuntime);
     }
+    store::disarm_crash_notes();
     io.restart();
-    io.poll();  // timer cancellations still queued, while the executor exists
-    ex.reset(); // joins the workers before the registry unloads the plugins
+    io.poll();     // timer cancellations still queued, while the executor exists
+    ex.reset();    // joins the workers before the registry unloads the plugins
+    store.close(); // gives back what this host reserved ahead, uncharged
     JH_LOG(info, "host") << "stopped";
     return kExitOk;
 }

@@ -276,6 +276,7 @@ void HostRecord::note_exit() noexcept {
 namespace {
 
 std::atomic<bool> g_handlers_installed{false};
+std::atomic<bool> g_armed{false};
 
 void on_fatal_signal(int signo) {
     if (auto* r = g_record.load()) r->note_signal(signo);
@@ -284,9 +285,8 @@ void on_fatal_signal(int signo) {
 }
 
 void on_exit() {
-    HostRecord* r = g_record.load();
-    if (!r) return;
-    r->note_exit();
+    if (!g_armed.load()) return;
+    if (HostRecord* r = g_record.load()) r->note_exit();
     static const char msg[] = "jobhost: exit() was called while the host was running (plugin code?); this is not a "
                               "clean stop: the jobs that were running are charged an attempt at the next start\n";
     [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
@@ -297,6 +297,7 @@ void on_exit() {
 
 void arm_crash_notes(HostRecord* record) {
     g_record.store(record);
+    g_armed.store(true);
     if (g_handlers_installed.exchange(true)) return;
     struct sigaction sa {};
     sa.sa_handler = &on_fatal_signal;
@@ -307,6 +308,7 @@ void arm_crash_notes(HostRecord* record) {
 }
 
 void disarm_crash_notes() {
+    g_armed.store(false);
     g_record.store(nullptr);
 }
 

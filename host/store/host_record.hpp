@@ -106,9 +106,9 @@ private:
     bool warned_full_ = false;
 };
 
-// Installs handlers so that a fatal signal or an exit() that jobhost did not ask for, while `record` is current,
-// leaves a note in it (read by the next start) and never looks like a clean exit: a plugin's exit(0) ends the
-// process with code 70. Call disarm_crash_notes() before a deliberate exit. One record at a time.
+// Installs handlers so that a fatal signal or an exit() that jobhost did not ask for, while armed, leaves a note in
+// `record` (read by the next start; null: no record) and never looks like a clean exit: a plugin's exit(0) ends the
+// process with code 70. Arm while plugin code may run; disarm before a deliberate exit. One record at a time.
 void arm_crash_notes(HostRecord* record);
 void disarm_crash_notes();
 

@@ -89,8 +89,7 @@ public:
     void close() override;
     std::size_t recovered_at_open() const noexcept override { return recovered_at_open_; }
 
-    // This host's record (null for the CLI): for crash notes.
-    HostRecord* host_record() const noexcept { return record_.get(); }
+    HostRecord* host_record() const noexcept override { return record_.get(); }
 
 private:
     explicit SqliteStore(SqliteOptions options);

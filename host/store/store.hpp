@@ -159,6 +159,10 @@ public:
     // what a crash looks like to the other hosts).
     virtual void close() {}
 
+    // This host's record of what it runs (null where nothing survives a crash, or for the command line): where
+    // arm_crash_notes() writes what ended the process.
+    virtual HostRecord* host_record() const noexcept { return nullptr; }
+
     // How many jobs of dead hosts were given back when the store opened (charged or not); each charged one is logged.
     virtual std::size_t recovered_at_open() const noexcept { return 0; }
 

@@ -33,7 +33,7 @@ TEST_CASE("a good plugin's job types are all discovered with their declared meta
     CHECK(d.libraries_loaded == 1);
     std::vector<std::string> types;
     for (const auto& t : d.types) types.push_back(t.type);
-    CHECK(types.size() == 14);
+    CHECK(types.size() == 16);
     auto it = std::find_if(d.types.begin(), d.types.end(), [](const auto& t) { return t.type == "fx.throw"; });
     REQUIRE(it != d.types.end());
     CHECK(it->descriptor.max_retries == 2);
@@ -119,7 +119,7 @@ TEST_CASE("a plugin file writable by others is refused unless allow_insecure_plu
     CHECK(contains(p, "allow_insecure_plugins"));
     auto allowed = loader::discover({dir.path(), true});
     CHECK(allowed.problems.empty());
-    CHECK(allowed.types.size() == 14);
+    CHECK(allowed.types.size() == 16);
 }
 
 TEST_CASE("a plugin folder writable by others is refused as a whole") {

@@ -1,0 +1,112 @@
+// A plugin that takes the whole host down: segfault, abort(), exit(0). The host dies each time (until plugin code
+// runs in worker processes), but the job that did it is charged each crash, named in the log of the next start,
+// and dead-lettered as crashed_host once out of attempts; the innocent jobs are never charged for it.
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <thread>
+
+using namespace jobhost::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+struct Setup {
+    TempDir dir;
+    std::filesystem::path config, ran;
+    Setup() {
+        copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+        ran = dir.path() / "ran.txt";
+        config = dir.write("jobhost.toml", "[http]\nenabled = false\n[host]\nplugin_dir = \"plugins\"\nworkers = 1\n\n"
+                                           "[store]\npath = \"var/jobs.db\"\nretain_done = 1000\n\n"
+                                           "[jobs.\"fx.crash\"]\nmax_retries = 2\npriority = \"critical\"\n\n"
+                                           "[jobs.\"fx.record\".settings]\nfile = \"" +
+                                               ran.string() + "\"\n");
+    }
+    Finished cli(std::vector<std::string> args) const {
+        args.push_back("--config");
+        args.push_back(config.string());
+        return run_jobhost(args, 60s);
+    }
+    std::vector<std::string> host_args() const { return {JOBHOST_BINARY, "run", "--config", config.string()}; }
+};
+
+} // namespace
+
+TEST_CASE("a job that crashes the host is charged each crash and dead-lettered as crashed_host, for each way to die") {
+    struct Way {
+        const char* payload;
+        int signal;    // the host dies by this signal, or
+        int exit_code; // ends with this exit code
+        const char* cause;
+    };
+    for (const Way& way : {Way{"\"segv\"", SIGSEGV, -1, "killed by signal 11 (SIGSEGV)"},
+                           Way{"\"abort\"", SIGABRT, -1, "killed by signal 6 (SIGABRT)"},
+                           Way{"\"exit0\"", 0, 70, "exit() was called from plugin code"}}) {
+        CAPTURE(way.payload);
+        Setup s;
+        auto q = s.cli({"enqueue", "fx.crash", "--payload", way.payload});
+        REQUIRE(q.exit_code == 0);
+        std::string id = q.out.substr(0, q.out.find('\n'));
+        for (int i = 0; i < 5; ++i)
+            REQUIRE(s.cli({"enqueue", "fx.record", "--payload", std::to_string(i)}).exit_code == 0);
+
+        int crashes = 0;
+        std::string logs;
+        for (int start = 0; start < 6; ++start) {
+            Background host(s.host_args());
+            bool died = host.wait(2s); // the critical crash job runs first, within milliseconds
+            logs += host.err();
+            if (!died) { // it stays up: the poison job is out of attempts
+                host.signal(SIGTERM);
+                REQUIRE(host.wait(20s));
+                logs += host.err();
+                CHECK(host.exit_code() == 0);
+                break;
+            }
+            ++crashes;
+            if (way.signal)
+                CHECK(host.term_signal() == way.signal);
+            else
+                CHECK(host.exit_code() == way.exit_code); // exit(0) from a plugin is not a clean exit
+        }
+        CHECK(crashes == 3); // max_retries = 2: exactly three attempts, then the dead-letter queue
+        CHECK(contains(logs, "job " + id + " was running when its host died"));
+        CHECK(contains(logs, way.cause));
+
+        auto dlq = s.cli({"dlq", "show", id, "--json"});
+        REQUIRE(dlq.exit_code == 0);
+        auto job = json::parse(dlq.out).as_object();
+        CHECK(job.at("dead_reason").as_string() == "crashed_host");
+        CHECK(job.at("attempt").to_number<int>() == 3);
+        const auto& errors = job.at("errors").as_array();
+        REQUIRE(errors.size() == 3);
+        for (std::size_t i = 0; i < 3; ++i) {
+            auto message = std::string(errors[i].as_object().at("error").as_string());
+            CHECK(message.find("the host died while this job was running (" + std::string(way.cause)) == 0);
+            CHECK(errors[i].as_object().at("attempt").to_number<std::size_t>() == i + 1);
+        }
+        // The innocent jobs: with one worker they never ran beside the crash, only waited reserved; so each ran
+        // exactly once and was charged exactly once.
+        std::map<std::string, int> runs;
+        std::ifstream in(s.ran);
+        std::string line;
+        while (std::getline(in, line)) runs[line.substr(0, line.find(' '))] += 1;
+        auto done = json::parse(s.cli({"jobs", "--type", "fx.record", "--json"}).out).as_array();
+        CHECK(done.size() == 5);
+        for (const auto& j : done) {
+            const auto& o = j.as_object();
+            CHECK(o.at("state").as_string() == "done");
+            CHECK(o.at("attempt").to_number<int>() == 1);
+            CHECK(o.at("errors").as_array().empty());
+        }
+        for (int i = 0; i < 5; ++i) CHECK(runs[std::to_string(i)] == 1);
+    }
+}
