@@ -1,23 +1,14 @@
 #include "cli/commands.hpp"
 
+#include "app/host.hpp"
+
 #include "config/config.hpp"
 #include "executor/executor.hpp"
-#include "http/server.hpp"
-#include "monitor/monitor.hpp"
-#include "scheduler/scheduler.hpp"
-#include "store/memory_store.hpp"
-#include "store/sqlite_store.hpp"
 #include "loader/plugin_loader.hpp"
 #include "registry/registry.hpp"
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
-#include <csignal>
-#include <functional>
-#include <unistd.h>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -25,24 +16,6 @@
 namespace jobhost::cli {
 
 namespace fs = std::filesystem;
-
-namespace {} // namespace
-
-core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host, bool create) {
-    if (config.store.kind == config::StoreSection::Kind::memory)
-        return std::unique_ptr<store::JobStore>(std::make_unique<store::MemoryStore>());
-    store::SqliteOptions so;
-    so.path = config.store.path;
-    so.full_sync = config.store.full_sync;
-    so.create = host || create;
-    so.host = host;
-    so.retain_done = static_cast<std::size_t>(config.store.retain_done);
-    so.retain_done_for = config.store.retain_done_for;
-    so.retain_dead = static_cast<std::size_t>(config.store.retain_dead);
-    auto s = store::SqliteStore::open(so);
-    if (!s) return s.error();
-    return std::unique_ptr<store::JobStore>(std::move(*s));
-}
 
 int load_config(const CommonOptions& o, config::Config& config) {
     log::configure({o.log_level.value_or(log::Level::info), log::Format::text, std::nullopt});
@@ -77,12 +50,6 @@ int load_config(const CommonOptions& o, config::Config& config) {
         }
     }
     return -1;
-}
-
-std::string host_id() {
-    char name[256] = {};
-    ::gethostname(name, sizeof name - 1);
-    return std::string(name) + ":" + std::to_string(::getpid());
 }
 
 namespace {
@@ -231,9 +198,17 @@ int plugins_command(const CommonOptions& o) {
     return kExitOk;
 }
 
+// Prints what preflight() refuses and returns whether there was anything.
+bool refused_at_preflight(const config::Config& config, const char* command) {
+    auto errors = app::preflight(config);
+    for (const auto& e : errors) std::cerr << "jobhost " << command << ": " << e << "\n";
+    return !errors.empty();
+}
+
 int check_command(const CommonOptions& o) {
     Startup s;
     if (int code = start(o, s); code >= 0) return code;
+    if (refused_at_preflight(s.config, "check")) return kExitUsage;
     if (!s.problems.empty()) {
         for (const auto& p : s.problems) std::cerr << p.to_string() << "\n";
         std::cerr << "jobhost check: " << s.problems.size() << " plugin problem(s)\n";
@@ -258,200 +233,33 @@ executor::EnqueueRequest parse_enqueue_arg(const std::string& arg) {
     return r;
 }
 
-std::string summary(const std::string& type, const executor::TypeMetrics& m) {
-    return type + ": enqueued " + std::to_string(m.enqueued) + ", started " + std::to_string(m.started) +
-           ", succeeded " + std::to_string(m.succeeded) + ", failed " + std::to_string(m.failed) + ", timed out " +
-           std::to_string(m.timed_out) + ", retried " + std::to_string(m.retried) + ", dead-lettered " +
-           std::to_string(m.dead_lettered) + ", dropped " + std::to_string(m.dropped) + ", coalesced " +
-           std::to_string(m.coalesced) + ", stuck " + std::to_string(m.stuck) + ", released " +
-           std::to_string(m.released) + ", max running " + std::to_string(m.max_running);
-}
-
-// After the first SIGINT/SIGTERM the io_context stops, and a second signal must end the process at once.
-void exit_now(int) {
-    static const char msg[] = "jobhost: second signal, exiting at once\n";
-    [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
-    std::_Exit(kExitRuntime);
-}
-
 } // namespace
 
 int run_command(const CommonOptions& o) {
     Startup s;
     if (int code = start(o, s); code >= 0) return code;
-
-    auto store_or = open_store(s.config, true);
-    if (!store_or) {
-        std::cerr << "jobhost: " << store_or.error().message << "\n";
+    if (refused_at_preflight(s.config, "run")) return kExitUsage;
+    if (s.registry.types().empty()) { // what check refuses too: a host that would serve nothing
+        std::cerr << "jobhost run: no job types found in " << s.config.host.plugin_dir.string()
+                  << "; put plugins there (see 'jobhost plugins'), or set [host] plugin_dir\n";
+        return kExitUsage;
+    }
+    app::HostOptions ho;
+    ho.plugins_skipped = s.problems.size();
+    app::Host host(s.config, s.discovery, s.registry, ho);
+    if (auto error = host.open()) {
+        std::cerr << "jobhost: " << error->message << "\n";
         return kExitRuntime;
     }
-    store::JobStore& store = **store_or;
-    if (store.recovered_at_open() > 0)
-        JH_LOG(warning, "store") << store.recovered_at_open()
-                                 << " job(s) held by a host that is gone were given back (see above for each one "
-                                    "that was running)";
-
-    boost::asio::io_context io;
-    executor::ExecutorOptions eo;
-    eo.workers = static_cast<std::size_t>(s.config.host.workers);
-    eo.stuck_grace = s.config.host.stuck_grace;
-    eo.aging = s.config.host.aging;
-    eo.owner = host_id();
-    monitor::MonitorOptions mo;
-    mo.events = static_cast<std::size_t>(s.config.monitor.events);
-    mo.failure_rate = s.config.monitor.failure_rate;
-    mo.failure_window = static_cast<std::size_t>(s.config.monitor.failure_window);
-    mo.failure_min_runs = static_cast<std::size_t>(s.config.monitor.failure_min_runs);
-    mo.late_factor = s.config.monitor.late_factor;
-    mo.backlog_age = s.config.monitor.backlog_age;
-    mo.dead_letter_rate = s.config.monitor.dead_letter_rate;
-    mo.store_timeout = s.config.monitor.store_timeout;
-    monitor::Monitor mon(mo);
-    eo.observer = &mon;
-    auto ex = std::make_unique<executor::Executor>(io, s.registry, store, eo);
-    ex->poke(); // jobs the store kept from before
-
-    std::atomic<bool> stopping{false};
-    http::Services services{s.config,          s.registry, *ex,      store, mon, store::Clock::now(),
-                            s.problems.size(), {},         &stopping};
-    std::optional<http::Server> server;
-    if (s.config.http.enabled) {
-        auto token = http::load_token(s.config.http);
-        if (!token) {
-            std::cerr << "jobhost: " << token.error().message << "\n";
-            ex->shutdown(core::Duration(0));
-            return kExitUsage;
-        }
-        services.token = *token;
-        server.emplace(io, services, s.config.http);
-        auto ep = server->start();
-        if (!ep) {
-            std::cerr << "jobhost: " << ep.error().message << "\n";
-            ex->shutdown(core::Duration(0));
-            return kExitRuntime;
-        }
-        JH_LOG(info, "http") << "http listening on " << ep->address().to_string() << ":" << ep->port()
-                             << (services.token.empty() ? " (no token: mutating requests are open to local users)"
-                                                        : " (mutating requests need the bearer token)");
-    }
-    // Health: evaluated on a timer; alerts are raised and cleared as the rules start and stop holding.
-    boost::asio::steady_timer health_timer(io);
-    std::function<void()> check_health = [&] {
-        health_timer.expires_after(s.config.monitor.interval);
-        health_timer.async_wait([&](const boost::system::error_code& ec) {
-            if (ec) return;
-            http::evaluate_health(services);
-            check_health();
-        });
-    };
-    check_health();
-    scheduler::Scheduler sched(io, [&](const std::string& type, scheduler::SystemTime at) { ex->tick(type, at); });
-    for (const auto& [name, t] : s.registry.types())
-        if (t.usable()) sched.set(name, t.effective, true);
-
     for (const auto& arg : o.enqueue) {
-        auto r = ex->enqueue(parse_enqueue_arg(arg));
+        auto r = host.executor().enqueue(parse_enqueue_arg(arg));
         if (!r.ok) {
             std::cerr << "jobhost: --enqueue " << arg << ": " << r.error << "\n";
-            ex->shutdown(s.config.host.shutdown_grace);
             return kExitUsage;
         }
         JH_LOG(info, "host") << "enqueued job " << r.id << " of type " << parse_enqueue_arg(arg).type;
     }
-
-    // SIGHUP: re-read the config; apply what can change while running, or keep the running config on any error.
-    auto reload = [&] {
-        if (s.config.file.empty()) {
-            JH_LOG(warning, "host") << "SIGHUP: no --config file to reload";
-            return;
-        }
-        auto r = config::load_file(s.config.file);
-        std::set<std::string> known;
-        for (const auto& t : s.discovery.types) known.insert(t.type);
-        if (r.ok()) {
-            auto more = config::check_job_types(r.config, known);
-            r.errors.insert(r.errors.end(), more.begin(), more.end());
-        }
-        std::vector<std::pair<std::string, registry::JobSettings>> updates;
-        if (r.ok()) {
-            for (const auto& t : s.discovery.types) {
-                registry::Provenance p;
-                auto eff = registry::effective_settings(t, r.config, p);
-                auto errors = registry::validate_settings(eff);
-                if (!errors.empty())
-                    r.errors.push_back({r.config.file.string(), 0, 0, "[jobs." + t.type + "]: " + errors.front()});
-                updates.emplace_back(t.type, eff);
-            }
-        }
-        if (!r.ok()) {
-            for (const auto& d : r.errors) JH_LOG(error, "host") << "SIGHUP: " << d.to_string();
-            JH_LOG(error, "host") << "SIGHUP: the new configuration is invalid; the running configuration stays";
-            return;
-        }
-        for (const auto& [type, eff] : updates) {
-            const auto* t = s.registry.find(type);
-            if (!t || !t->usable()) continue;
-            ex->update_settings(type, eff);
-            sched.set(type, eff, false);
-            if (auto it = r.config.jobs.find(type); it != r.config.jobs.end() && it->second.settings != t->settings)
-                JH_LOG(warning, "host") << "SIGHUP: [jobs." << type
-                                        << ".settings] changed; task settings take effect after a restart";
-        }
-        if (r.config.host.workers != s.config.host.workers || r.config.host.plugin_dir != s.config.host.plugin_dir)
-            JH_LOG(warning, "host") << "SIGHUP: [host] workers and plugin_dir take effect after a restart";
-        JH_LOG(info, "host") << "SIGHUP: configuration reloaded from " << s.config.file.string();
-    };
-
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
-    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
-                                                                               int signo) {
-        if (ec) return;
-        if (signo == SIGHUP) {
-            reload();
-            signals.async_wait(on_signal);
-            return;
-        }
-        JH_LOG(info, "host") << "received " << (signo == SIGINT ? "SIGINT" : "SIGTERM")
-                             << ", shutting down: intake stopped, waiting up to "
-                             << core::format_duration(s.config.host.shutdown_grace) << " for running jobs";
-        sched.stop();
-        stopping = true;
-        health_timer.cancel();
-        if (server) server->stop();
-        io.stop();
-    };
-    signals.async_wait(on_signal);
-    JH_LOG(info, "host") << "serving " << s.registry.types().size() << " job type(s) with " << eo.workers
-                         << " worker(s), store "
-                         << (s.config.store.kind == config::StoreSection::Kind::memory ? std::string("in memory")
-                                                                                       : s.config.store.path.string())
-                         << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
-    store::arm_crash_notes(store.host_record()); // a crash or exit() in plugin code leaves a note for the next start
-    io.run();
-
-    signals.clear();
-    struct sigaction sa {};
-    sa.sa_handler = &exit_now;
-    ::sigaction(SIGINT, &sa, nullptr);
-    ::sigaction(SIGTERM, &sa, nullptr);
-
-    std::size_t left = ex->shutdown(s.config.host.shutdown_grace);
-    for (const auto& [type, m] : ex->all_metrics())
-        if (m.enqueued || m.started || m.coalesced) JH_LOG(info, "host") << "summary " << summary(type, m);
-    if (left > 0) {
-        JH_LOG(error, "host") << left << " run(s) did not return after cancellation; charging them an attempt "
-                              << "and exiting without unloading their plugins";
-        store.close(); // gives back what was reserved; charges the runs that never returned
-        store::disarm_crash_notes();
-        std::_Exit(kExitRuntime);
-    }
-    store::disarm_crash_notes();
-    io.restart();
-    io.poll();     // timer cancellations still queued, while the executor exists
-    ex.reset();    // joins the workers before the registry unloads the plugins
-    store.close(); // gives back what this host reserved ahead, uncharged
-    JH_LOG(info, "host") << "stopped";
-    return kExitOk;
+    return host.run();
 }
 
 } // namespace jobhost::cli

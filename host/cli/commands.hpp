@@ -34,11 +34,6 @@ struct CommonOptions {
 
 // Reads --config (or the defaults) and applies the command-line overrides. Returns an exit code on error, else -1.
 int load_config(const CommonOptions& options, config::Config& config);
-// Opens the configured store; `host` creates the file, recovers dead leases and prefetches.
-core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host,
-                                                            bool create = false);
-// "hostname:pid", the lease owner of this process.
-std::string host_id();
 
 int run_command(const CommonOptions& options);
 int plugins_command(const CommonOptions& options);

@@ -1,5 +1,7 @@
 #include "cli/store_commands.hpp"
 
+#include "app/host.hpp"
+
 #include "executor/executor.hpp"
 #include "loader/plugin_loader.hpp"
 #include "registry/registry.hpp"
@@ -46,7 +48,7 @@ std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, confi
         code = kExitUsage;
         return nullptr;
     }
-    auto s = open_store(config, false, create);
+    auto s = app::open_store(config, false, create);
     if (!s) {
         std::cerr << "jobhost: " << s.error().message << "\n";
         code = kExitRuntime;

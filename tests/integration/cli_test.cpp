@@ -191,3 +191,38 @@ TEST_CASE("[log] format = json writes one JSON object per line with level, compo
     CHECK(lines >= 2);
     CHECK(contains(file_log, "\"component\":\"loader\""));
 }
+
+TEST_CASE("jobhost check refuses what jobhost run refuses, and neither creates anything") {
+    TempDir dir;
+    copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+    dir.write("empty-token", "\n");
+    struct Case {
+        std::string name;
+        std::string toml;
+        std::string message;
+    };
+    std::vector<Case> cases{
+        {"non-loopback listen without a token", "[http]\nlisten = \"0.0.0.0:0\"\ntoken_env = \"JOBHOST_NO_SUCH\"\n",
+         "is reachable from other machines, so mutating requests need a bearer token"},
+        {"empty token_file", "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"empty-token\"\n", "is empty"},
+        {"missing token_file", "[http]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"no-such-token\"\n", "cannot be read"},
+        {"unresolvable listen host", "[http]\nlisten = \"no.such.host:8080\"\n", "is not an IP address"},
+        {"store that cannot be created", "[store]\npath = \"plugins/fx_good.so/jobs.db\"\n",
+         "cannot create the store " + (dir.path() / "plugins/fx_good.so/jobs.db").string()},
+        {"missing plugin folder", "[host]\nplugin_dir = \"no-such-folder\"\n", "no-such-folder does not exist"},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.name);
+        std::string toml = c.toml;
+        if (toml.find("[host]") == std::string::npos) toml = "[host]\nplugin_dir = \"plugins\"\n" + toml;
+        if (toml.find("[store]") == std::string::npos) toml += "[store]\npath = \"var/jobs.db\"\n";
+        auto cfg = dir.write("c.toml", toml);
+        auto check = run_jobhost({"check", "--config", cfg.string()}, 20s);
+        CHECK(check.exit_code == 2);
+        CHECK(contains(check.err, c.message));
+        auto run = run_jobhost({"run", "--config", cfg.string()}, 20s);
+        CHECK(run.exit_code == 2);
+        CHECK(contains(run.err, c.message));
+        CHECK_FALSE(std::filesystem::exists(dir.path() / "var"));
+    }
+}

@@ -79,18 +79,36 @@ TEST_CASE("SIGTERM lets a running job finish within shutdown_grace, then exits 0
     CHECK(contains(host.err(), "stopped"));
 }
 
-TEST_CASE("a job still running after shutdown_grace is cancelled and left to be retried") {
-    Setup s("shutdown_grace = \"200ms\"\n");
+TEST_CASE("Ctrl-C during a long job: it is cancelled after shutdown_grace and goes back to ready, uncharged") {
+    Setup s("shutdown_grace = \"200ms\"\n\n[store]\npath = \"var/jobs.db\"\n");
     Background host(s.args({"--enqueue", "fx.slow={\"ms\":5000}"}));
     REQUIRE(host.wait_for_output("serving", 20s));
     std::this_thread::sleep_for(150ms);
     auto start = std::chrono::steady_clock::now();
-    host.signal(SIGTERM);
+    host.signal(SIGINT);
     REQUIRE(host.wait(20s));
     CHECK(std::chrono::steady_clock::now() - start < 4s);
     CHECK(host.exit_code() == 0);
     CHECK(contains(host.err(), "cancelled by shutdown; back to ready, not counted as an attempt"));
     CHECK(contains(host.err(), "released 1"));
+    auto job = run({JOBHOST_BINARY, "job", "1", "--json", "--config", s.config.string()});
+    REQUIRE(job.exit_code == 0);
+    CHECK(contains(job.out, "\"state\":\"ready\""));
+    CHECK(contains(job.out, "\"attempt\":0"));
+    CHECK(contains(job.out, "cancelled by shutdown (not counted as an attempt)"));
+}
+
+TEST_CASE("timeouts still fire while the host drains: a job past its timeout ends before shutdown_grace") {
+    Setup s("shutdown_grace = \"10s\"\n\n[jobs.\"fx.slow\"]\ntimeout = \"400ms\"\n");
+    Background host(s.args({"--enqueue", "fx.slow={\"ms\":8000}"}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(100ms);
+    auto start = std::chrono::steady_clock::now();
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(std::chrono::steady_clock::now() - start < 3s); // the timeout at 400ms, not the 10s grace
+    CHECK(host.exit_code() == 0);
+    CHECK(contains(host.err(), "timed out after 400ms"));
 }
 
 TEST_CASE("a second signal during shutdown exits at once") {

@@ -1,6 +1,7 @@
 // An executor over real fixture plugins, with its io_context on a thread of its own, for unit tests.
 #pragma once
 
+#include "app/host.hpp"
 #include "config/config.hpp"
 #include "executor/executor.hpp"
 #include "loader/plugin_loader.hpp"
@@ -28,43 +29,37 @@ public:
     enum class Engine { memory, sqlite };
 
     Harness(Engine engine, std::initializer_list<const char*> fixtures, const std::string& toml = {},
-            executor::ExecutorOptions options = {})
-        : work_(io_.get_executor()) {
-        if (engine == Engine::memory) {
-            store_ = std::make_unique<store::MemoryStore>();
-        } else {
-            store::SqliteOptions so;
-            so.path = dir_.path() / "var" / "store.db";
-            so.owner = "test:" + std::to_string(::getpid());
-            auto s = store::SqliteStore::open(so);
-            if (!s) throw std::runtime_error(s.error().message);
-            store_ = std::move(*s);
-        }
+            executor::ExecutorOptions options = {}) {
         copy_fixtures(dir_.path(), fixtures);
         auto parsed = config::parse(toml, "test.toml", dir_.path());
         if (!parsed.ok()) throw std::runtime_error(parsed.errors.front().to_string());
         config_ = parsed.config;
+        if (engine == Engine::memory) {
+            config_.store.kind = config::StoreSection::Kind::memory;
+        } else {
+            config_.store.kind = config::StoreSection::Kind::sqlite;
+            config_.store.path = dir_.path() / "var" / "store.db";
+        }
         discovery_ = loader::discover({dir_.path(), false});
         registry_.build(discovery_, config_);
-        io_thread_ = std::thread([this] { io_.run(); });
-        executor_ = std::make_unique<executor::Executor>(io_, registry_, *store_, options);
-        executor_->poke();
+        app::HostOptions ho;
+        ho.http = false;
+        ho.schedules = false; // start_scheduler() starts them
+        ho.executor = options;
+        host_ = std::make_unique<app::Host>(config_, discovery_, registry_, ho);
+        if (auto error = host_->open()) throw std::runtime_error(error->message);
+        host_->start();
     }
     ~Harness() {
-        executor_->shutdown(std::chrono::seconds(5));
-        work_.reset();
-        io_.stop();
-        io_thread_.join();
-        io_.restart();
-        io_.poll(); // run what the stopped loop still held (timer cancellations) while the executor exists
-        scheduler_.reset();
-        executor_.reset();
+        host_->drain(std::chrono::seconds(5));
+        host_->close();
+        host_.reset();
     }
 
-    executor::Executor& ex() { return *executor_; }
-    store::JobStore& store() { return *store_; }
+    executor::Executor& ex() { return host_->executor(); }
+    store::JobStore& store() { return host_->store(); }
     const registry::Registry& registry() const { return registry_; }
-    boost::asio::io_context& io() { return io_; }
+    boost::asio::io_context& io() { return host_->io(); }
 
     executor::EnqueueResult enqueue(const std::string& type, const std::string& payload = "null",
                                     std::optional<registry::Priority> priority = std::nullopt,
@@ -74,25 +69,23 @@ public:
         r.payload = payload;
         r.priority = priority;
         r.unique_key = unique_key;
-        return executor_->enqueue(r);
+        return ex().enqueue(r);
     }
 
     // Starts the schedules of every usable periodic type, on the io thread.
     void start_scheduler() {
         std::promise<void> done;
-        boost::asio::post(io_, [&] {
-            scheduler_ = std::make_unique<scheduler::Scheduler>(
-                io_, [this](const std::string& t, scheduler::SystemTime at) { executor_->tick(t, at); });
+        boost::asio::post(io(), [&] {
             for (const auto& [name, t] : registry_.types())
-                if (t.usable()) scheduler_->set(name, t.effective, true);
+                if (t.usable()) host_->scheduler().set(name, t.effective, true);
             done.set_value();
         });
         done.get_future().wait();
     }
     void stop_scheduler() {
         std::promise<void> done;
-        boost::asio::post(io_, [&] {
-            if (scheduler_) scheduler_->stop();
+        boost::asio::post(io(), [&] {
+            host_->scheduler().stop();
             done.set_value();
         });
         done.get_future().wait();
@@ -114,12 +107,7 @@ private:
     config::Config config_;
     loader::Discovery discovery_;
     registry::Registry registry_;
-    std::unique_ptr<store::JobStore> store_;
-    boost::asio::io_context io_;
-    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-    std::thread io_thread_;
-    std::unique_ptr<executor::Executor> executor_;
-    std::unique_ptr<scheduler::Scheduler> scheduler_;
+    std::unique_ptr<app::Host> host_; // declared last: goes first, before the registry unloads the plugins
 };
 
 struct MemoryEngine {

@@ -1,0 +1,305 @@
+#include "app/host.hpp"
+
+#include "http/server.hpp"
+#include "log/log.hpp"
+#include "store/memory_store.hpp"
+#include "store/sqlite_store.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <unistd.h>
+#include <future>
+
+namespace jobhost::app {
+
+core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host, bool create) {
+    if (config.store.kind == config::StoreSection::Kind::memory)
+        return std::unique_ptr<store::JobStore>(std::make_unique<store::MemoryStore>());
+    store::SqliteOptions so;
+    so.path = config.store.path;
+    so.full_sync = config.store.full_sync;
+    so.create = host || create;
+    so.host = host;
+    so.retain_done = static_cast<std::size_t>(config.store.retain_done);
+    so.retain_done_for = config.store.retain_done_for;
+    so.retain_dead = static_cast<std::size_t>(config.store.retain_dead);
+    auto s = store::SqliteStore::open(so);
+    if (!s) return s.error();
+    return std::unique_ptr<store::JobStore>(std::move(*s));
+}
+
+std::vector<std::string> preflight(const config::Config& config) {
+    namespace fs = std::filesystem;
+    std::vector<std::string> out;
+    std::error_code ec;
+    const auto& dir = config.host.plugin_dir;
+    if (!fs::is_directory(dir, ec))
+        out.push_back("the plugin folder " + dir.string() +
+                      (fs::exists(dir, ec) ? " is not a folder" : " does not exist") +
+                      "; create it, or set [host] plugin_dir (or --plugin-dir)");
+    if (config.http.enabled) {
+        if (auto token = http::load_token(config.http); !token) out.push_back(token.error().message);
+    }
+    if (config.store.kind == config::StoreSection::Kind::sqlite) {
+        const auto& path = config.store.path;
+        if (fs::exists(path, ec)) {
+            if (!fs::is_regular_file(path, ec))
+                out.push_back("[store] path " + path.string() + " is not a file; point it at a file");
+            else if (::access(path.c_str(), R_OK | W_OK) != 0)
+                out.push_back("[store] path " + path.string() + " is not readable and writable by this user");
+        } else { // the nearest folder that exists must let us create the rest
+            auto parent = path.parent_path();
+            while (!parent.empty() && !fs::exists(parent, ec) && parent != parent.parent_path())
+                parent = parent.parent_path();
+            if (!fs::is_directory(parent, ec) || ::access(parent.c_str(), W_OK | X_OK) != 0)
+                out.push_back("cannot create the store " + path.string() + ": " + parent.string() +
+                              " is not a writable folder; set [store] path to a place this user can write");
+        }
+    }
+    return out;
+}
+
+Host::Host(config::Config config, const loader::Discovery& discovery, const registry::Registry& registry,
+           HostOptions options)
+    : config_(std::move(config)), discovery_(discovery), registry_(registry), options_(std::move(options)) {}
+
+Host::~Host() {
+    if (opened_) {
+        drain(core::Duration(0));
+        close();
+    }
+    if (io_thread_.joinable()) {
+        work_.reset();
+        io_.stop();
+        io_thread_.join();
+    }
+    io_.restart();
+    io_.poll(); // what the stopped loop still held (timer cancellations), while the executor exists
+    scheduler_.reset();
+    server_.reset();
+    executor_.reset(); // joins the workers before the registry unloads the plugins
+}
+
+std::optional<core::Error> Host::open() {
+    if (options_.store) {
+        store_ = options_.store;
+    } else {
+        auto s = open_store(config_, true);
+        if (!s) return s.error();
+        owned_store_ = std::move(*s);
+        store_ = owned_store_.get();
+    }
+    if (store_->recovered_at_open() > 0)
+        JH_LOG(warning, "store") << store_->recovered_at_open()
+                                 << " job(s) held by a host that is gone were given back (see above for each one "
+                                    "that was running)";
+    monitor::MonitorOptions mo;
+    mo.events = static_cast<std::size_t>(config_.monitor.events);
+    mo.failure_rate = config_.monitor.failure_rate;
+    mo.failure_window = static_cast<std::size_t>(config_.monitor.failure_window);
+    mo.failure_min_runs = static_cast<std::size_t>(config_.monitor.failure_min_runs);
+    mo.late_factor = config_.monitor.late_factor;
+    mo.backlog_age = config_.monitor.backlog_age;
+    mo.dead_letter_rate = config_.monitor.dead_letter_rate;
+    mo.store_timeout = config_.monitor.store_timeout;
+    monitor_ = std::make_unique<monitor::Monitor>(mo);
+
+    executor::ExecutorOptions eo;
+    if (options_.executor) {
+        eo = *options_.executor;
+    } else {
+        eo.workers = static_cast<std::size_t>(config_.host.workers);
+        eo.stuck_grace = config_.host.stuck_grace;
+        eo.aging = config_.host.aging;
+    }
+    if (!eo.observer) eo.observer = monitor_.get();
+    executor_ = std::make_unique<executor::Executor>(io_, registry_, *store_, eo);
+    opened_ = true;
+    executor_->poke(); // jobs the store kept from before
+
+    services_ = std::make_unique<http::Services>(http::Services{config_,
+                                                                registry_,
+                                                                *executor_,
+                                                                *store_,
+                                                                *monitor_,
+                                                                store::Clock::now(),
+                                                                options_.plugins_skipped,
+                                                                {},
+                                                                &stopping_});
+    if (options_.http && config_.http.enabled) {
+        auto token = http::load_token(config_.http);
+        if (!token) return token.error();
+        services_->token = *token;
+        server_ = std::make_unique<http::Server>(io_, *services_, config_.http);
+        auto ep = server_->start();
+        if (!ep) return ep.error();
+        http_port_ = ep->port();
+        JH_LOG(info, "http") << "http listening on " << ep->address().to_string() << ":" << ep->port()
+                             << (services_->token.empty() ? " (no token: mutating requests are open to local users)"
+                                                          : " (mutating requests need the bearer token)");
+    }
+    health_timer_ = std::make_unique<boost::asio::steady_timer>(io_);
+    arm_health_timer();
+    scheduler_ = std::make_unique<scheduler::Scheduler>(
+        io_, [this](const std::string& type, scheduler::SystemTime at) { executor_->tick(type, at); });
+    if (options_.schedules)
+        for (const auto& [name, t] : registry_.types())
+            if (t.usable()) scheduler_->set(name, t.effective, true);
+    return std::nullopt;
+}
+
+// Health: evaluated on a timer; alerts are raised and cleared as the rules start and stop holding.
+void Host::arm_health_timer() {
+    health_timer_->expires_after(config_.monitor.interval);
+    health_timer_->async_wait([this](const boost::system::error_code& ec) {
+        if (ec || stopping_) return;
+        http::evaluate_health(*services_);
+        arm_health_timer();
+    });
+}
+
+void Host::start() {
+    work_.emplace(io_.get_executor());
+    io_thread_ = std::thread([this] { io_.run(); });
+}
+
+bool Host::reload() {
+    if (config_.file.empty()) {
+        JH_LOG(warning, "host") << "SIGHUP: no --config file to reload";
+        return false;
+    }
+    auto r = config::load_file(config_.file);
+    std::set<std::string> known;
+    for (const auto& t : discovery_.types) known.insert(t.type);
+    if (r.ok()) {
+        auto more = config::check_job_types(r.config, known);
+        r.errors.insert(r.errors.end(), more.begin(), more.end());
+    }
+    std::vector<std::pair<std::string, registry::JobSettings>> updates;
+    if (r.ok()) {
+        for (const auto& t : discovery_.types) {
+            registry::Provenance p;
+            auto eff = registry::effective_settings(t, r.config, p);
+            auto errors = registry::validate_settings(eff);
+            if (!errors.empty())
+                r.errors.push_back({r.config.file.string(), 0, 0, "[jobs." + t.type + "]: " + errors.front()});
+            updates.emplace_back(t.type, eff);
+        }
+    }
+    if (!r.ok()) {
+        for (const auto& d : r.errors) JH_LOG(error, "host") << "SIGHUP: " << d.to_string();
+        JH_LOG(error, "host") << "SIGHUP: the new configuration is invalid; the running configuration stays";
+        return false;
+    }
+    for (const auto& [type, eff] : updates) {
+        const auto* t = registry_.find(type);
+        if (!t || !t->usable()) continue;
+        executor_->update_settings(type, eff);
+        scheduler_->set(type, eff, false); // an unchanged schedule keeps its timer and phase
+        if (auto it = r.config.jobs.find(type); it != r.config.jobs.end() && it->second.settings != t->settings)
+            JH_LOG(warning, "host") << "SIGHUP: [jobs." << type
+                                    << ".settings] changed; task settings take effect after a restart";
+    }
+    if (r.config.host.workers != config_.host.workers || r.config.host.plugin_dir != config_.host.plugin_dir)
+        JH_LOG(warning, "host") << "SIGHUP: [host] workers and plugin_dir take effect after a restart";
+    JH_LOG(info, "host") << "SIGHUP: configuration reloaded from " << config_.file.string();
+    return true;
+}
+
+void Host::stop_intake() {
+    stopping_ = true; // /readyz answers 503 from here on
+    if (scheduler_) scheduler_->stop();
+    if (health_timer_) health_timer_->cancel();
+    if (server_) server_->stop();
+}
+
+std::size_t Host::drain(core::Duration grace) {
+    if (!opened_ || drained_) return left_running_;
+    drained_ = true;
+    // Intake stops on the io thread (or here, when it does not run); the io_context keeps running meanwhile, so
+    // timeouts and the stuck watch still fire during the grace.
+    if (io_thread_.joinable()) {
+        std::promise<void> stopped;
+        boost::asio::post(io_, [&] {
+            stop_intake();
+            stopped.set_value();
+        });
+        stopped.get_future().wait();
+    } else if (!stopping_) {
+        stop_intake();
+    }
+    left_running_ = executor_->shutdown(grace);
+    return left_running_;
+}
+
+void Host::close() {
+    if (!opened_ || closed_) return;
+    closed_ = true;
+    if (!drained_) drain(core::Duration(0));
+    store::disarm_crash_notes();
+    if (left_running_ > 0)
+        JH_LOG(error, "host") << left_running_ << " run(s) did not return after cancellation; they are charged an "
+                              << "attempt, and the process must exit without unloading their plugins";
+    if (owned_store_) owned_store_->close(); // gives back reservations; charges runs that never returned
+}
+
+namespace {
+std::string summary(const std::string& type, const executor::TypeMetrics& m) {
+    return type + ": enqueued " + std::to_string(m.enqueued) + ", started " + std::to_string(m.started) +
+           ", succeeded " + std::to_string(m.succeeded) + ", failed " + std::to_string(m.failed) + ", timed out " +
+           std::to_string(m.timed_out) + ", retried " + std::to_string(m.retried) + ", dead-lettered " +
+           std::to_string(m.dead_lettered) + ", dropped " + std::to_string(m.dropped) + ", coalesced " +
+           std::to_string(m.coalesced) + ", stuck " + std::to_string(m.stuck) + ", released " +
+           std::to_string(m.released) + ", max running " + std::to_string(m.max_running);
+}
+} // namespace
+
+int Host::run() {
+    boost::asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
+    std::thread drainer;
+    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                               int signo) {
+        if (ec) return;
+        const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "SIGHUP";
+        if (signo == SIGHUP) {
+            reload();
+        } else if (drainer.joinable()) { // a second SIGINT or SIGTERM: at once
+            static const char msg[] = "jobhost: second signal, exiting at once\n";
+            [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+            std::_Exit(1);
+        } else {
+            JH_LOG(info, "host") << "received " << name << ", shutting down: intake stopped, waiting up to "
+                                 << core::format_duration(config_.host.shutdown_grace)
+                                 << " for running jobs; a second signal exits at once";
+            stop_intake();
+            drainer = std::thread([this] {
+                drain(config_.host.shutdown_grace);
+                boost::asio::post(io_, [this] { io_.stop(); });
+            });
+        }
+        signals.async_wait(on_signal);
+    };
+    signals.async_wait(on_signal);
+    JH_LOG(info, "host") << "serving " << registry_.types().size() << " job type(s) with "
+                         << (options_.executor ? options_.executor->workers
+                                               : static_cast<std::size_t>(config_.host.workers))
+                         << " worker(s), store "
+                         << (config_.store.kind == config::StoreSection::Kind::memory ? std::string("in memory")
+                                                                                      : config_.store.path.string())
+                         << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
+    store::arm_crash_notes(store_->host_record()); // a crash or exit() in plugin code leaves a note for the next start
+    io_.run();
+    if (drainer.joinable()) drainer.join();
+    signals.clear();
+    for (const auto& [type, m] : executor_->all_metrics())
+        if (m.enqueued || m.started || m.coalesced) JH_LOG(info, "host") << "summary " << summary(type, m);
+    bool stuck = left_running_ > 0;
+    close();
+    if (stuck) std::_Exit(1); // worker threads are still inside plugin code: unloading it would crash them
+    JH_LOG(info, "host") << "stopped";
+    return 0;
+}
+
+} // namespace jobhost::app
