@@ -268,3 +268,37 @@ TEST_CASE("jobhost status prints the health, the alerts and a table of types fro
     CHECK(down.exit_code == 1);
     CHECK(contains(down.err, "cannot reach a host at http://127.0.0.1:1"));
 }
+
+TEST_CASE("counters mean what they say whoever queued: CLI enqueues and replays count, the DLQ size is current") {
+    Host h;
+    auto cli = [&](std::vector<std::string> args) {
+        args.push_back("--config");
+        args.push_back(h.config.string());
+        return run_jobhost(args, 30s);
+    };
+    for (int i = 0; i < 3; ++i) REQUIRE(cli({"enqueue", "fx.ok"}).exit_code == 0);
+    REQUIRE(cli({"enqueue", "fx.invalid"}).exit_code == 0); // dead at once (max_retries = 0, permanent)
+    auto counts = [&](const std::string& type) { return h.get_json("/api/v1/types/" + type).as_object(); };
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < until &&
+           (counts("fx.ok").at("counts").as_object().at("succeeded").to_number<int>() < 3 ||
+            counts("fx.invalid").at("queue").as_object().at("dead").to_number<int>() < 1))
+        std::this_thread::sleep_for(50ms);
+    auto ok = counts("fx.ok");
+    CHECK(ok.at("counts").as_object().at("enqueued").to_number<int>() == 3); // queued by another process
+    CHECK(ok.at("counts").as_object().at("enqueued_here").to_number<int>() == 0);
+    auto invalid = counts("fx.invalid");
+    CHECK(invalid.at("queue").as_object().at("dead").to_number<int>() == 1);
+    CHECK(invalid.at("counts").as_object().at("dead_lettered").to_number<int>() == 1);
+    auto id = json::parse(cli({"dlq", "list", "--json"}).out).as_array().at(0).as_object().at("id").to_number<int>();
+    REQUIRE(cli({"dlq", "retry", std::to_string(id)}).exit_code == 0); // a replay is an enqueue
+    until = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < until &&
+           counts("fx.invalid").at("counts").as_object().at("dead_lettered").to_number<int>() < 2)
+        std::this_thread::sleep_for(50ms);
+    invalid = counts("fx.invalid");
+    CHECK(invalid.at("counts").as_object().at("enqueued").to_number<int>() == 2);
+    REQUIRE(cli({"dlq", "purge", "--all", "--type", "fx.invalid"}).exit_code == 0);
+    CHECK(counts("fx.invalid").at("queue").as_object().at("dead").to_number<int>() == 0); // purged: the DLQ is empty
+    CHECK(counts("fx.invalid").at("counts").as_object().at("dead_lettered").to_number<int>() == 2); // lifetime
+}

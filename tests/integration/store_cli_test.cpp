@@ -318,3 +318,37 @@ TEST_CASE("kill -9 soak: 30 kills during 20,000 jobs lose none and never charge 
     // A job runs twice only if it was in flight at a kill: running, or done but its outcome not yet committed.
     CHECK(extra <= kills * 20);
 }
+
+TEST_CASE("jobs queued before start run by priority across types, as the store holds them, with one worker") {
+    TempDir out;
+    auto ran = out.path() / "ran.txt";
+    Setup s("[jobs.\"fx.record\".settings]\nfile = \"" + ran.string() +
+            "\"\n[jobs.\"fx.record2\".settings]\nfile = \"" + ran.string() + "\"\n");
+    auto text = read_file(s.config);
+    text.replace(text.find("[host]\n"), 7, "[host]\nworkers = 1\n");
+    s.config = s.dir.write("jobhost.toml", text);
+    auto q = [&](const char* type, const char* payload, const char* priority) {
+        REQUIRE(s.cli({"enqueue", type, "--payload", payload, "--priority", priority}).exit_code == 0);
+    };
+    q("fx.record", "\"normal-1\"", "normal");
+    q("fx.record", "\"normal-2\"", "normal");
+    q("fx.record", "\"high-1\"", "high");
+    q("fx.record2", "\"low-1\"", "low");
+    q("fx.record2", "\"critical-1\"", "critical");
+    q("fx.record2", "\"critical-2\"", "critical");
+    Background host(s.host_args());
+    REQUIRE(host.wait_for_output("serving", 20s));
+    auto until = std::chrono::steady_clock::now() + 10s;
+    auto order = [&] {
+        std::string all, line;
+        std::ifstream in(ran);
+        while (std::getline(in, line)) all += line.substr(0, line.find(' ')) + " ";
+        return all;
+    };
+    for (auto o = order(); std::count(o.begin(), o.end(), ' ') < 6 && std::chrono::steady_clock::now() < until;
+         o = order())
+        std::this_thread::sleep_for(20ms);
+    CHECK(order() == "\"critical-1\" \"critical-2\" \"high-1\" \"normal-1\" \"normal-2\" \"low-1\" ");
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+}

@@ -1,12 +1,11 @@
 // What the benchmarks share: an executor over the bench plugin (50 no-op types) and a store, and statistics.
 #pragma once
 
+#include "app/host.hpp"
 #include "config/config.hpp"
 #include "executor/executor.hpp"
 #include "loader/plugin_loader.hpp"
 #include "registry/registry.hpp"
-
-#include <boost/asio/executor_work_guard.hpp>
 
 #include <dlfcn.h>
 
@@ -29,25 +28,33 @@ inline double percentile(std::vector<double> v, double p) {
     return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
-// An executor with 2 workers over `store`, running the bench plugin's types.
+// A jobhost host (app::Host) with 2 workers over `store`, running the bench plugin's types, its io_context on a
+// thread of its own. `runs()` is the plugin's cumulative count of runs in this process: take differences.
 struct Host {
     loader::Discovery discovery;
     registry::Registry registry;
-    boost::asio::io_context io;
-    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
-    std::thread io_thread;
-    std::unique_ptr<executor::Executor> ex;
+    std::unique_ptr<app::Host> host;
+    executor::Executor* ex = nullptr;
     std::uint64_t (*runs)() = nullptr;
     std::int64_t (*last_start)() = nullptr;
 
     explicit Host(store::JobStore& store) {
         discovery = loader::discover({JOBHOST_BENCH_PLUGIN_DIR, true});
         registry.build(discovery, config::Config{});
-        io_thread = std::thread([this] { io.run(); });
-        executor::ExecutorOptions o;
-        o.workers = 2;
-        ex = std::make_unique<executor::Executor>(io, registry, store, o);
-        ex->poke();
+        app::HostOptions o;
+        o.store = &store;
+        o.http = false;
+        o.schedules = false;
+        executor::ExecutorOptions eo;
+        eo.workers = 2;
+        o.executor = eo;
+        host = std::make_unique<app::Host>(config::Config{}, discovery, registry, o);
+        if (auto error = host->open()) {
+            std::fprintf(stderr, "%s\n", error->message.c_str());
+            std::exit(1);
+        }
+        host->start();
+        ex = &host->executor();
         void* h =
             ::dlopen((std::string(JOBHOST_BENCH_PLUGIN_DIR) + "/bench_plugin.so").c_str(), RTLD_NOW | RTLD_NOLOAD);
         if (h) {
@@ -60,13 +67,9 @@ struct Host {
         }
     }
     ~Host() {
-        ex->shutdown(std::chrono::seconds(5));
-        work.reset();
-        io.stop();
-        io_thread.join();
-        io.restart();
-        io.poll();
-        ex.reset();
+        host->drain(std::chrono::seconds(5));
+        host->close();
+        host.reset(); // before the registry unloads the plugin
     }
 
     // Enqueues n no-op jobs over `types` types, `batch` per call, and waits until the plugin has run them all.

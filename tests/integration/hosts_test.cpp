@@ -1,0 +1,120 @@
+// Several hosts on one SQLite store: a tick runs once across them, a dead host's jobs are run by the others within
+// 2 s, and a busy host holds ahead only what it can start, visibly, leaving the rest to an idle host.
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+using namespace jobhost::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+struct Setup {
+    TempDir dir;
+    std::filesystem::path config, ran;
+    explicit Setup(const std::string& extra = {}) {
+        copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+        ran = dir.path() / "ran.txt";
+        config =
+            dir.write("jobhost.toml", "[http]\nenabled = false\n[host]\nplugin_dir = \"plugins\"\nworkers = 2\n"
+                                      "shutdown_grace = \"200ms\"\n"
+                                      "[store]\npath = \"var/jobs.db\"\n\n[jobs.\"fx.record\".settings]\nfile = \"" +
+                                          ran.string() + "\"\n" + extra);
+    }
+    Finished cli(std::vector<std::string> args) const {
+        args.push_back("--config");
+        args.push_back(config.string());
+        return run_jobhost(args, 60s);
+    }
+    std::vector<std::string> host_args() const { return {JOBHOST_BINARY, "run", "--config", config.string()}; }
+    std::size_t count(const std::string& state) const {
+        auto r = cli({"jobs", "--state", state, "--json"});
+        return r.exit_code == 0 ? json::parse(r.out).as_array().size() : 0;
+    }
+    std::size_t lines() const {
+        std::ifstream in(ran);
+        std::size_t n = 0;
+        std::string line;
+        while (std::getline(in, line)) n += line.empty() ? 0 : 1;
+        return n;
+    }
+};
+
+} // namespace
+
+TEST_CASE("a schedule's tick runs once across two hosts that share a store") {
+    Setup s("\n[jobs.\"fx.record\"]\ninterval = \"250ms\"\n");
+    Background a(s.host_args());
+    REQUIRE(a.wait_for_output("serving", 20s));
+    Background b(s.host_args());
+    REQUIRE(b.wait_for_output("serving", 20s));
+    std::size_t before = s.lines();
+    auto start = std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(2500ms);
+    std::size_t ran = s.lines() - before;
+    double ticks = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 0.25;
+    MESSAGE("two hosts, " << ticks << " ticks of 250ms: " << ran << " runs");
+    CHECK(static_cast<double>(ran) <= ticks + 1.0); // each host on its own would run about twice as many
+    CHECK(static_cast<double>(ran) >= ticks - 3.0);
+    a.signal(SIGTERM);
+    b.signal(SIGTERM);
+    REQUIRE(a.wait(20s));
+    REQUIRE(b.wait(20s));
+    // neither host coalesced every later tick because the other ran one
+    CHECK_FALSE(contains(a.err() + b.err(), "started 0,"));
+}
+
+TEST_CASE("when one of two hosts dies, the other runs its jobs within 2 s, charging only the ones that ran") {
+    Setup s("\n[jobs.\"fx.slow\"]\nconcurrency = 2\n");
+    Background a(s.host_args());
+    REQUIRE(a.wait_for_output("serving", 20s));
+    for (int i = 0; i < 4; ++i) REQUIRE(s.cli({"enqueue", "fx.slow", "--payload", "{\"ms\":3000}"}).exit_code == 0);
+    auto until = std::chrono::steady_clock::now() + 5s;
+    while (s.count("running") < 2 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    REQUIRE(s.count("running") == 2);
+    Background b(s.host_args()); // idle: the two waiting jobs are A's reservations or ready
+    REQUIRE(b.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(300ms);
+    a.signal(SIGKILL);
+    REQUIRE(a.wait(10s));
+    auto died = std::chrono::steady_clock::now();
+    while (s.count("running") < 2 && std::chrono::steady_clock::now() - died < 5s) std::this_thread::sleep_for(20ms);
+    CHECK(std::chrono::steady_clock::now() - died < 2s);
+    CHECK(s.count("running") == 2); // B runs two of the four at a time
+    CHECK(b.wait_for_output("is gone", 3s));
+    b.signal(SIGTERM);
+    REQUIRE(b.wait(20s));
+    auto jobs = json::parse(s.cli({"jobs", "--json"}).out).as_array();
+    int charged = 0;
+    for (const auto& j : jobs) charged += j.as_object().at("attempt").to_number<int>();
+    CHECK(charged == 2); // the two that were running on A; the two that B ran and cancelled at its stop are not
+}
+
+TEST_CASE("a busy host holds ahead only what it can start, shown as reserved, and an idle host takes the rest") {
+    Setup s("\n[jobs.\"fx.slow\"]\nconcurrency = 2\n");
+    Background a(s.host_args());
+    REQUIRE(a.wait_for_output("serving", 20s));
+    for (int i = 0; i < 10; ++i) REQUIRE(s.cli({"enqueue", "fx.slow", "--payload", "{\"ms\":4000}"}).exit_code == 0);
+    std::this_thread::sleep_for(600ms);
+    CHECK(s.count("running") == 2);
+    auto reserved = s.count("reserved");
+    MESSAGE("busy host: 2 running, " << reserved << " reserved of 10");
+    CHECK(reserved <= 2);
+    CHECK(s.count("ready") >= 6);
+    Background b(s.host_args());
+    REQUIRE(b.wait_for_output("serving", 20s));
+    auto until = std::chrono::steady_clock::now() + 3s;
+    while (s.count("running") < 4 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    CHECK(s.count("running") == 4);
+    a.signal(SIGTERM);
+    b.signal(SIGTERM);
+    REQUIRE(a.wait(30s));
+    REQUIRE(b.wait(30s));
+}
