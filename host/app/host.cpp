@@ -197,7 +197,8 @@ bool Host::reload() {
         const auto* t = registry_.find(type);
         if (!t || !t->usable()) continue;
         executor_->update_settings(type, eff);
-        scheduler_->set(type, eff, false); // an unchanged schedule keeps its timer and phase
+        scheduler_->set(type, eff, false);                // an unchanged schedule keeps its timer and phase
+        monitor_->on_schedule(type, store::Clock::now()); // lateness counts from the new schedule
         if (auto it = r.config.jobs.find(type); it != r.config.jobs.end() && it->second.settings != t->settings)
             JH_LOG(warning, "host") << "SIGHUP: [jobs." << type
                                     << ".settings] changed; task settings take effect after a restart";

@@ -316,9 +316,10 @@ bool Executor::tick(const std::string& type, store::TimePoint tick_at) {
     r.tick = tick_at;
     auto result = enqueue(r);
     if (result.ok) return true;
-    if (result.tick_taken)
+    if (result.tick_taken) {
         log::write(log::Level::debug, "scheduler", "tick queued already (by another host sharing the store)", type);
-    else if (result.duplicate)
+        if (options_.observer) options_.observer->on_schedule(type, Clock::now());
+    } else if (result.duplicate)
         log::write(log::Level::debug, "scheduler", "tick coalesced: " + result.error, type);
     else if (accepting())
         log::write(log::Level::warning, "scheduler", "tick not queued: " + result.error, type);

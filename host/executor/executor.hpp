@@ -37,7 +37,7 @@ struct ExecutorOptions {
     std::size_t workers = 2;
     Duration stuck_grace{5'000}; // a run still going this long after its timeout is reported as stuck
     Duration aging{0};           // a waiting job gains one priority level per `aging`; 0: off
-    Duration lease{300'000};     // lease length; renewed while the job runs
+    Duration lease{30'000};      // lease length asked of the store (an engine may keep its own); renewed while it runs
     std::string owner = "jobhost";
     ExecutorObserver* observer = nullptr; // told about every job event; must outlive the executor
 };

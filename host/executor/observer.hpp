@@ -38,6 +38,12 @@ class ExecutorObserver {
 public:
     virtual ~ExecutorObserver() = default;
     virtual void on_event(const JobEvent& event) noexcept = 0;
+    // A type's schedule is known to be alive at `at` without a run here: another host sharing the store ran the
+    // tick, or the schedule was just (re)set by a reload. The lateness rule measures from here too.
+    virtual void on_schedule(std::string_view type, store::TimePoint at) noexcept {
+        (void)type;
+        (void)at;
+    }
 };
 
 } // namespace jobhost::executor

@@ -63,6 +63,16 @@ std::string_view health_name(Health h) {
 
 Monitor::Monitor(MonitorOptions options) : options_(options) {}
 
+void Monitor::on_schedule(std::string_view type, TimePoint at) noexcept {
+    try {
+        std::lock_guard lock(mutex_);
+        auto it = types_.find(type);
+        if (it == types_.end()) it = types_.emplace(std::string(type), Samples{}).first;
+        it->second.schedule_seen = at;
+    } catch (...) {
+    }
+}
+
 void Monitor::on_event(const executor::JobEvent& e) noexcept {
     try {
         std::lock_guard lock(mutex_);
@@ -220,7 +230,10 @@ Health Monitor::evaluate(const HealthInputs& in) {
                          (s->stuck.size() > 1 ? " (and " + std::to_string(s->stuck.size() - 1) + " more)" : ""));
             if (settings.enabled && settings.periodic()) {
                 if (auto period = period_of(settings, in.now)) {
-                    TimePoint last = s && s->last_run ? *s->last_run : in.started;
+                    // from the last run here, the last tick another host ran, or the last reload, whichever is latest
+                    TimePoint last = in.started;
+                    if (s && s->last_run) last = std::max(last, *s->last_run);
+                    if (s && s->schedule_seen) last = std::max(last, *s->schedule_seen);
                     auto since = std::chrono::duration_cast<Duration>(in.now - last);
                     auto limit = Duration(
                         static_cast<std::int64_t>(static_cast<double>(period->count()) * options_.late_factor));

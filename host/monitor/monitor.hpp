@@ -98,6 +98,7 @@ public:
     explicit Monitor(MonitorOptions options = {});
 
     void on_event(const executor::JobEvent& event) noexcept override;
+    void on_schedule(std::string_view type, TimePoint at) noexcept override;
 
     TypeStats stats(const std::string& type) const;
     std::vector<Event> events(const EventFilter& filter) const;
@@ -119,6 +120,7 @@ private:
         std::deque<bool> recent_failed; // per run, newest last
         std::deque<bool> recent_dead;   // per finished job, newest last
         std::optional<TimePoint> last_run, last_success, last_failure;
+        std::optional<TimePoint> schedule_seen; // see ExecutorObserver::on_schedule
         std::string last_error;
         std::set<store::JobId> stuck;
     };

@@ -202,3 +202,16 @@ TEST_CASE("a store that does not answer makes the host unhealthy until it answer
     CHECK(mon.alerts().empty());
     CHECK(mon.alerts_raised()["store"] == 1);
 }
+
+TEST_CASE("a schedule seen alive without a run here is not late: a tick run by another host, or a reload") {
+    registry::JobSettings s;
+    s.interval = std::chrono::seconds(1);
+    auto in = inputs({{"tick", s}});
+    in.started = in.now - 1h;
+    monitor::Monitor mon; // no run for an hour (say the interval was 10m before a reload shrank it)
+    mon.evaluate(in);
+    REQUIRE(has_alert(mon, "schedule_late:tick"));
+    mon.on_schedule("tick", in.now - std::chrono::milliseconds(500)); // the reload, or another host's tick
+    mon.evaluate(in);
+    CHECK_FALSE(has_alert(mon, "schedule_late:tick"));
+}
