@@ -11,9 +11,17 @@
 //
 // Ownership and threads. The registry (and so every plugin library) must outlive the Host: the executor's runs call
 // into it. Everything the io_context runs (timers, HTTP, signals, reload) runs on its one thread; the executor's
-// workers call the store and the monitor, which are thread-safe. The lock order inside the components is written
-// beside them: executor (mutex_) before store (the SQLite engine: cache before queue), and the monitor's lock is
-// taken alone.
+// workers call the store and the monitor, which are thread-safe.
+//
+// Locks, in the one order they may nest (a lock may be taken while holding only those above it):
+//   1. SqliteStore::wakeup_mutex_   held while the store's wakeup runs Executor::poke (from the writer thread)
+//   2. Executor::mutex_             lanes, running counts, idle workers, accepting/dispatching; held across claim()
+//   3. SqliteStore::cache_mutex_ or MemoryStore::mutex_   the reservation caches and type handles / every job
+//   4. SqliteStore::queue_mutex_    the writer's queue of operations (a refill is queued from inside a claim)
+//   5. Monitor::mutex_              the figures; events are emitted under Executor::mutex_, and it calls out to nobody
+// Taken alone, never nesting another: SqliteStore::reader_mutex_ (the read connection), HostRecord::mutex_ (free
+// slots).
+// A `_locked` suffix means: the caller holds the mutex that guards what the function touches.
 #pragma once
 
 #include "common/error.hpp"

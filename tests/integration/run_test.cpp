@@ -111,6 +111,21 @@ TEST_CASE("timeouts still fire while the host drains: a job past its timeout end
     CHECK(contains(host.err(), "timed out after 400ms"));
 }
 
+TEST_CASE("a job that finishes while the host drains can still queue its follow-up work") {
+    Setup s("shutdown_grace = \"10s\"\n\n[store]\npath = \"var/jobs.db\"\n");
+    Background host(s.args({"--enqueue", "fx.chain={\"ms\":800,\"next\":\"fx.ok\"}"}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(200ms);
+    host.signal(SIGTERM); // the chain is sleeping; it enqueues fx.ok during the grace
+    REQUIRE(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    CHECK(contains(host.err(), "summary fx.chain: enqueued 1, started 1, succeeded 1, failed 0"));
+    auto ready = run({JOBHOST_BINARY, "jobs", "--type", "fx.ok", "--json", "--config", s.config.string()});
+    REQUIRE(ready.exit_code == 0);
+    CHECK(contains(ready.out, "\"state\":\"ready\"")); // stored, for the next start or another host
+    CHECK(contains(ready.out, "fx.chain"));
+}
+
 TEST_CASE("a second signal during shutdown exits at once") {
     Setup s("shutdown_grace = \"30s\"\n");
     Background host(s.args({"--enqueue", "fx.stuck={\"ms\":20000}"}));
