@@ -679,14 +679,15 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
 void SqliteStore::request_refill_locked(TypeRef ref, bool better_waiting) {
     auto& c = caches_[ref];
     if (c.refill_pending || !options_.host) return;
-    // Follow demand: more when claims found the cache empty, fewer when the last refill was not needed in time.
+    // Follow demand: what this host started of the type in about 100 ms, measured since the last window.
     auto now = Clock::now();
-    if (c.starved)
-        c.target = std::min(c.target * 2, std::max<std::size_t>(options_.prefetch, 2));
-    else if (now - c.last_refill > std::chrono::seconds(1))
-        c.target = std::max<std::size_t>(c.target / 2, 2);
-    c.starved = false;
-    c.last_refill = now;
+    if (auto elapsed = now - c.window_start; elapsed >= std::chrono::milliseconds(50)) {
+        double per_second = static_cast<double>(c.claimed) / std::chrono::duration<double>(elapsed).count();
+        c.target = std::clamp<std::size_t>(static_cast<std::size_t>(per_second * 0.1), c.at_least,
+                                           std::max<std::size_t>(options_.prefetch, c.at_least));
+        c.claimed = 0;
+        c.window_start = now;
+    }
     std::size_t want = c.target > c.size ? c.target - c.size : 0;
     if (better_waiting) want = std::max(want, c.target); // the file has a better job than the cache: fetch it
     if (want == 0) return;
@@ -754,7 +755,8 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= caches_.size()) continue;
         auto& c = caches_[ref];
-        c.target = std::max<std::size_t>(c.target, cap); // hold at least a batch
+        c.at_least = std::max<std::size_t>(c.at_least, cap); // hold at least a batch
+        c.target = std::max(c.target, c.at_least);
         auto head = best_head(c.ready, r.now, r.aging, since_of);
         // the level of the best job the file may hold beyond the cache (4 when unknown), or -2 for none
         int in_db = c.maybe_in_db ? (c.db_head_level < 0 ? 4 : c.db_head_level) : -2;
@@ -762,7 +764,6 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
         if (c.maybe_in_db && (c.size < c.target / 2 + 1 || better_in_db)) request_refill_locked(ref, better_in_db);
         if (c.refill_pending && (!head || better_in_db)) pending_level = std::max(pending_level, in_db);
         if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
-            if (c.maybe_in_db) c.starved = true;
             result.exhausted.push_back(i);
             continue;
         }
@@ -795,6 +796,7 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
         JobRecord job = std::move(from.front());
         from.pop_front();
         best_c->size -= 1;
+        best_c->claimed += 1;
         job.attempt += 1; // the attempt it is about to run; charged by finish() or by a crash
         job.state = JobState::running;
         job.started_at = r.now;

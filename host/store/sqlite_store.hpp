@@ -102,11 +102,12 @@ private:
     struct Cache {
         std::array<std::deque<JobRecord>, 5> ready; // reserved by this host, not started; FIFO per priority
         std::size_t size = 0;
-        std::size_t target = 2;  // how many to hold ahead; follows demand up to options_.prefetch
+        std::size_t target = 2;  // how many to hold ahead: what this host starts in about 100 ms, 2 to prefetch
         bool maybe_in_db = true; // the file may hold ready jobs of this type that are not cached
         bool refill_pending = false;
-        bool starved = false; // a claim found the cache empty while the file had more, since the last refill
-        TimePoint last_refill{};
+        std::size_t at_least = 2; // a whole batch, for a batch type
+        std::size_t claimed = 0;  // jobs claimed since window_start: the demand that sizes `target`
+        TimePoint window_start{};
         // The level of the best ready job left in the file after the last refill; unknown (-1) after another
         // process wrote. A claim does not pass over a type whose refill is under way and may hold a better job.
         int db_head_level = -1;
