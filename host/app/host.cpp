@@ -25,6 +25,7 @@ core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config
     so.retain_done = static_cast<std::size_t>(config.store.retain_done);
     so.retain_done_for = config.store.retain_done_for;
     so.retain_dead = static_cast<std::size_t>(config.store.retain_dead);
+    so.lease = config.store.lease;
     auto s = store::SqliteStore::open(so);
     if (!s) return s.error();
     return std::unique_ptr<store::JobStore>(std::move(*s));

@@ -240,7 +240,7 @@ void parse_log(Validator& v, const toml::table& t, LogSection& log) {
 }
 
 void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
-    v.known_keys(t, "store", {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead"});
+    v.known_keys(t, "store", {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead", "lease"});
     if (auto n = t.get("kind"))
         if (auto s = v.string(*n, "kind")) {
             if (*s == "sqlite")
@@ -270,6 +270,13 @@ void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
         if (auto d = v.duration(*n, "retain_done_for")) store.retain_done_for = *d;
     if (auto n = t.get("retain_dead"))
         if (auto i = v.integer(*n, "retain_dead", 1, 1'000'000'000)) store.retain_dead = *i;
+    if (auto n = t.get("lease"))
+        if (auto d = v.duration(*n, "lease")) {
+            if (*d < core::Duration(1000))
+                v.error(n->source(), "'lease' must be at least 1s, got \"" + core::format_duration(*d) + "\"");
+            else
+                store.lease = *d;
+        }
 }
 
 void parse_http(Validator& v, const toml::table& t, HttpSection& http) {

@@ -49,6 +49,10 @@ struct StoreSection {
     std::int64_t retain_done = 0;
     core::Duration retain_done_for{0};
     std::int64_t retain_dead = 100'000;
+    // How long a host's hold on a job lasts without renewal (renewed every third of it while the host lives): after
+    // it, a host that stalled (SIGSTOP, a frozen VM) loses its jobs to the others. A host that died is noticed by
+    // its lock within a second, whatever the lease.
+    core::Duration lease{30'000};
 };
 
 struct HttpSection {

@@ -130,3 +130,37 @@ TEST_CASE("a busy host holds ahead only what it can start, shown as reserved, an
     REQUIRE(a.wait(30s));
     REQUIRE(b.wait(30s));
 }
+
+TEST_CASE("a host that stalls past its lease loses its jobs to another host, and its late outcome is ignored") {
+    Setup s("\n[jobs.\"fx.slow\"]\nconcurrency = 2\n");
+    auto text = read_file(s.config);
+    text.replace(text.find("[store]\n"), 8, "[store]\nlease = \"1500ms\"\nretain_done = 100\n");
+    s.config = s.dir.write("jobhost.toml", text);
+    Background a(s.host_args());
+    REQUIRE(a.wait_for_output("serving", 20s));
+    REQUIRE(s.cli({"enqueue", "fx.slow", "--payload", "{\"ms\":2500}"}).exit_code == 0);
+    auto until = std::chrono::steady_clock::now() + 5s;
+    while (s.count("running") < 1 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+    REQUIRE(s.count("running") == 1);
+    Background b(s.host_args());
+    REQUIRE(b.wait_for_output("serving", 20s));
+    a.signal(SIGSTOP); // alive (it holds its lock) but frozen: its lease runs out
+    REQUIRE(b.wait_for_output("lease(s) expire", 6s));
+    a.signal(SIGCONT); // its run ends; its outcome must not overwrite what B does with the job
+    until = std::chrono::steady_clock::now() + 10s;
+    std::string job;
+    while (std::chrono::steady_clock::now() < until) {
+        job = s.cli({"job", "1", "--json"}).out;
+        if (contains(job, "\"state\":\"done\"")) break;
+        std::this_thread::sleep_for(50ms);
+    }
+    a.signal(SIGTERM);
+    b.signal(SIGTERM);
+    REQUIRE(a.wait(20s));
+    REQUIRE(b.wait(20s));
+    job = s.cli({"job", "1", "--json"}).out;
+    auto j = json::parse(job).as_object();
+    CHECK(contains(job, "the lease of host"));
+    // charged for A's stalled run and for B's run; A's late success was ignored, B's outcome stands
+    CHECK(j.at("attempt").to_number<int>() == 2);
+}

@@ -104,6 +104,7 @@ TEST_CASE("each bad config line is reported with its message, line and column") 
          "'timeout' is not a duration of at most 3650d written as \"250ms\", \"30s\", \"5m\", \"1h30m\", \"2d\" or "
          "whole seconds, got \"100000d\"",
          2, 11},
+        {"lease below a second", "[store]\nlease = \"200ms\"\n", "'lease' must be at least 1s, got \"200ms\"", 2, 9},
         {"negative duration", "[host]\nshutdown_grace = -3\n", "'shutdown_grace' must not be negative, got -3", 2, 18},
         {"duration of the wrong type", "[jobs.a]\ntimeout = true\n", "'timeout' must be a duration string", 2, 11},
         {"unknown log level", "[log]\nlevel = \"loud\"\n",
