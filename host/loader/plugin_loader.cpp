@@ -6,9 +6,19 @@
 
 #include <dlfcn.h>
 #include <elf.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -75,15 +85,49 @@ void add_problem(Discovery& out, const fs::path& file, std::string type, std::st
 
 } // namespace
 
+// A private copy of a plugin file in an anonymous memory file: what the host maps, so that a user who writes over
+// the plugin file in place (cp onto it: the same inode) changes nothing under the running code, and a new version
+// of a file is a new library to the dynamic loader, never the stale mapping of the old one.
+PrivateCopy::PrivateCopy(const fs::path& file) {
+    std::string name = "jobhost:" + file.filename().string();
+    fd_ = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+    if (fd_ < 0) {
+        error_ = "cannot make a private copy (memfd_create: " + std::string(std::strerror(errno)) + ")";
+        return;
+    }
+    int in = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        error_ = "cannot open the file: " + std::string(std::strerror(errno));
+        return;
+    }
+    char buf[1 << 16];
+    for (;;) {
+        auto n = ::read(in, buf, sizeof buf);
+        if (n == 0) break;
+        if (n < 0 || ::write(fd_, buf, static_cast<std::size_t>(n)) != n) {
+            error_ = "cannot copy the file: " + std::string(std::strerror(errno));
+            break;
+        }
+    }
+    ::close(in);
+    path_ = "/proc/self/fd/" + std::to_string(fd_);
+}
+
+PrivateCopy::~PrivateCopy() {
+    if (fd_ >= 0) ::close(fd_); // what the dynamic loader mapped stays mapped
+}
+
 void load_file(const fs::path& file, const LoaderOptions& options, Discovery& out) {
     if (!options.allow_insecure_plugins) {
         if (auto why = insecure_reason(file, false); !why.empty()) return add_problem(out, file, {}, why);
     }
-    if (auto why = check_elf(file); !why.empty()) return add_problem(out, file, {}, why);
+    PrivateCopy copy(file);
+    if (!copy.error().empty()) return add_problem(out, file, {}, copy.error());
+    if (auto why = check_elf(copy.path()); !why.empty()) return add_problem(out, file, {}, why);
 
     std::vector<std::string> symbols;
     try {
-        boost::dll::library_info info(file);
+        boost::dll::library_info info(copy.path());
         auto sections = info.sections();
         if (std::find(sections.begin(), sections.end(), "jobhost") == sections.end())
             return add_problem(out, file, {},
@@ -99,18 +143,19 @@ void load_file(const fs::path& file, const LoaderOptions& options, Discovery& ou
     auto lib = std::make_shared<PluginLibrary>();
     lib->file = file;
     boost::dll::fs::error_code ec;
-    lib->library.load(file, ec, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    lib->library.load(copy.path(), ec, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
     if (ec) {
         // Boost.DLL keeps only an error code; ask the dynamic loader once more for its words (missing dependency,
         // undefined symbol...).
         std::string detail = ec.message();
-        if (void* h = ::dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+        if (void* h = ::dlopen(copy.path().c_str(), RTLD_NOW | RTLD_LOCAL)) {
             ::dlclose(h);
         } else if (const char* e = ::dlerror()) {
             detail = e;
         }
         return add_problem(out, file, {}, "the dynamic loader refused the library: " + detail);
     }
+    lib->private_copy = copy.release();
 
     std::size_t found = 0;
     for (const auto& symbol : symbols) {
@@ -196,6 +241,114 @@ void load_file(const fs::path& file, const LoaderOptions& options, Discovery& ou
     if (found > 0) ++out.libraries_loaded;
 }
 
+namespace {
+
+std::string describe_end(int status) {
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        const char* name = sigabbrev_np(sig);
+        return "was killed by signal " + std::to_string(sig) +
+               (name ? std::string(" (SIG") + name + ")" : std::string());
+    }
+    if (WIFEXITED(status)) return "ended with exit(" + std::to_string(WEXITSTATUS(status)) + ")";
+    return "ended";
+}
+
+constexpr auto kProbeLimit = std::chrono::seconds(10);
+
+} // namespace
+
+std::vector<std::string> probe_files(const std::vector<fs::path>& files, const LoaderOptions& options) {
+    std::vector<std::string> out(files.size());
+    std::size_t next = 0;
+    while (next < files.size()) {
+        int progress[2], err[2];
+        if (::pipe2(progress, O_CLOEXEC) != 0) return out; // cannot probe: load as before
+        if (::pipe2(err, O_CLOEXEC) != 0) {
+            ::close(progress[0]);
+            ::close(progress[1]);
+            return out;
+        }
+        pid_t pid = ::fork();
+        if (pid < 0) {
+            for (int fd : {progress[0], progress[1], err[0], err[1]}) ::close(fd);
+            return out;
+        }
+        if (pid == 0) { // the probe: says which file it begins and ends; its death names the file it was on
+            ::close(progress[0]);
+            ::close(err[0]);
+            ::dup2(err[1], 2); // what the plugin or the runtime says as it dies becomes part of the reason
+            for (std::size_t i = next; i < files.size(); ++i) {
+                auto index = static_cast<std::uint32_t>(i);
+                if (::write(progress[1], &index, sizeof index) != sizeof index) ::_exit(0);
+                {
+                    Discovery d;
+                    load_file(files[i], options, d);
+                } // unloaded here: a crash in a static destructor counts too
+                if (::write(progress[1], &index, sizeof index) != sizeof index) ::_exit(0);
+            }
+            ::_exit(0);
+        }
+        ::close(progress[1]);
+        ::close(err[1]);
+        std::optional<std::uint32_t> on; // the file begun and not ended
+        std::string said;                // its stderr since it began the file
+        bool timed_out = false, progress_open = true, err_open = true;
+        auto deadline = std::chrono::steady_clock::now() + kProbeLimit;
+        while (progress_open || err_open) {
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            pollfd p[2] = {{progress_open ? progress[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}};
+            int r = ::poll(p, 2, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+            if (r == 0) { // this file's load does not finish
+                timed_out = true;
+                ::kill(pid, SIGKILL);
+                break;
+            }
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                break;
+            }
+            if (p[1].revents) {
+                char buf[512];
+                auto n = ::read(err[0], buf, sizeof buf);
+                if (n <= 0)
+                    err_open = false;
+                else if (said.size() < 4096)
+                    said.append(buf, static_cast<std::size_t>(n));
+            }
+            if (p[0].revents) {
+                std::uint32_t index = 0;
+                if (::read(progress[0], &index, sizeof index) != static_cast<ssize_t>(sizeof index)) {
+                    progress_open = false; // the probe is gone (or done)
+                } else if (on && *on == index) {
+                    on.reset();
+                } else {
+                    on = index;
+                    said.clear();
+                    deadline = std::chrono::steady_clock::now() + kProbeLimit;
+                }
+            }
+        }
+        ::close(progress[0]);
+        ::close(err[0]);
+        int status = 0;
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (!on) break; // every file ended
+        std::string reason = timed_out ? "did not finish loading it within " + std::to_string(kProbeLimit.count()) + "s"
+                                       : describe_end(status);
+        while (!said.empty() && std::isspace(static_cast<unsigned char>(said.back()))) said.pop_back();
+        for (char& c : said)
+            if (c == '\n') c = ' ';
+        if (said.size() > 300) said = "..." + said.substr(said.size() - 300);
+        if (!said.empty()) reason += "; it said: " + said;
+        out[*on] = reason;
+        next = *on + 1;
+    }
+    return out;
+}
+
 Discovery discover(const LoaderOptions& options) {
     Discovery out;
     const fs::path& dir = options.plugin_dir;
@@ -217,7 +370,16 @@ Discovery discover(const LoaderOptions& options) {
     }
     if (ec) add_problem(out, dir, {}, "cannot list the plugin folder: " + ec.message());
     std::sort(files.begin(), files.end());
-    for (const auto& f : files) load_file(f, options, out);
+    auto probes = probe_files(files, options);
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        if (probes[i].empty())
+            load_file(files[i], options, out);
+        else
+            add_problem(out, files[i], {},
+                        "refused: a probe process that loaded it first " + probes[i] +
+                            " (a static constructor of the plugin, or of a library it uses, crashed, threw, aborted "
+                            "or exited while loading); jobhost does not load it: fix the plugin and rebuild");
+    }
     return out;
 }
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace jobhost::loader {
@@ -19,6 +20,9 @@ namespace jobhost::loader {
 struct PluginLibrary {
     std::filesystem::path file;
     boost::dll::shared_library library;
+    // The private copy it was loaded from (a memfd, loaded as /proc/self/fd/N). Never closed: the dynamic loader
+    // knows a library by that name, so the name must not come to mean another file while this process lives.
+    int private_copy = -1;
 };
 
 struct DiscoveredType {
@@ -48,11 +52,39 @@ struct LoaderOptions {
     bool allow_insecure_plugins = false;
 };
 
-// Scans plugin_dir (not recursively) for *.so files, in name order. Never throws for a bad plugin. The first file
-// to declare a type keeps it; a later declaration is a problem naming both files.
+// Scans plugin_dir (not recursively) for *.so files, in name order. Never throws for a bad plugin, and never dies
+// of one: each file is probed in a child process first (probe_files), and one that crashed, aborted or exited there
+// is refused with what happened. The first file to declare a type keeps it; a later declaration is a problem naming
+// both files.
 Discovery discover(const LoaderOptions& options);
 
-// Loads one file into `out`. Exposed for tests; discover() calls it for each file.
+// A copy of a plugin file in an anonymous memory file (memfd), readable at path() while the object lives: what
+// the host loads instead of the file users write.
+class PrivateCopy {
+public:
+    explicit PrivateCopy(const std::filesystem::path& file);
+    ~PrivateCopy();
+    PrivateCopy(const PrivateCopy&) = delete;
+    PrivateCopy& operator=(const PrivateCopy&) = delete;
+    const std::string& path() const noexcept { return path_; }
+    const std::string& error() const noexcept { return error_; } // empty when the copy is whole
+    // Hands the descriptor over (see PluginLibrary::private_copy); the object no longer closes it.
+    int release() noexcept { return std::exchange(fd_, -1); }
+
+private:
+    int fd_ = -1;
+    std::string path_, error_;
+};
+
+// Loads one file (its private copy) into `out`. Exposed for tests; discover() calls it for each file that
+// survived the probe.
+void load_file(const std::filesystem::path& file, const LoaderOptions& options, Discovery& out);
+
+// Loads each file in a short-lived child process first (one child for the whole list, a new one after a file ends
+// it) and returns, for each file, how loading it ended the child ("was killed by signal 6 (SIGABRT); it said:
+// terminate called after throwing ... what(): ...", "ended with exit(3)", "did not finish loading it within 10s"), or
+// an empty string for a file that loaded there without harm.
+std::vector<std::string> probe_files(const std::vector<std::filesystem::path>& files, const LoaderOptions& options);
 void load_file(const std::filesystem::path& file, const LoaderOptions& options, Discovery& out);
 
 std::string abi_version_string(std::uint32_t version);

@@ -6,7 +6,11 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <sys/stat.h>
+
 #include <csignal>
+#include <fstream>
+#include <thread>
 
 using namespace jobhost::test;
 using namespace std::chrono_literals;
@@ -26,7 +30,7 @@ std::string hello_line() {
 void fill_with_broken(const std::filesystem::path& dir) {
     copy_fixtures(dir, {"fx_good.so", "not_elf.so", "truncated.so", "no_section.so", "abi_major.so", "abi_minor.so",
                         "small_struct.so", "bad_metadata.so", "dup_a.so", "dup_b.so", "ctor_throws.so",
-                        "config_rejects.so"});
+                        "config_rejects.so", "static_throw.so", "static_exit.so", "static_abort.so"});
 }
 
 } // namespace
@@ -103,7 +107,16 @@ TEST_CASE("jobhost plugins names every skipped file with why, and lists the good
     CHECK(contains(r.out, "job type 'fx.dup' is declared twice"));
     CHECK(contains(r.out, "the task's constructor threw: cannot connect to the warehouse"));
     CHECK(contains(r.out, "validate_config: settings.url is required"));
-    CHECK(contains(r.out, "14 skipped"));
+    // a library that kills the process that loads it: refused with what happened, the host never loads it
+    CHECK(contains(r.out, "static_throw.so: refused: a probe process that loaded it first was killed by signal 6 "
+                          "(SIGABRT); it said: terminate called after throwing an instance of 'std::runtime_error'"));
+    CHECK(contains(r.out, "what():  no database at load time"));
+    CHECK(contains(r.out, "static_exit.so: refused: a probe process that loaded it first ended with exit(3)"));
+    CHECK(contains(r.out, "static_abort.so: refused: a probe process that loaded it first was killed by signal 6"));
+    CHECK(contains(r.out, "17 skipped"));
+    auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
+    CHECK(check.exit_code == 2); // survives them too, and says why
+    CHECK(contains(check.err, "static_exit.so: refused"));
 }
 
 TEST_CASE("jobhost check accepts the shipped config and rejects a bad one with file, line and column") {
@@ -157,7 +170,7 @@ TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIG
         REQUIRE(host.wait_for_output("serving", 20s));
         std::string log = host.err();
         CHECK(contains(log, "found 20 job type(s) (18 usable) in 5 libraries"));
-        CHECK(contains(log, "skipped 14"));
+        CHECK(contains(log, "skipped 17"));
         CHECK(contains(log, "not_elf.so: not a shared library"));
         host.signal(signo);
         REQUIRE(host.wait(20s));
@@ -225,4 +238,33 @@ TEST_CASE("jobhost check refuses what jobhost run refuses, and neither creates a
         CHECK(contains(run.err, c.message));
         CHECK_FALSE(std::filesystem::exists(dir.path() / "var"));
     }
+}
+
+TEST_CASE("copying a new file over a loaded plugin in place never touches the running code") {
+    TempDir dir;
+    copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+    auto cfg = dir.write("c.toml", "[host]\nplugin_dir = \"plugins\"\n[http]\nenabled = false\n[store]\nkind = "
+                                   "\"memory\"\n[jobs.\"fx.tick\"]\nenabled = true\ninterval = \"100ms\"\n");
+    Background host({JOBHOST_BINARY, "run", "--config", cfg.string(), "--log-level", "debug"});
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(300ms);
+    auto plugin = dir.path() / "plugins" / "fx_good.so";
+    struct stat before {};
+    REQUIRE(::stat(plugin.c_str(), &before) == 0);
+    { // what `cp other.so fx_good.so` does: truncate and rewrite the same inode, here with another library
+        std::ofstream out(plugin, std::ios::binary | std::ios::trunc);
+        out << read_file(fixture("no_section.so"));
+    }
+    struct stat after {};
+    REQUIRE(::stat(plugin.c_str(), &after) == 0);
+    CHECK(before.st_ino == after.st_ino);
+    std::this_thread::sleep_for(800ms); // fx.tick keeps running its old code
+    CHECK_FALSE(host.wait(std::chrono::milliseconds(1)));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    auto log = host.err();
+    auto pos = log.find("summary fx.tick: enqueued ");
+    REQUIRE(pos != std::string::npos);
+    CHECK(std::stoi(log.substr(log.find("succeeded ", pos) + 10)) >= 5); // it ran before and after the copy
 }

@@ -91,15 +91,16 @@ public:
         done.get_future().wait();
     }
 
-    // A function exported by a fixture library (the library is already loaded; dlopen only finds it).
+    // A function exported by a fixture library, from the private copy the host loaded.
     template <class F>
     F* hook(const char* library, const char* name) {
-        void* h = ::dlopen((dir_.path() / library).c_str(), RTLD_NOW | RTLD_NOLOAD);
-        if (!h) throw std::runtime_error(std::string("fixture not loaded: ") + library);
-        void* f = ::dlsym(h, name);
-        ::dlclose(h);
-        if (!f) throw std::runtime_error(std::string("no hook ") + name);
-        return reinterpret_cast<F*>(f);
+        for (const auto& t : discovery_.types) {
+            if (t.file.filename() != library) continue;
+            void* f = ::dlsym(t.library->library.native(), name);
+            if (!f) throw std::runtime_error(std::string("no hook ") + name);
+            return reinterpret_cast<F*>(f);
+        }
+        throw std::runtime_error(std::string("fixture not loaded: ") + library);
     }
 
 private:

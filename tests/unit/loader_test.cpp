@@ -8,6 +8,8 @@
 
 #include <sys/stat.h>
 
+#include <map>
+
 using namespace jobhost;
 using jobhost::test::contains;
 using jobhost::test::TempDir;
@@ -199,4 +201,30 @@ TEST_CASE("an override that makes a type invalid is reported and leaves the type
     REQUIRE(built.problems.size() == 1);
     CHECK(contains(built.problems[0].message, "concurrency must be at least 1"));
     CHECK_FALSE(reg.find("fx.ok")->usable());
+}
+
+TEST_CASE("a library whose static constructor throws, aborts or exits is refused, and discovery goes on") {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"static_throw.so", "static_exit.so", "static_abort.so", "fx_good.so"});
+    auto d = loader::discover({dir.path(), false}); // this process survives: the probe took the blows
+    CHECK(d.libraries_loaded == 1);
+    CHECK(d.types.size() == 16);
+    std::map<std::string, std::string> why;
+    for (const auto& p : d.problems) why[p.file.filename().string()] = p.message;
+    REQUIRE(why.size() == 3);
+    CHECK(contains(why["static_throw.so"], "was killed by signal 6 (SIGABRT); it said: terminate called after"));
+    CHECK(contains(why["static_throw.so"], "no database at load time"));
+    CHECK(contains(why["static_exit.so"], "ended with exit(3)"));
+    CHECK(contains(why["static_abort.so"], "was killed by signal 6 (SIGABRT)"));
+}
+
+TEST_CASE("the probe names the file that killed it and goes on with the next ones") {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"static_exit.so", "fx_good.so"});
+    auto results = loader::probe_files(
+        {dir.path() / "static_exit.so", dir.path() / "fx_good.so", dir.path() / "static_exit.so"}, {dir.path(), false});
+    REQUIRE(results.size() == 3);
+    CHECK(results[0] == "ended with exit(3)");
+    CHECK(results[1].empty());
+    CHECK(results[2] == "ended with exit(3)");
 }

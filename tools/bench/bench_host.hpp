@@ -55,9 +55,8 @@ struct Host {
         }
         host->start();
         ex = &host->executor();
-        void* h =
-            ::dlopen((std::string(JOBHOST_BENCH_PLUGIN_DIR) + "/bench_plugin.so").c_str(), RTLD_NOW | RTLD_NOLOAD);
-        if (h) {
+        void* h = discovery.types.empty() ? nullptr : discovery.types.front().library->library.native();
+        if (h) { // the private copy the host loaded
             runs = reinterpret_cast<std::uint64_t (*)()>(::dlsym(h, "bench_runs"));
             last_start = reinterpret_cast<std::int64_t (*)()>(::dlsym(h, "bench_last_start_ns"));
         }
