@@ -278,6 +278,7 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
             ::close(progress[0]);
             ::close(err[0]);
             ::dup2(err[1], 2); // what the plugin or the runtime says as it dies becomes part of the reason
+            for (int sig : {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL}) ::signal(sig, SIG_DFL); // die as it would
             for (std::size_t i = next; i < files.size(); ++i) {
                 auto index = static_cast<std::uint32_t>(i);
                 if (::write(progress[1], &index, sizeof index) != sizeof index) ::_exit(0);

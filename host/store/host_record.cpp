@@ -277,15 +277,16 @@ namespace {
 
 std::atomic<bool> g_handlers_installed{false};
 std::atomic<bool> g_armed{false};
+std::atomic<pid_t> g_armed_pid{0}; // a forked child (a plugin probe) inherits the handlers but must not write notes
 
 void on_fatal_signal(int signo) {
-    if (auto* r = g_record.load()) r->note_signal(signo);
+    if (auto* r = g_record.load(); r && ::getpid() == g_armed_pid.load()) r->note_signal(signo);
     // SA_RESETHAND restored the default action: raising again ends the process with this signal and its core.
     ::raise(signo);
 }
 
 void on_exit() {
-    if (!g_armed.load()) return;
+    if (!g_armed.load() || ::getpid() != g_armed_pid.load()) return;
     if (HostRecord* r = g_record.load()) r->note_exit();
     static const char msg[] = "jobhost: exit() was called while the host was running (plugin code?); this is not a "
                               "clean stop: the jobs that were running are charged an attempt at the next start\n";
@@ -297,6 +298,7 @@ void on_exit() {
 
 void arm_crash_notes(HostRecord* record) {
     g_record.store(record);
+    g_armed_pid.store(::getpid());
     g_armed.store(true);
     if (g_handlers_installed.exchange(true)) return;
     struct sigaction sa {};
