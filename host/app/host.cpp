@@ -175,7 +175,7 @@ bool Host::reload() {
     std::set<std::string> known;
     for (const auto& t : discovery_.types) known.insert(t.type);
     if (r.ok()) {
-        auto more = config::check_job_types(r.config, known);
+        auto more = config::check_job_types(r.config, known, loader::refused_plugins(discovery_));
         r.errors.insert(r.errors.end(), more.begin(), more.end());
     }
     std::vector<std::pair<std::string, registry::JobSettings>> updates;

@@ -82,7 +82,7 @@ int start(const CommonOptions& o, Startup& s) {
 
     std::set<std::string> known;
     for (const auto& t : s.discovery.types) known.insert(t.type);
-    auto type_errors = config::check_job_types(s.config, known);
+    auto type_errors = config::check_job_types(s.config, known, loader::refused_plugins(s.discovery));
     if (!type_errors.empty()) {
         for (const auto& d : type_errors) std::cerr << d.to_string() << "\n";
         std::cerr << "jobhost: the configuration names job types that were not found in "

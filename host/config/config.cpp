@@ -464,16 +464,33 @@ LoadResult load_file(const fs::path& file) {
     return r;
 }
 
-std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std::string>& known_types) {
+std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std::string>& known_types,
+                                        const std::vector<RefusedPlugin>& refused) {
     std::vector<Diagnostic> out;
     std::vector<std::string> known(known_types.begin(), known_types.end());
+    std::vector<std::string> refused_files;
+    for (const auto& r : refused)
+        if (r.type.empty()) refused_files.push_back(r.reason);
     for (const auto& [type, job] : config.jobs) {
         if (known_types.count(type)) continue;
-        std::string msg = "[jobs." + type + "] configures a job type that no loaded plugin provides";
-        if (auto n = nearest(type, known))
-            msg += "; did you mean '" + *n + "'?";
-        else
-            msg += "; run 'jobhost plugins' to list the types that were found";
+        auto own = std::find_if(refused.begin(), refused.end(), [&](const auto& r) { return r.type == type; });
+        std::string msg;
+        if (own != refused.end()) {
+            msg = "[jobs." + type + "] configures a job type whose plugin was refused: " + own->reason;
+        } else {
+            msg = "[jobs." + type + "] configures a job type that no loaded plugin provides";
+            if (auto n = nearest(type, known)) {
+                msg += "; did you mean '" + *n + "'?";
+            } else if (!refused_files.empty()) {
+                msg += "; " + std::to_string(refused_files.size()) +
+                       " plugin file(s) were refused and one of them may provide it: ";
+                for (std::size_t i = 0; i < refused_files.size() && i < 5; ++i)
+                    msg += (i ? "; " : "") + refused_files[i];
+                if (refused_files.size() > 5) msg += "; and " + std::to_string(refused_files.size() - 5) + " more";
+            } else {
+                msg += "; run 'jobhost plugins' to list the types that were found";
+            }
+        }
         out.push_back({config.file.string(), job.line, job.column, msg});
     }
     return out;

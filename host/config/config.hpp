@@ -108,8 +108,18 @@ LoadResult load_file(const std::filesystem::path& file);
 // Validates TOML text; `source` names it in diagnostics, `base_dir` anchors relative paths.
 LoadResult parse(std::string_view text, const std::string& source, const std::filesystem::path& base_dir);
 
-// A [jobs.<type>] for a type that no plugin provides is an error at that table's position.
-std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std::string>& known_types);
+// A plugin that discovery refused: the type it declared (empty when the whole file was refused) and why, as
+// "file: reason".
+struct RefusedPlugin {
+    std::string type;
+    std::string reason;
+};
+
+// A [jobs.<type>] for a type that no plugin provides is an error at that table's position. The message gives the
+// real reason when it can: the refusal of the plugin that declares the type, or else the files that were refused
+// (one of them may provide it), or else the nearest known type.
+std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std::string>& known_types,
+                                        const std::vector<RefusedPlugin>& refused = {});
 
 // The closest of `candidates` to `word` by edit distance, if it is close enough to be a likely typo.
 std::optional<std::string> nearest(std::string_view word, const std::vector<std::string>& candidates);

@@ -1,5 +1,7 @@
 #include "executor/executor.hpp"
 
+#include "executor/outcome.hpp"
+
 #include "log/log.hpp"
 
 #include <boost/asio/post.hpp>
@@ -181,14 +183,6 @@ void Executor::poke() {
 Executor::Lane* Executor::lane(std::string_view type) {
     auto it = lanes_.find(type);
     return it == lanes_.end() ? nullptr : it->second.get();
-}
-
-Duration Executor::backoff(const registry::JobSettings& s, std::uint32_t attempt) const {
-    double base = static_cast<double>(s.backoff.initial.count()) *
-                  std::pow(s.backoff.multiplier, static_cast<double>(attempt > 0 ? attempt - 1 : 0));
-    base = std::min(base, static_cast<double>(s.backoff.max.count()));
-    if (s.backoff.jitter > 0) base *= uniform(1.0 - s.backoff.jitter, 1.0 + s.backoff.jitter);
-    return Duration(static_cast<std::int64_t>(std::max(0.0, base)));
 }
 
 std::optional<std::string> payload_error(std::string_view payload) {
@@ -454,23 +448,25 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
     bool retry_scheduled = false;
     for (auto& h : handles) {
         JobRecord& job = h.job();
-        bool ok = h.has_result && h.status == JH_OK && !timed_out;
-        if (ok) {
+        auto decision = decide_outcome({h.has_result, h.status, h.flags, h.message}, job.attempt, job.max_attempts,
+                                       timed_out, cancelled_by_shutdown, settings, uniform);
+        const std::string& error = decision.error;
+        if (decision.kind == Decision::Kind::succeeded) {
             d.succeeded += 1;
             emit(JobEventKind::succeeded, job.type, job.id, job.attempt, ran);
             outcomes.push_back({job.id, job.type, Outcome::Kind::done, now, {}, {}, store::DeadReason::none, started});
             continue;
         }
-        std::string error = timed_out       ? "timed out after " + ms_text(settings.timeout)
-                            : !h.has_result ? std::string("the task reported no result")
-                                            : (h.message.empty() ? std::string("failed") : h.message);
         d.failed += 1;
         emit(JobEventKind::failed, job.type, job.id, job.attempt, ran, error);
-        if (timed_out) {
+        if (decision.timed_out) {
             d.timed_out += 1;
             emit(JobEventKind::timed_out, job.type, job.id, job.attempt, ran, error);
         }
-        if (cancelled_by_shutdown) {
+        std::string why(store::dead_reason_name(decision.reason));
+        switch (decision.kind) {
+        case Decision::Kind::succeeded: break;
+        case Decision::Kind::released:
             d.released += 1;
             emit(JobEventKind::released, job.type, job.id, job.attempt, ran, error);
             outcomes.push_back({job.id,
@@ -484,43 +480,35 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
             log::write(log::Level::warning, "executor",
                        "cancelled by shutdown; back to ready, not counted as an attempt: " + error, job.type,
                        h.id_text());
-            continue;
-        }
-        store::DeadReason reason = store::DeadReason::none;
-        if (!timed_out && h.status == JH_PERMANENT)
-            reason = store::DeadReason::permanent_failure;
-        else if (!timed_out && (h.flags & JH_RESULT_NO_RETRY))
-            reason = store::DeadReason::should_retry_said_no;
-        else if (job.attempt >= job.max_attempts)
-            reason = timed_out ? store::DeadReason::timed_out : store::DeadReason::retries_exhausted;
-        if (reason == store::DeadReason::none) {
-            Duration delay = backoff(settings, job.attempt);
+            break;
+        case Decision::Kind::retry:
             d.retried += 1;
-            emit(JobEventKind::retried, job.type, job.id, job.attempt, delay, error);
+            emit(JobEventKind::retried, job.type, job.id, job.attempt, decision.delay, error);
             retry_scheduled = true;
-            outcomes.push_back({job.id, job.type, Outcome::Kind::retry, now, now + delay, error, reason, started});
+            outcomes.push_back(
+                {job.id, job.type, Outcome::Kind::retry, now, now + decision.delay, error, decision.reason, started});
             log::write(log::Level::warning, "executor",
                        "attempt " + std::to_string(job.attempt) + "/" + std::to_string(job.max_attempts) +
-                           " failed: " + error + "; retrying in " + ms_text(delay),
+                           " failed: " + error + "; retrying in " + ms_text(decision.delay),
                        job.type, h.id_text());
-            continue;
-        }
-        std::string why(store::dead_reason_name(reason));
-        if (settings.dead_letter) {
+            break;
+        case Decision::Kind::dead:
             d.dead_lettered += 1;
             emit(JobEventKind::dead_lettered, job.type, job.id, job.attempt, ran, error);
-            outcomes.push_back({job.id, job.type, Outcome::Kind::dead, now, {}, error, reason, started});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::dead, now, {}, error, decision.reason, started});
             log::write(log::Level::error, "executor",
                        "dead-lettered after attempt " + std::to_string(job.attempt) + " (" + why + "): " + error,
                        job.type, h.id_text());
-        } else {
+            break;
+        case Decision::Kind::dropped:
             d.dropped += 1;
             emit(JobEventKind::dropped, job.type, job.id, job.attempt, ran, error);
-            outcomes.push_back({job.id, job.type, Outcome::Kind::dropped, now, {}, error, reason, started});
+            outcomes.push_back({job.id, job.type, Outcome::Kind::dropped, now, {}, error, decision.reason, started});
             log::write(log::Level::warning, "executor",
                        "dropped after attempt " + std::to_string(job.attempt) + " (" + why +
                            ", dead_letter = false): " + error,
                        job.type, h.id_text());
+            break;
         }
     }
     store_.finish(outcomes, std::move(token)); // clears the run's mark once the outcomes are committed

@@ -128,7 +128,6 @@ private:
                                            const registry::JobSettings& settings);
     void arm_due_timer();
     Lane* lane(std::string_view type);
-    Duration backoff(const registry::JobSettings& s, std::uint32_t attempt) const;
     void emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt = 0,
               Duration duration = Duration(0), std::string_view error = {}) const noexcept;
 

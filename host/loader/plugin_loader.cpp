@@ -33,6 +33,12 @@ std::string Problem::to_string() const {
     return s + ": " + message;
 }
 
+std::vector<config::RefusedPlugin> refused_plugins(const Discovery& discovery) {
+    std::vector<config::RefusedPlugin> out;
+    for (const auto& p : discovery.problems) out.push_back({p.type, p.file.string() + ": " + p.message});
+    return out;
+}
+
 std::string abi_version_string(std::uint32_t version) {
     return std::to_string(JOBHOST_ABI_VERSION_MAJOR(version)) + "." +
            std::to_string(JOBHOST_ABI_VERSION_MINOR(version));

@@ -2,6 +2,8 @@
 // job type's name in advance. One bad file never stops the scan: each problem is recorded with the file it concerns.
 #pragma once
 
+#include "config/config.hpp"
+
 #include <jobhost/abi.h>
 
 #include <boost/dll/shared_library.hpp>
@@ -46,6 +48,9 @@ struct Discovery {
     std::vector<Problem> problems;
     std::size_t libraries_loaded = 0;
 };
+
+// The problems as the config check takes them: what each refused file or type was, and why.
+std::vector<config::RefusedPlugin> refused_plugins(const Discovery& discovery);
 
 struct LoaderOptions {
     std::filesystem::path plugin_dir;

@@ -268,3 +268,34 @@ TEST_CASE("copying a new file over a loaded plugin in place never touches the ru
     REQUIRE(pos != std::string::npos);
     CHECK(std::stoi(log.substr(log.find("succeeded ", pos) + 10)) >= 5); // it ran before and after the copy
 }
+
+TEST_CASE("a configured type whose plugin was refused is reported with the real reason by every command") {
+    TempDir dir;
+    copy_fixtures(dir.path() / "plugins", {"fx_good.so", "bad_metadata.so", "static_throw.so"});
+    struct Case {
+        std::string type;
+        std::vector<std::string> says;
+    };
+    for (const Case& c :
+         {Case{"fx.zero_concurrency",
+               {"[jobs.fx.zero_concurrency] configures a job type whose plugin was refused: " +
+                (dir.path() / "plugins/bad_metadata.so").string() +
+                ": invalid metadata: concurrency must be at least 1, got 0"}},
+          Case{"warehouse.sync",
+               {"[jobs.warehouse.sync] configures a job type that no loaded plugin provides; 2 plugin file(s) were "
+                "refused and one of them may provide it: ",
+                (dir.path() / "plugins/static_throw.so").string() +
+                    ": refused: a probe process that loaded it first was killed by signal 6"}}}) {
+        CAPTURE(c.type);
+        auto cfg =
+            dir.write("c.toml", "[host]\nplugin_dir = \"plugins\"\n[store]\nkind = \"memory\"\n[http]\nenabled = "
+                                "false\n\n[jobs.\"" +
+                                    c.type + "\"]\nenabled = true\n");
+        for (std::string command : {"check", "plugins", "run"}) {
+            CAPTURE(command);
+            auto r = run_jobhost({command, "--config", cfg.string()}, 20s);
+            CHECK(r.exit_code == 2);
+            for (const auto& part : c.says) CHECK(contains(r.err, part));
+        }
+    }
+}
