@@ -373,7 +373,32 @@ Discovery discover(const LoaderOptions& options) {
     }
     std::vector<fs::path> files;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-        if (it->path().extension() == ".so" && it->is_regular_file(ec)) files.push_back(it->path());
+        if (it->path().extension() != ".so") continue;
+        std::error_code lec;
+        if (it->is_symlink(lec)) { // checked like the file it points to, and the folder that file lives in
+            auto target = fs::canonical(it->path(), lec);
+            if (lec) {
+                auto link = fs::read_symlink(it->path(), lec);
+                add_problem(out, it->path(), {},
+                            lec ? "a symbolic link that cannot be read: " + lec.message()
+                                : "a symbolic link to " + link.string() +
+                                      ", which does not exist or loops back on itself; fix or remove the link");
+                continue;
+            }
+            if (!fs::is_regular_file(target, lec)) {
+                add_problem(out, it->path(), {}, "a symbolic link to " + target.string() + ", which is not a file");
+                continue;
+            }
+            if (!options.allow_insecure_plugins && target.parent_path() != fs::canonical(dir, lec)) {
+                if (auto why = insecure_reason(target.parent_path(), true); !why.empty()) {
+                    add_problem(out, it->path(), {}, "a symbolic link to " + target.string() + ": " + why);
+                    continue;
+                }
+            }
+            files.push_back(it->path());
+        } else if (it->is_regular_file(lec)) {
+            files.push_back(it->path());
+        }
     }
     if (ec) add_problem(out, dir, {}, "cannot list the plugin folder: " + ec.message());
     std::sort(files.begin(), files.end());

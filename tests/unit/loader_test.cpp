@@ -228,3 +228,31 @@ TEST_CASE("the probe names the file that killed it and goes on with the next one
     CHECK(results[1].empty());
     CHECK(results[2] == "ended with exit(3)");
 }
+
+TEST_CASE("a symlinked plugin is checked like the file it points to and its folder; a dangling or looping link is "
+          "reported") {
+    TempDir dir;
+    auto plugins = dir.path() / "plugins";
+    auto shared = dir.path() / "shared";
+    std::filesystem::create_directories(plugins);
+    test::copy_fixtures(shared, {"fx_good.so"});
+    std::filesystem::permissions(shared, std::filesystem::perms::all); // 0777: anyone may swap the file
+    std::filesystem::create_symlink(shared / "fx_good.so", plugins / "good.so");
+    std::filesystem::create_symlink(dir.path() / "nowhere.so", plugins / "dangling.so");
+    std::filesystem::create_symlink(plugins / "loop_b.so", plugins / "loop_a.so");
+    std::filesystem::create_symlink(plugins / "loop_a.so", plugins / "loop_b.so");
+    auto d = loader::discover({plugins, false});
+    CHECK(d.types.empty());
+    std::map<std::string, std::string> why;
+    for (const auto& p : d.problems) why[p.file.filename().string()] = p.message;
+    CHECK(contains(why["good.so"], "a symbolic link to " + (shared / "fx_good.so").string()));
+    CHECK(contains(why["good.so"], "is writable by users other than its owner"));
+    CHECK(contains(why["dangling.so"], "which does not exist or loops back on itself"));
+    CHECK(contains(why["loop_a.so"], "which does not exist or loops back on itself"));
+    CHECK(contains(why["loop_b.so"], "which does not exist or loops back on itself"));
+    std::filesystem::permissions(shared, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                             std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                             std::filesystem::perms::others_exec);
+    auto fixed = loader::discover({plugins, false});
+    CHECK(fixed.types.size() == 16); // the same link into a safe folder loads
+}
