@@ -810,6 +810,9 @@ RunToken SqliteStore::begin_run(std::span<const JobId> ids) {
 }
 
 void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
+    // A run that returns after close() (it ignored cancellation past the stop) was charged by close(); its outcome
+    // has nowhere to go.
+    if (closed_) return;
     auto copy = std::make_shared<std::vector<Outcome>>(outcomes.begin(), outcomes.end());
     auto held = std::make_shared<RunToken>(std::move(token));
     Op op;
@@ -877,7 +880,11 @@ void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
         }
         if (ready_now) wake_after_batch_ = true;
     };
-    submit(std::move(op), false);
+    try {
+        submit(std::move(op), false);
+    } catch (const std::exception& e) { // closing meanwhile: as above
+        log::write(log::Level::warning, "store", std::string("an outcome came after the store closed: ") + e.what());
+    }
 }
 
 std::optional<TimePoint> SqliteStore::next_due(const std::set<std::string>&, TimePoint) {

@@ -98,6 +98,24 @@ TEST_CASE("Ctrl-C during a long job: it is cancelled after shutdown_grace and go
     CHECK(contains(job.out, "cancelled by shutdown (not counted as an attempt)"));
 }
 
+TEST_CASE("a run that ignores cancellation past shutdown_grace + stuck_grace is charged, and the host exits 1") {
+    Setup s("shutdown_grace = \"200ms\"\nstuck_grace = \"300ms\"\n\n[store]\npath = \"var/jobs.db\"\n\n"
+            "[jobs.\"fx.stuck\"]\ntimeout = \"0s\"\n");
+    Background host(s.args({"--enqueue", "fx.stuck={\"ms\":6000}"}));
+    REQUIRE(host.wait_for_output("serving", 20s));
+    std::this_thread::sleep_for(150ms);
+    auto start = std::chrono::steady_clock::now();
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(std::chrono::steady_clock::now() - start < 3s);
+    CHECK(host.exit_code() == 1); // plugin code is still running: exit without unloading it
+    CHECK(contains(host.err(), "1 run(s) did not return after cancellation"));
+    auto job = run({JOBHOST_BINARY, "dlq", "show", "1", "--json", "--config", s.config.string()});
+    REQUIRE(job.exit_code == 0); // max_retries = 0: its one attempt was that run
+    CHECK(contains(job.out, "\"dead_reason\":\"host_stopped\""));
+    CHECK(contains(job.out, "the host stopped while this job was still running"));
+}
+
 TEST_CASE("timeouts still fire while the host drains: a job past its timeout ends before shutdown_grace") {
     Setup s("shutdown_grace = \"10s\"\n\n[jobs.\"fx.slow\"]\ntimeout = \"400ms\"\n");
     Background host(s.args({"--enqueue", "fx.slow={\"ms\":8000}"}));
