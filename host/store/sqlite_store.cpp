@@ -309,10 +309,26 @@ void SqliteStore::writer_loop() {
 }
 
 void SqliteStore::mark_all_maybe_in_db() {
+    // Writer thread only. Read, for each type, the best level waiting in the file (one index seek each), so that
+    // a claim knows exactly whether a refill may bring a better job than the cache holds. Marking them unknown
+    // instead made every other process's commit hold back this host's claims until every type had refilled.
+    std::vector<std::string> names;
+    {
+        std::lock_guard lock(cache_mutex_);
+        names = names_;
+    }
+    std::vector<int> heads(names.size(), -2);
+    auto& h = writer_->cached("SELECT MAX(priority) FROM jobs WHERE type = ? AND state = 1");
+    for (std::size_t i = 0; i < names.size(); ++i) {
+        h.bind(1, std::string_view(names[i]));
+        if (h.step() && !h.is_null(0)) heads[i] = static_cast<int>(h.int64(0));
+        h.reset();
+    }
     std::lock_guard lock(cache_mutex_);
-    for (auto& c : caches_) {
-        c.maybe_in_db = true;
-        c.db_head_level = -1;
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+        auto& c = caches_[i];
+        c.maybe_in_db = heads[i] != -2;
+        c.db_head_level = heads[i];
     }
 }
 

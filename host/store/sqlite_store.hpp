@@ -108,8 +108,9 @@ private:
         std::size_t at_least = 2; // a whole batch, for a batch type
         std::size_t claimed = 0;  // jobs claimed since window_start: the demand that sizes `target`
         TimePoint window_start{};
-        // The level of the best ready job left in the file after the last refill; unknown (-1) after another
-        // process wrote. A claim does not pass over a type whose refill is under way and may hold a better job.
+        // The level of the best ready job in the file beyond the cache (-1: not read yet, at start; -2: none), as of
+        // the last refill or the last look after another process wrote. A claim does not pass over a type whose
+        // refill is under way and may bring a better job.
         int db_head_level = -1;
     };
 
@@ -120,6 +121,7 @@ private:
     // cache's best, so fetch even when the cache is full.
     void request_refill_locked(TypeRef ref, bool better_waiting = false);
     void wake();
+    // Writer thread: re-reads which types have ready jobs in the file, and the best level of each.
     void mark_all_maybe_in_db();
     Cache& cache_locked(std::string_view type, TypeRef* ref = nullptr);
     JobRecord read_row(const sqlite::Statement& s) const;
