@@ -534,6 +534,9 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
 void Executor::arm_due_timer() {
     boost::asio::post(io_, [this] {
         auto due = store_.next_due(type_names_, Clock::now());
+        // What next_due found due is claimable now, and a lane may have given up on it a moment ago (its claim came
+        // just before the retry's time): look again, or it waits for an unrelated enqueue.
+        poke();
         if (!due) return;
         auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*due - Clock::now()) + Duration(1);
         due_timer_.expires_after(std::max(delay, Duration(0)));
