@@ -1,6 +1,7 @@
 // jobhost: loads job types from shared libraries and runs their jobs.
 #include "cli/commands.hpp"
 #include "cli/store_commands.hpp"
+#include "runner/worker.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -30,6 +31,10 @@ void add_common(CLI::App& app, cli::CommonOptions& o, std::string& level, Flags 
 } // namespace
 
 int main(int argc, char** argv) {
+    // A worker process of a process-isolated job type, started by the host (see runner/worker.hpp). Handled before
+    // anything else: it has no config, no log sinks and no store of its own.
+    if (argc == 4 && std::string_view(argv[1]) == "worker" && std::string_view(argv[2]) == "--socket-fd")
+        return runner::worker_main(std::stoi(argv[3]));
     CLI::App app{"jobhost: runs jobs whose types are loaded from shared-library plugins.\n"
                  "Exit codes: 0 clean, 1 runtime failure, 2 usage or configuration error.",
                  "jobhost"};

@@ -155,6 +155,52 @@ public:
         return std::nullopt;
     }
 
+    // A size: an integer of bytes, or a string "512MiB", "2GiB", "64MB", "100KiB".
+    std::optional<std::uint64_t> size(const toml::node& node, const std::string& key) {
+        auto bad = [&](const std::string& got) {
+            error(node.source(), "'" + key +
+                                     "' must be a size such as \"256MiB\" or \"2GiB\" (or an integer of "
+                                     "bytes) of at least 1MiB, got " +
+                                     got);
+            return std::optional<std::uint64_t>();
+        };
+        if (auto i = node.value_exact<std::int64_t>()) {
+            if (*i < (1 << 20)) return bad(std::to_string(*i));
+            return static_cast<std::uint64_t>(*i);
+        }
+        auto s = node.value_exact<std::string>();
+        if (!s) return bad(type_name(node));
+        std::size_t used = 0;
+        double n = 0;
+        try {
+            n = std::stod(*s, &used);
+        } catch (const std::exception&) {
+            return bad("\"" + *s + "\"");
+        }
+        std::string unit = s->substr(used);
+        static const std::pair<const char*, double> units[] = {
+            {"B", 1},    {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"KB", 1e3},
+            {"MB", 1e6}, {"GB", 1e9},     {"K", 1024.0},      {"M", 1048576.0},      {"G", 1073741824.0}};
+        for (const auto& [name, factor] : units)
+            if (unit == name) {
+                double bytes = n * factor;
+                if (!(bytes >= 1048576.0) || bytes > 1e15) return bad("\"" + *s + "\"");
+                return static_cast<std::uint64_t>(bytes);
+            }
+        return bad("\"" + *s + "\"");
+    }
+
+    std::optional<runner::Isolation> isolation(const toml::node& node) {
+        auto s = string(node, "isolation");
+        if (!s) return std::nullopt;
+        if (*s == "thread") return runner::Isolation::thread;
+        if (*s == "process") return runner::Isolation::process;
+        error(node.source(), "'isolation' must be \"thread\" (plugin code runs in the host) or \"process\" (in "
+                             "supervised worker processes), got \"" +
+                                 *s + "\"");
+        return std::nullopt;
+    }
+
     fs::path path(const std::string& value) const {
         fs::path p(value);
         return p.is_absolute() ? p : (base_ / p).lexically_normal();
@@ -193,9 +239,11 @@ boost::json::value to_json(const toml::node& node) {
 }
 
 void parse_host(Validator& v, const toml::table& t, HostSection& host) {
-    v.known_keys(
-        t, "host",
-        {"plugin_dir", "workers", "shutdown_grace", "strict", "allow_insecure_plugins", "stuck_grace", "aging"});
+    v.known_keys(t, "host",
+                 {"plugin_dir", "workers", "shutdown_grace", "strict", "allow_insecure_plugins", "stuck_grace", "aging",
+                  "isolation"});
+    if (auto n = t.get("isolation"))
+        if (auto i = v.isolation(*n)) host.isolation = *i;
     if (auto n = t.get("plugin_dir"))
         if (auto s = v.string(*n, "plugin_dir")) {
             if (s->empty())
@@ -343,7 +391,8 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
     const std::string where = "jobs." + type;
     v.known_keys(t, where,
                  {"name", "description", "version", "enabled", "interval", "cron", "priority", "max_retries", "backoff",
-                  "timeout", "concurrency", "batch_size", "dead_letter", "jitter", "run_on_start", "settings"});
+                  "timeout", "concurrency", "batch_size", "dead_letter", "jitter", "run_on_start", "settings",
+                  "isolation", "memory_limit"});
     auto& o = job.overrides;
     if (auto n = t.get("name")) o.name = v.string(*n, "name");
     if (auto n = t.get("description")) o.description = v.string(*n, "description");
@@ -382,6 +431,8 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
     if (auto n = t.get("max_retries")) o.max_retries = v.integer(*n, "max_retries", 0, 1000);
     if (auto n = t.get("concurrency")) o.concurrency = v.integer(*n, "concurrency", 1, 10000);
     if (auto n = t.get("batch_size")) o.batch_size = v.integer(*n, "batch_size", 1, 10000);
+    if (auto n = t.get("isolation")) o.isolation = v.isolation(*n);
+    if (auto n = t.get("memory_limit")) o.memory_limit = v.size(*n, "memory_limit");
     if (auto n = t.get("backoff")) {
         if (auto b = v.table(*n, where + ".backoff")) {
             v.known_keys(*b, where + ".backoff", {"initial", "multiplier", "max", "jitter"});

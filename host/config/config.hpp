@@ -34,6 +34,9 @@ struct HostSection {
     bool allow_insecure_plugins = false; // load from files or folders that others may write
     core::Duration stuck_grace{5'000};   // a run this long past its timeout is reported as stuck
     core::Duration aging{0};             // a waiting job gains one priority level per `aging`; 0 turns aging off
+    // Where plugin code runs unless [jobs.<type>] isolation says otherwise: "thread" (in the host) or "process"
+    // (supervised `jobhost worker` processes).
+    runner::Isolation isolation = runner::Isolation::thread;
 };
 
 struct LogSection {

@@ -3,6 +3,7 @@
 #include "executor/outcome.hpp"
 
 #include "log/log.hpp"
+#include "runner/runner.hpp"
 
 #include <boost/asio/post.hpp>
 #include <boost/json/parser.hpp>
@@ -19,13 +20,14 @@ using store::Outcome;
 
 struct Executor::Lane {
     std::string type;
-    std::shared_ptr<registry::TaskInstance> task; // null: unusable
+    std::shared_ptr<runner::Runner> task; // null: unusable
     std::string unusable_reason;
     std::shared_ptr<const registry::JobSettings> settings;
     std::uint32_t running_runs = 0; // against settings->concurrency
     bool has_work = true;           // the store may hold claimable jobs of this type (false: a claim said none)
     store::TypeRef ref = 0;
     TypeMetrics m;
+    std::atomic<std::uint64_t> stuck{0}; // counted by the watchdog on the io thread, without the lock
 };
 
 std::string_view event_kind_name(JobEventKind k) {
@@ -97,8 +99,9 @@ private:
 // outlive the call; the watch touches only the atomics and strings here.
 class RunContext {
 public:
-    RunContext(Executor& ex, std::string type) : ex(ex), type(std::move(type)) {}
+    RunContext(Executor& ex, Executor::Lane& lane, std::string type) : ex(ex), lane(&lane), type(std::move(type)) {}
     Executor& ex;
+    Executor::Lane* lane;               // lanes live as long as the executor
     std::atomic<bool> cancelled{false}; // the deadline passed or the host is shutting down
     std::atomic<bool> timed_out{false};
     std::atomic<bool> finished{false};
@@ -144,7 +147,7 @@ jh_status RunningJob::enqueue(std::string_view type, std::string_view payload, c
 Executor::Executor(boost::asio::io_context& io, const registry::Registry& registry, store::JobStore& store,
                    ExecutorOptions options)
     : io_(io), store_(store), options_(std::move(options)), idle_workers_(options_.workers), due_timer_(io),
-      pool_(options_.workers) {
+      backoff_timer_(io), pool_(options_.workers) {
     for (const auto& [name, t] : registry.types()) {
         auto l = std::make_unique<Lane>();
         l->type = name;
@@ -325,9 +328,14 @@ Executor::Claimed Executor::claim_locked() {
     auto& req = claim_request_;
     req.types.clear();
     claim_lanes_.clear();
+    auto steady_now = std::chrono::steady_clock::now();
     for (Lane* l : lane_list_) {
         if (!l->has_work || !l->task || !l->settings->enabled) continue;
         if (l->running_runs >= static_cast<std::uint32_t>(l->settings->concurrency)) continue;
+        if (auto at = l->task->ready_at(); at > steady_now) { // its runner backs off after losing workers
+            arm_backoff_timer_locked(at);
+            continue;
+        }
         req.types.emplace_back(l->ref, static_cast<std::uint32_t>(l->settings->batch_size));
         claim_lanes_.push_back(l);
     }
@@ -381,7 +389,8 @@ void Executor::worker(Claimed c) {
 
 std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln,
                                                  const registry::JobSettings& settings) {
-    auto ctx = std::make_shared<RunContext>(*this, ln.type);
+    auto ctx = std::make_shared<RunContext>(*this, ln, ln.type);
+    const bool thread_mode = ln.task->isolation() == runner::Isolation::thread;
     std::vector<RunningJob> handles;
     handles.reserve(batch.size());
     for (auto& j : batch) handles.emplace_back(*ctx, j);
@@ -395,13 +404,14 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         ctx->timer->expires_after(settings.timeout);
         Duration stuck_grace = options_.stuck_grace;
         Duration timeout = settings.timeout;
-        ctx->timer->async_wait([ctx, stuck_grace, timeout](const boost::system::error_code& ec) {
+        ctx->timer->async_wait([ctx, stuck_grace, timeout, thread_mode](const boost::system::error_code& ec) {
             if (ec || ctx->finished.load()) return;
             ctx->timed_out = true;
             ctx->cancelled = true;
             log::write(log::Level::warning, "executor",
                        "job " + ctx->ids + " timed out after " + ms_text(timeout) + "; cancellation requested",
                        ctx->type, ctx->ids);
+            if (!thread_mode) return; // a worker process that ignores it is killed by its runner
             ctx->timer->expires_after(stuck_grace);
             ctx->timer->async_wait([ctx, stuck_grace](const boost::system::error_code& ec2) {
                 if (ec2 || ctx->finished.load()) return;
@@ -409,8 +419,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
                            "job " + ctx->ids + " of type " + ctx->type + " is stuck: still running " +
                                ms_text(stuck_grace) + " after its timeout and ignoring cancellation",
                            ctx->type, ctx->ids);
-                std::lock_guard lock(ctx->ex.mutex_);
-                ctx->ex.lane(ctx->type)->m.stuck += 1;
+                ctx->lane->stuck.fetch_add(1, std::memory_order_relaxed);
                 for (store::JobId id : ctx->job_ids) ctx->ex.emit(JobEventKind::stuck, ctx->type, id);
             });
         });
@@ -434,7 +443,24 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
     auto started = Clock::now();
     auto token = store_.begin_run(ids); // from here a crash of this process charges these jobs an attempt
     auto run_start = std::chrono::steady_clock::now();
-    ln.task->run(jobs.data(), jobs.size());
+    runner::RunControl control;
+    control.cancelled = [&] { return handles.front().cancelled(); };
+    control.stuck_grace = options_.stuck_grace;
+    auto end = ln.task->run(jobs.data(), jobs.size(), control);
+    if (!end.failure.empty()) {
+        // The code stopped under the run (a worker died or was killed): what did not report fails with the reason.
+        log::write(log::Level::error, "executor",
+                   "job " + std::to_string(batch.front().id) +
+                       (batch.size() > 1 ? " and " + std::to_string(batch.size() - 1) + " more" : std::string()) +
+                       ": " + end.failure,
+                   ln.type, handles.front().id_text());
+        for (auto& h : handles)
+            if (!h.has_result) h.set_result(JH_FAILED, 0, end.failure, {});
+        if (end.killed_stuck) {
+            ln.stuck.fetch_add(1, std::memory_order_relaxed);
+            for (const auto& j : batch) emit(JobEventKind::stuck, ln.type, j.id);
+        }
+    }
     auto ran = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - run_start);
     ctx->finished = true;
     if (ctx->timer) boost::asio::post(io_, [ctx] { ctx->timer->cancel(); });
@@ -450,6 +476,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         JobRecord& job = h.job();
         auto decision = decide_outcome({h.has_result, h.status, h.flags, h.message}, job.attempt, job.max_attempts,
                                        timed_out, cancelled_by_shutdown, settings, uniform);
+        if (decision.timed_out && end.killed_stuck) decision.error += "; " + end.failure;
         const std::string& error = decision.error;
         if (decision.kind == Decision::Kind::succeeded) {
             d.succeeded += 1;
@@ -531,6 +558,23 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
     return lock;
 }
 
+void Executor::arm_backoff_timer_locked(std::chrono::steady_clock::time_point at) {
+    if (backoff_armed_ && backoff_at_ <= at) return;
+    backoff_armed_ = true;
+    backoff_at_ = at;
+    boost::asio::post(io_, [this, at] {
+        backoff_timer_.expires_at(at);
+        backoff_timer_.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return;
+            {
+                std::lock_guard lock(mutex_);
+                backoff_armed_ = false;
+            }
+            poke();
+        });
+    });
+}
+
 void Executor::arm_due_timer() {
     boost::asio::post(io_, [this] {
         auto due = store_.next_due(type_names_, Clock::now());
@@ -576,13 +620,19 @@ void Executor::update_settings(const std::string& type, const registry::JobSetti
 TypeMetrics Executor::metrics(const std::string& type) const {
     std::lock_guard lock(mutex_);
     auto it = lanes_.find(type);
-    return it == lanes_.end() ? TypeMetrics{} : it->second->m;
+    if (it == lanes_.end()) return TypeMetrics{};
+    auto m = it->second->m;
+    m.stuck += it->second->stuck.load(std::memory_order_relaxed);
+    return m;
 }
 
 std::map<std::string, TypeMetrics> Executor::all_metrics() const {
     std::lock_guard lock(mutex_);
     std::map<std::string, TypeMetrics> out;
-    for (const auto& [name, l] : lanes_) out[name] = l->m;
+    for (const auto& [name, l] : lanes_) {
+        out[name] = l->m;
+        out[name].stuck += l->stuck.load(std::memory_order_relaxed);
+    }
     return out;
 }
 

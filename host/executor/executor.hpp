@@ -127,6 +127,7 @@ private:
     std::unique_lock<std::mutex> run_batch(std::vector<store::JobRecord>& batch, Lane& lane,
                                            const registry::JobSettings& settings);
     void arm_due_timer();
+    void arm_backoff_timer_locked(std::chrono::steady_clock::time_point at);
     Lane* lane(std::string_view type);
     void emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt = 0,
               Duration duration = Duration(0), std::string_view error = {}) const noexcept;
@@ -149,6 +150,9 @@ private:
     std::atomic<bool> shutting_down_{false};
 
     boost::asio::steady_timer due_timer_;
+    boost::asio::steady_timer backoff_timer_; // wakes lanes whose runner backs off (process workers lost)
+    bool backoff_armed_ = false;
+    std::chrono::steady_clock::time_point backoff_at_{};
     boost::asio::thread_pool pool_;
 };
 

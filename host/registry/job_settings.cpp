@@ -73,6 +73,8 @@ void apply_override(JobSettings& s, const JobOverride& o, const std::string& whe
     set(s.dead_letter, o.dead_letter, "dead_letter");
     set(s.schedule_jitter, o.schedule_jitter, "jitter");
     set(s.run_on_start, o.run_on_start, "run_on_start");
+    set(s.isolation, o.isolation, "isolation");
+    set(s.memory_limit, o.memory_limit, "memory_limit");
     if (o.interval && !o.cron && s.interval != *o.interval) {
         s.cron.clear();
         provenance.fields.emplace_back("cron", where);
@@ -108,6 +110,8 @@ std::vector<std::string> validate_settings(const JobSettings& s) {
     if (!(s.backoff.multiplier >= 1.0)) errors.push_back("backoff.multiplier must be at least 1");
     if (!(s.backoff.jitter >= 0.0 && s.backoff.jitter <= 1.0)) errors.push_back("backoff.jitter must be within 0..1");
     if (s.schedule_jitter.count() < 0) errors.push_back("jitter must not be negative");
+    if (s.memory_limit > 0 && s.isolation != runner::Isolation::process)
+        errors.push_back("memory_limit needs isolation = \"process\": a thread in the host cannot be limited alone");
     return errors;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "common/duration.hpp"
+#include "runner/runner.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -43,6 +44,10 @@ struct JobSettings {
     // Host-side scheduling, set only in the config:
     Duration schedule_jitter{0}; // each periodic tick is delayed by a random amount up to this
     bool run_on_start = false;   // a periodic type also runs once at start-up
+    // Where the plugin code runs ([host] isolation, or [jobs.<type>] isolation): in the host, or in supervised
+    // worker processes (see runner/process_runner.hpp).
+    runner::Isolation isolation = runner::Isolation::thread;
+    std::uint64_t memory_limit = 0; // resident bytes per worker process; 0: no limit (process isolation only)
 
     bool periodic() const noexcept { return interval.count() > 0 || !cron.empty(); }
 };
@@ -56,6 +61,8 @@ struct JobOverride {
     std::optional<std::int64_t> max_retries, concurrency, batch_size;
     std::optional<Duration> backoff_initial, backoff_max;
     std::optional<double> backoff_multiplier, backoff_jitter;
+    std::optional<runner::Isolation> isolation;
+    std::optional<std::uint64_t> memory_limit;
 };
 
 // Where each effective value came from, for `jobhost plugins`: field name -> "plugin", "default" or "file:line".

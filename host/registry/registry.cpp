@@ -1,11 +1,17 @@
 #include "registry/registry.hpp"
 
+#include "runner/process_runner.hpp"
+
 #include <boost/json/serialize.hpp>
 
 namespace jobhost::registry {
 
 JobSettings effective_settings(const loader::DiscoveredType& t, const config::Config& config, Provenance& provenance) {
     JobSettings s = settings_from_descriptor(t.descriptor);
+    if (config.host.isolation != s.isolation) {
+        s.isolation = config.host.isolation;
+        provenance.fields.emplace_back("isolation", config.file.string() + ":[host]");
+    }
     auto it = config.jobs.find(t.type);
     if (it != config.jobs.end()) {
         std::string where = config.file.string() + ":" + std::to_string(it->second.line);
@@ -14,7 +20,8 @@ JobSettings effective_settings(const loader::DiscoveredType& t, const config::Co
     return s;
 }
 
-BuildResult Registry::build(const loader::Discovery& discovery, const config::Config& config) {
+BuildResult Registry::build(const loader::Discovery& discovery, const config::Config& config,
+                            const BuildOptions& options) {
     BuildResult result;
     for (const auto& t : discovery.types) {
         JobType jt;
@@ -33,8 +40,26 @@ BuildResult Registry::build(const loader::Discovery& discovery, const config::Co
             continue;
         }
 
-        auto handle = std::make_unique<loader::TypeHandle>(t.type);
         std::string settings_json = boost::json::serialize(jt.settings);
+        if (jt.effective.isolation == runner::Isolation::process) {
+            runner::ProcessSpec spec;
+            spec.type = t.type;
+            spec.file = t.file;
+            spec.library_fd = t.library ? t.library->private_copy : -1;
+            spec.settings_json = settings_json;
+            spec.exe = options.worker_exe;
+            spec.memory_limit = jt.effective.memory_limit;
+            auto r = runner::ProcessRunner::start(std::move(spec));
+            if (!r) {
+                jt.error = "the task could not be created (in a worker process): " + r.error().message;
+                result.problems.push_back({t.file, t.type, jt.error + "; the type is disabled"});
+            } else {
+                jt.task = std::move(*r);
+            }
+            types_.emplace(jt.type, std::move(jt));
+            continue;
+        }
+        auto handle = std::make_unique<loader::TypeHandle>(t.type);
         jh_task_config cfg{};
         cfg.struct_size = sizeof cfg;
         cfg.type = jh_str{jt.type.data(), jt.type.size()};

@@ -6,6 +6,7 @@
 #include "loader/host_api.hpp"
 #include "loader/plugin_loader.hpp"
 #include "registry/job_settings.hpp"
+#include "runner/runner.hpp"
 
 #include <map>
 #include <memory>
@@ -14,21 +15,26 @@
 
 namespace jobhost::registry {
 
-// Owns a plugin's task instance. Destroys it through the plugin, and only then lets go of the library: the library
-// member is declared first, so it is released last.
-class TaskInstance {
+// The thread runner: owns a plugin's task instance in the host and calls it on the caller's thread. Destroys it
+// through the plugin, and only then lets go of the library: the library member is declared first, so it is
+// released last.
+class TaskInstance final : public runner::Runner {
 public:
     TaskInstance(std::shared_ptr<loader::PluginLibrary> library, const jh_job_descriptor& descriptor,
                  std::unique_ptr<loader::TypeHandle> handle, void* task)
         : library_(std::move(library)), descriptor_(descriptor), handle_(std::move(handle)), task_(task) {}
-    ~TaskInstance() {
+    ~TaskInstance() override {
         if (task_) descriptor_.destroy(task_);
     }
     TaskInstance(const TaskInstance&) = delete;
     TaskInstance& operator=(const TaskInstance&) = delete;
 
     // Runs jobs through the plugin. Thread-safe as the descriptor's concurrency contract says.
-    void run(const jh_job* jobs, std::size_t count) const { descriptor_.run(task_, jobs, count); }
+    runner::RunEnd run(const jh_job* jobs, std::size_t count, const runner::RunControl&) override {
+        descriptor_.run(task_, jobs, count);
+        return {};
+    }
+    runner::Isolation isolation() const noexcept override { return runner::Isolation::thread; }
 
 private:
     std::shared_ptr<loader::PluginLibrary> library_;
@@ -44,9 +50,9 @@ struct JobType {
     JobSettings declared;  // what the plugin said
     JobSettings effective; // declared, overlaid by the config
     Provenance provenance;
-    boost::json::object settings;       // [jobs.<type>.settings]
-    std::shared_ptr<TaskInstance> task; // null when the task could not be created
-    std::string error;                  // why task is null
+    boost::json::object settings;         // [jobs.<type>.settings]
+    std::shared_ptr<runner::Runner> task; // null when the task could not be created
+    std::string error;                    // why task is null
     bool usable() const noexcept { return task != nullptr; }
 };
 
@@ -54,11 +60,17 @@ struct BuildResult {
     std::vector<loader::Problem> problems; // types whose task could not be made, or whose overlay is invalid
 };
 
+struct BuildOptions {
+    std::filesystem::path worker_exe; // the jobhost executable that process-isolated types run in; empty: this one
+};
+
 class Registry {
 public:
-    // Overlays the config on each discovered type and creates its task (constructor + validate_config). A type whose
-    // task cannot be made is kept, unusable, with the reason; every such case is also returned as a problem.
-    BuildResult build(const loader::Discovery& discovery, const config::Config& config);
+    // Overlays the config on each discovered type and creates its task (constructor + validate_config): in the host
+    // for thread isolation, in a first worker process for process isolation. A type whose task cannot be made is
+    // kept, unusable, with the reason; every such case is also returned as a problem.
+    BuildResult build(const loader::Discovery& discovery, const config::Config& config,
+                      const BuildOptions& options = {});
 
     const JobType* find(std::string_view type) const;
     const std::map<std::string, JobType, std::less<>>& types() const noexcept { return types_; }

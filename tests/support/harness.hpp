@@ -41,7 +41,7 @@ public:
             config_.store.path = dir_.path() / "var" / "store.db";
         }
         discovery_ = loader::discover({dir_.path(), false});
-        registry_.build(discovery_, config_);
+        registry_.build(discovery_, config_, {JOBHOST_BINARY}); // process-isolated types run in jobhost workers
         app::HostOptions ho;
         ho.http = false;
         ho.schedules = false; // start_scheduler() starts them
