@@ -7,7 +7,11 @@
 
 #include <boost/asio/post.hpp>
 
+#include <sys/inotify.h>
+
+#include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <unistd.h>
 #include <future>
@@ -62,9 +66,198 @@ std::vector<std::string> preflight(const config::Config& config) {
     return out;
 }
 
-Host::Host(config::Config config, const loader::Discovery& discovery, const registry::Registry& registry,
-           HostOptions options)
-    : config_(std::move(config)), discovery_(discovery), registry_(registry), options_(std::move(options)) {}
+Host::Host(config::Config config, const loader::Discovery& discovery, registry::Registry& registry, HostOptions options)
+    : config_(std::move(config)), registry_(registry), options_(std::move(options)) {
+    for (const auto& t : discovery.types) discovered_.emplace(t.type, t);
+    for (const auto& f : discovery.files) files_.emplace(f, file_state(f));
+    for (const auto& t : discovery.types)
+        if (auto it = files_.find(t.file); it != files_.end()) it->second.types.insert(t.type);
+    for (const auto& p : discovery.problems) refused_[p.file].push_back({p.type, p.file.string() + ": " + p.message});
+}
+
+Host::FileState Host::file_state(const std::filesystem::path& file) {
+    FileState f;
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) return f;
+    f.dev = st.st_dev;
+    f.ino = st.st_ino;
+    f.size = st.st_size;
+    f.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+    return f;
+}
+
+void Host::plugin_event(executor::JobEventKind kind, const std::string& type, const std::string& what) {
+    if (monitor_)
+        monitor_->on_event(executor::JobEvent{kind, type, 0, 0, core::Duration(0), what, store::Clock::now()});
+}
+
+PluginChanges Host::reload_plugins(std::string_view why) {
+    namespace fs = std::filesystem;
+    using K = executor::JobEventKind;
+    PluginChanges changes;
+    if (!executor_ || stopping_) return changes;
+    loader::LoaderOptions lo{config_.host.plugin_dir, config_.host.allow_insecure_plugins};
+    std::map<fs::path, FileState> seen; // the files this scan loads
+    auto d = loader::discover(lo, [&](const fs::path& f) {
+        auto st = file_state(f);
+        auto it = files_.find(f);
+        bool changed = it == files_.end() || !(it->second == st);
+        if (changed) seen[f] = st; // new or changed: loaded below
+        return changed;
+    });
+    registry::BuildOptions bo{options_.worker_exe};
+    auto provider = [&](const std::string& type, const fs::path& other_than) -> const fs::path* {
+        for (const auto& [file, st] : files_)
+            if (file != other_than && st.types.count(type)) return &file;
+        return nullptr;
+    };
+    auto retire = [&](const std::string& type, const std::string& reason) {
+        registry_.retire(type, reason);
+        executor_->remove_task(type, reason);
+        registry::JobSettings off;
+        off.enabled = false;
+        scheduler_->set(type, off, false); // its schedule stops
+        discovered_.erase(type);
+        changes.removed.push_back(type);
+        plugin_event(K::plugin_removed, type, reason);
+        JH_LOG(warning, "plugins") << "job type " << type << " is no longer served: " << reason;
+    };
+
+    for (const auto& [file, st] : seen) { // new or changed files
+        bool is_new = !files_.count(file);
+        auto& state = files_[file];
+        std::set<std::string> old_types = state.types;
+        state = st;
+        refused_.erase(file);
+        std::vector<const loader::DiscoveredType*> found;
+        for (const auto& t : d.types)
+            if (t.file == file) found.push_back(&t);
+        for (const auto& p : d.problems) {
+            if (p.file != file) continue;
+            refused_[file].push_back({p.type, p.file.string() + ": " + p.message});
+            std::string text = p.to_string();
+            changes.refused.push_back(text);
+            if (p.type.empty() && !old_types.empty())
+                for (const auto& type : old_types) plugin_event(K::plugin_refused, type, text);
+            else
+                plugin_event(K::plugin_refused, p.type, text);
+            JH_LOG(error, "plugins") << (old_types.empty() ? "refused "
+                                                           : "the new version was refused, the old one "
+                                                             "keeps serving: ")
+                                     << text;
+        }
+        if (found.empty() && !old_types.empty() &&
+            d.problems.end() != std::find_if(d.problems.begin(), d.problems.end(),
+                                             [&](const auto& p) { return p.file == file && p.type.empty(); })) {
+            state.types = old_types; // the whole file was refused: what it served before goes on serving
+            continue;
+        }
+        std::set<std::string> now_types;
+        for (const auto* t : found) {
+            if (const auto* other = provider(t->type, file)) {
+                std::string text = file.string() + " [" + t->type + "]: job type '" + t->type +
+                                   "' is declared twice: by " + other->string() + " and by " + file.string() +
+                                   "; the first one is used, rename one of them or remove a copy";
+                changes.refused.push_back(text);
+                plugin_event(K::plugin_refused, t->type, text);
+                JH_LOG(error, "plugins") << text;
+                continue;
+            }
+            std::vector<loader::Problem> problems;
+            auto jt = registry::Registry::make(*t, config_, bo, problems);
+            bool replacing = old_types.count(t->type) > 0;
+            if (!jt.usable()) {
+                std::string text = file.string() + " [" + t->type + "]: " + jt.error;
+                changes.refused.push_back(text);
+                plugin_event(K::plugin_refused, t->type, text);
+                if (replacing && registry_.find(t->type) && registry_.find(t->type)->usable()) {
+                    JH_LOG(error, "plugins") << "the new version was refused, the old one keeps serving: " << text;
+                    now_types.insert(t->type);
+                } else {
+                    JH_LOG(error, "plugins") << "refused " << text;
+                    registry_.put(std::move(jt));
+                }
+                continue;
+            }
+            auto task = jt.task;
+            auto effective = jt.effective;
+            bool known_before = registry_.find(t->type) != nullptr;
+            registry_.put(std::move(jt));
+            executor_->set_task(t->type, task, effective);
+            if (!stopping_ && options_.schedules) scheduler_->set(t->type, effective, !known_before);
+            discovered_.insert_or_assign(t->type, *t);
+            now_types.insert(t->type);
+            const char* what = replacing ? "replaced" : known_before ? "provided again" : "added";
+            (replacing ? changes.replaced : changes.added).push_back(t->type);
+            plugin_event(replacing ? K::plugin_replaced : K::plugin_loaded, t->type,
+                         std::string(what) + " from " + file.string());
+            JH_LOG(info, "plugins") << "job type " << t->type << " " << what << " from " << file.string()
+                                    << (is_new ? "" : " (the file changed)") << " (" << why << ")";
+        }
+        for (const auto& type : old_types)
+            if (!now_types.count(type))
+                retire(type, "its library " + file.string() +
+                                 " no longer declares it; its queued jobs wait for a "
+                                 "plugin that does");
+        state.types = std::move(now_types);
+    }
+    for (auto it = files_.begin(); it != files_.end();) { // removed files
+        if (std::find(d.files.begin(), d.files.end(), it->first) != d.files.end()) {
+            ++it;
+            continue;
+        }
+        for (const auto& type : it->second.types)
+            retire(type, "its library " + it->first.string() +
+                             " was removed; its queued jobs wait for a plugin "
+                             "that provides it");
+        refused_.erase(it->first);
+        it = files_.erase(it);
+    }
+    if (!changes.any()) JH_LOG(debug, "plugins") << "plugin folder rescanned (" << why << "): nothing changed";
+    return changes;
+}
+
+void Host::watch_plugins() {
+    if (!config_.host.watch_plugins) return;
+    int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0 ||
+        ::inotify_add_watch(fd, config_.host.plugin_dir.c_str(),
+                            IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE | IN_ATTRIB) < 0) {
+        JH_LOG(warning, "plugins") << "cannot watch " << config_.host.plugin_dir.string() << " for changes ("
+                                   << std::strerror(errno)
+                                   << "); load new plugins with SIGHUP or POST /api/v1/plugins/reload";
+        if (fd >= 0) ::close(fd);
+        return;
+    }
+    watch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fd);
+    watch_debounce_ = std::make_unique<boost::asio::steady_timer>(io_);
+    arm_watch();
+}
+
+void Host::arm_watch() {
+    watch_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+        if (ec || stopping_) return;
+        alignas(inotify_event) char buf[8192];
+        bool relevant = false;
+        for (;;) {
+            auto n = ::read(watch_->native_handle(), buf, sizeof buf);
+            if (n <= 0) break;
+            for (char* p = buf; p < buf + n;) {
+                auto* e = reinterpret_cast<inotify_event*>(p);
+                std::string_view name = e->len ? std::string_view(e->name) : std::string_view();
+                if (name.size() > 3 && name.substr(name.size() - 3) == ".so") relevant = true;
+                p += sizeof(inotify_event) + e->len;
+            }
+        }
+        if (relevant) { // a copy in progress sends many events: act once it has been quiet for a moment
+            watch_debounce_->expires_after(std::chrono::milliseconds(300));
+            watch_debounce_->async_wait([this](const boost::system::error_code& ec2) {
+                if (!ec2 && !stopping_) reload_plugins("the plugin folder changed");
+            });
+        }
+        arm_watch();
+    });
+}
 
 Host::~Host() {
     if (opened_) {
@@ -120,15 +313,17 @@ std::optional<core::Error> Host::open() {
     opened_ = true;
     executor_->poke(); // jobs the store kept from before
 
-    services_ = std::make_unique<http::Services>(http::Services{config_,
-                                                                registry_,
-                                                                *executor_,
-                                                                *store_,
-                                                                *monitor_,
-                                                                store::Clock::now(),
-                                                                options_.plugins_skipped,
-                                                                {},
-                                                                &stopping_});
+    services_ = std::make_unique<http::Services>(
+        http::Services{config_,
+                       registry_,
+                       *executor_,
+                       *store_,
+                       *monitor_,
+                       store::Clock::now(),
+                       options_.plugins_skipped,
+                       {},
+                       &stopping_,
+                       [this] { return reload_plugins("POST /api/v1/plugins/reload"); }});
     if (options_.http && config_.http.enabled) {
         auto token = http::load_token(config_.http);
         if (!token) return token.error();
@@ -148,6 +343,7 @@ std::optional<core::Error> Host::open() {
     if (options_.schedules)
         for (const auto& [name, t] : registry_.types())
             if (t.usable()) scheduler_->set(name, t.effective, true);
+    watch_plugins();
     return std::nullopt;
 }
 
@@ -173,14 +369,16 @@ bool Host::reload() {
     }
     auto r = config::load_file(config_.file);
     std::set<std::string> known;
-    for (const auto& t : discovery_.types) known.insert(t.type);
+    for (const auto& [type, t] : discovered_) known.insert(type);
+    std::vector<config::RefusedPlugin> refused;
+    for (const auto& [file, list] : refused_) refused.insert(refused.end(), list.begin(), list.end());
     if (r.ok()) {
-        auto more = config::check_job_types(r.config, known, loader::refused_plugins(discovery_));
+        auto more = config::check_job_types(r.config, known, refused);
         r.errors.insert(r.errors.end(), more.begin(), more.end());
     }
     std::vector<std::pair<std::string, registry::JobSettings>> updates;
     if (r.ok()) {
-        for (const auto& t : discovery_.types) {
+        for (const auto& [type, t] : discovered_) {
             registry::Provenance p;
             auto eff = registry::effective_settings(t, r.config, p);
             auto errors = registry::validate_settings(eff);
@@ -212,6 +410,8 @@ bool Host::reload() {
 
 void Host::stop_intake() {
     stopping_ = true; // /readyz answers 503 from here on
+    if (watch_) watch_->close();
+    if (watch_debounce_) watch_debounce_->cancel();
     if (scheduler_) scheduler_->stop();
     if (health_timer_) health_timer_->cancel();
     if (server_) server_->stop();
@@ -266,6 +466,7 @@ int Host::run() {
         if (ec) return;
         const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "SIGHUP";
         if (signo == SIGHUP) {
+            reload_plugins("SIGHUP");
             reload();
         } else if (drainer.joinable()) { // a second SIGINT or SIGTERM: at once
             static const char msg[] = "jobhost: second signal, exiting at once\n";

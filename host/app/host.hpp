@@ -36,10 +36,15 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <sys/stat.h>
+
 #include <atomic>
+#include <map>
+#include <set>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -68,12 +73,17 @@ struct HostOptions {
     store::JobStore* store = nullptr;
     // Executor options instead of the ones [host] gives (tests). The observer is replaced by the monitor unless set.
     std::optional<executor::ExecutorOptions> executor;
-    std::size_t plugins_skipped = 0; // for health and /api/v1/status
+    std::size_t plugins_skipped = 0;  // for health and /api/v1/status
+    std::filesystem::path worker_exe; // the jobhost executable for process isolation; empty: this process's
 };
+
+using registry::PluginChanges;
 
 class Host {
 public:
-    Host(config::Config config, const loader::Discovery& discovery, const registry::Registry& registry,
+    // The Host takes over the registry's types as the plugin folder changes (reload_plugins); the caller keeps
+    // both alive, and touches the registry only from the io thread once open() returned.
+    Host(config::Config config, const loader::Discovery& discovery, registry::Registry& registry,
          HostOptions options = {});
     ~Host();
     Host(const Host&) = delete;
@@ -89,6 +99,15 @@ public:
     // Re-reads the config file and applies what can change while running; keeps the running config on any error.
     // Returns whether the new config was applied. Call on the io thread (SIGHUP does).
     bool reload();
+    // Rescans the plugin folder and applies what changed since the last scan (on the io thread: the folder watch,
+    // SIGHUP and POST /api/v1/plugins/reload call it):
+    //   - a new file: its types are served;
+    //   - a changed file (any new inode, size or mtime; `cp` over it in place included): its types take no new jobs,
+    //     their running jobs finish on the old code, then the new code serves; queued jobs are kept. A new version
+    //     that fails to load leaves the old one serving, and the reason is logged;
+    //   - a removed file: its types stop running jobs; their queued jobs stay, waiting for a plugin.
+    // Each change is a log line and an event (plugin_loaded, plugin_replaced, plugin_removed, plugin_refused).
+    PluginChanges reload_plugins(std::string_view why);
     // See above. Returns how many runs never returned; they hold worker threads, so the plugins must stay loaded.
     std::size_t drain(core::Duration grace);
     // See above. Idempotent.
@@ -106,10 +125,29 @@ public:
 private:
     void stop_intake();
     void arm_health_timer();
+    void watch_plugins();
+    void arm_watch();
+    void plugin_event(executor::JobEventKind kind, const std::string& type, const std::string& what);
+
+    struct FileState {
+        dev_t dev = 0;
+        ino_t ino = 0;
+        off_t size = 0;
+        std::int64_t mtime_ns = 0;
+        std::set<std::string> types; // the types this file serves
+        bool operator==(const FileState& o) const {
+            return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns;
+        }
+    };
+    static FileState file_state(const std::filesystem::path& file);
 
     config::Config config_;
-    const loader::Discovery& discovery_;
-    const registry::Registry& registry_;
+    registry::Registry& registry_;
+    std::map<std::string, loader::DiscoveredType> discovered_;                    // the version of each type served now
+    std::map<std::filesystem::path, FileState> files_;                            // each *.so as last scanned
+    std::map<std::filesystem::path, std::vector<config::RefusedPlugin>> refused_; // by file, for config checks
+    std::unique_ptr<boost::asio::posix::stream_descriptor> watch_;                // inotify on plugin_dir
+    std::unique_ptr<boost::asio::steady_timer> watch_debounce_;
     HostOptions options_;
 
     std::unique_ptr<store::JobStore> owned_store_;

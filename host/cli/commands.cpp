@@ -239,11 +239,14 @@ int run_command(const CommonOptions& o) {
     Startup s;
     if (int code = start(o, s); code >= 0) return code;
     if (refused_at_preflight(s.config, "run")) return kExitUsage;
-    if (s.registry.types().empty()) { // what check refuses too: a host that would serve nothing
+    if (s.registry.types().empty() && !s.config.host.watch_plugins) { // a host that could never serve anything
         std::cerr << "jobhost run: no job types found in " << s.config.host.plugin_dir.string()
                   << "; put plugins there (see 'jobhost plugins'), or set [host] plugin_dir\n";
         return kExitUsage;
     }
+    if (s.registry.types().empty())
+        JH_LOG(warning, "host") << "no job types found in " << s.config.host.plugin_dir.string()
+                                << " yet; the folder is watched: a plugin copied there is served at once";
     app::HostOptions ho;
     ho.plugins_skipped = s.problems.size();
     app::Host host(s.config, s.discovery, s.registry, ho);

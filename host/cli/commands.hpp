@@ -40,5 +40,8 @@ int plugins_command(const CommonOptions& options);
 int check_command(const CommonOptions& options);
 // GET /api/v1/status from a running host (url empty: the config's [http] listen) and print it.
 int status_command(const CommonOptions& options, const std::string& url);
+// jobhost reload: asks a running host to rescan its plugin folder (POST /api/v1/plugins/reload) and prints what
+// changed. Exit 1 when a file was refused.
+int reload_command(const CommonOptions& options, const std::string& url);
 
 } // namespace jobhost::cli

@@ -109,6 +109,12 @@ int main(int argc, char** argv) {
     status->add_option("--url", status_url,
                        "The host's address, such as http://127.0.0.1:8080 (default: [http] listen)");
 
+    std::string reload_url;
+    auto* reload =
+        app.add_subcommand("reload", "Ask a running host to rescan its plugin folder now (it also watches it)");
+    add_common(*reload, opts, level, {.plugin_dir = false, .store = false});
+    reload->add_option("--url", reload_url, "The host's address (default: [http] listen)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -121,6 +127,7 @@ int main(int argc, char** argv) {
         if (*plugins) return cli::plugins_command(opts);
         if (*check) return cli::check_command(opts);
         if (*status) return cli::status_command(opts, status_url);
+        if (*reload) return cli::reload_command(opts, reload_url);
         if (*enqueue) return cli::enqueue_command(opts, eo);
         if (*jobs) return cli::jobs_command(opts, lo);
         if (*job) return cli::job_command(opts, job_id);

@@ -1,5 +1,6 @@
 // jobhost status: asks a running host over HTTP and prints its health, alerts and a table of job types.
 #include "cli/commands.hpp"
+#include "http/server.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -108,6 +109,59 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
                   << err << "\n";
     }
     return kExitOk;
+}
+
+} // namespace jobhost::cli
+
+namespace jobhost::cli {
+
+int reload_command(const CommonOptions& o, const std::string& url_in) {
+    config::Config config;
+    if (int code = load_config(o, config); code >= 0) return code;
+    std::string url = url_in.empty() ? "http://" + config.http.listen : url_in;
+    if (url.rfind("http://", 0) != 0) {
+        std::cerr << "jobhost: --url must start with http://, got '" << url << "'\n";
+        return kExitUsage;
+    }
+    std::string token;
+    if (auto t = http::load_token(config.http)) token = *t;
+    std::string rest = url.substr(7);
+    std::string hostport = rest.substr(0, rest.find('/'));
+    auto colon = hostport.rfind(':');
+    std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
+    std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+    try {
+        boost::asio::io_context io;
+        tcp::resolver resolver(io);
+        beast::tcp_stream stream(io);
+        stream.expires_after(std::chrono::seconds(60));
+        stream.connect(resolver.resolve(host, port));
+        bhttp::request<bhttp::string_body> req{bhttp::verb::post, "/api/v1/plugins/reload", 11};
+        req.set(bhttp::field::host, hostport);
+        if (!token.empty()) req.set(bhttp::field::authorization, "Bearer " + token);
+        req.prepare_payload();
+        bhttp::write(stream, req);
+        beast::flat_buffer buffer;
+        bhttp::response<bhttp::string_body> res;
+        bhttp::read(stream, buffer, res);
+        if (res.result_int() != 200) {
+            std::cerr << "jobhost: " << url << " answered " << res.result_int() << ": " << res.body() << "\n";
+            return kExitRuntime;
+        }
+        auto doc = json::parse(res.body()).as_object();
+        std::size_t n = 0;
+        for (const char* key : {"added", "replaced", "removed", "refused"}) {
+            const auto& list = doc.at(key).as_array();
+            for (const auto& v : list) std::cout << key << "  " << v.as_string().c_str() << "\n";
+            n += list.size();
+        }
+        if (n == 0) std::cout << "no change in the plugin folder\n";
+        return doc.at("refused").as_array().empty() ? kExitOk : kExitRuntime;
+    } catch (const std::exception& e) {
+        std::cerr << "jobhost: cannot reach a host at " << url << " (" << e.what()
+                  << "); is it running with [http] enabled? Or send it SIGHUP\n";
+        return kExitRuntime;
+    }
 }
 
 } // namespace jobhost::cli

@@ -241,7 +241,9 @@ boost::json::value to_json(const toml::node& node) {
 void parse_host(Validator& v, const toml::table& t, HostSection& host) {
     v.known_keys(t, "host",
                  {"plugin_dir", "workers", "shutdown_grace", "strict", "allow_insecure_plugins", "stuck_grace", "aging",
-                  "isolation"});
+                  "isolation", "watch_plugins"});
+    if (auto n = t.get("watch_plugins"))
+        if (auto b = v.boolean(*n, "watch_plugins")) host.watch_plugins = *b;
     if (auto n = t.get("isolation"))
         if (auto i = v.isolation(*n)) host.isolation = *i;
     if (auto n = t.get("plugin_dir"))

@@ -37,6 +37,7 @@ struct HostSection {
     // Where plugin code runs unless [jobs.<type>] isolation says otherwise: "thread" (in the host) or "process"
     // (supervised `jobhost worker` processes).
     runner::Isolation isolation = runner::Isolation::thread;
+    bool watch_plugins = true; // load, replace and retire plugins as files change in plugin_dir while running
 };
 
 struct LogSection {

@@ -22,6 +22,10 @@ struct Executor::Lane {
     std::string type;
     std::shared_ptr<runner::Runner> task; // null: unusable
     std::string unusable_reason;
+    // A new version waiting for the runs of the current one to end (a replaced library): while set, the lane takes
+    // no new jobs; the last run to end swaps it in.
+    std::shared_ptr<runner::Runner> next_task;
+    bool swapping = false;
     std::shared_ptr<const registry::JobSettings> settings;
     std::uint32_t running_runs = 0; // against settings->concurrency
     bool has_work = true;           // the store may hold claimable jobs of this type (false: a claim said none)
@@ -43,6 +47,10 @@ std::string_view event_kind_name(JobEventKind k) {
     case JobEventKind::released: return "released";
     case JobEventKind::coalesced: return "coalesced";
     case JobEventKind::stuck: return "stuck";
+    case JobEventKind::plugin_loaded: return "plugin_loaded";
+    case JobEventKind::plugin_replaced: return "plugin_replaced";
+    case JobEventKind::plugin_removed: return "plugin_removed";
+    case JobEventKind::plugin_refused: return "plugin_refused";
     }
     return "unknown";
 }
@@ -207,6 +215,7 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
     std::vector<std::size_t> index; // jobs[k] is requests[index[k]]
     std::vector<Lane*> lanes(requests.size(), nullptr);
     std::vector<std::shared_ptr<const registry::JobSettings>> settings(requests.size());
+    std::vector<std::string> unusable(requests.size()); // why a lane has no code to run, as it was under the lock
     jobs.reserve(requests.size());
     index.reserve(requests.size());
     bool accepting;
@@ -214,7 +223,10 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         std::lock_guard lock(mutex_);
         accepting = accepting_;
         for (std::size_t i = 0; i < requests.size(); ++i)
-            if ((lanes[i] = lane(requests[i].type))) settings[i] = lanes[i]->settings;
+            if ((lanes[i] = lane(requests[i].type))) {
+                settings[i] = lanes[i]->settings;
+                if (!lanes[i]->task && !lanes[i]->swapping) unusable[i] = lanes[i]->unusable_reason;
+            }
     }
     auto now = Clock::now();
     std::size_t refused_payloads = 0;
@@ -230,9 +242,8 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             result.error = "the host is shutting down; nothing was queued";
             continue;
         }
-        if (!ln->task) {
-            result.error =
-                "job type '" + request.type + "' is unusable (" + ln->unusable_reason + "); nothing was queued";
+        if (!unusable[i].empty()) {
+            result.error = "job type '" + request.type + "' is unusable (" + unusable[i] + "); nothing was queued";
             continue;
         }
         if (!settings[i]->enabled) {
@@ -330,7 +341,7 @@ Executor::Claimed Executor::claim_locked() {
     claim_lanes_.clear();
     auto steady_now = std::chrono::steady_clock::now();
     for (Lane* l : lane_list_) {
-        if (!l->has_work || !l->task || !l->settings->enabled) continue;
+        if (!l->has_work || !l->task || l->swapping || !l->settings->enabled) continue;
         if (l->running_runs >= static_cast<std::uint32_t>(l->settings->concurrency)) continue;
         if (auto at = l->task->ready_at(); at > steady_now) { // its runner backs off after losing workers
             arm_backoff_timer_locked(at);
@@ -353,6 +364,7 @@ Executor::Claimed Executor::claim_locked() {
     c.jobs = std::move(result.jobs);
     Lane* l = c.lane = claim_lanes_[result.index];
     c.settings = l->settings;
+    c.task = l->task; // the code this run calls, even if a new version is swapped in meanwhile
     l->running_runs += 1;
     l->m.running += static_cast<std::uint32_t>(c.jobs.size());
     l->m.max_running = std::max(l->m.max_running, l->m.running);
@@ -377,7 +389,8 @@ void Executor::pump_locked() {
 
 void Executor::worker(Claimed c) {
     while (!c.jobs.empty()) {
-        auto lock = run_batch(c.jobs, *c.lane, *c.settings); // returns holding the lock, accounts done
+        auto lock = run_batch(c.jobs, *c.lane, *c.task, *c.settings); // returns holding the lock, accounts done
+        c.task.reset();                                               // an old version's last run lets go of it here
         c = claim_locked();
         if (c.jobs.empty())
             idle_workers_ += 1;
@@ -387,10 +400,10 @@ void Executor::worker(Claimed c) {
     }
 }
 
-std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln,
+std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, runner::Runner& task,
                                                  const registry::JobSettings& settings) {
     auto ctx = std::make_shared<RunContext>(*this, ln, ln.type);
-    const bool thread_mode = ln.task->isolation() == runner::Isolation::thread;
+    const bool thread_mode = task.isolation() == runner::Isolation::thread;
     std::vector<RunningJob> handles;
     handles.reserve(batch.size());
     for (auto& j : batch) handles.emplace_back(*ctx, j);
@@ -446,7 +459,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
     runner::RunControl control;
     control.cancelled = [&] { return handles.front().cancelled(); };
     control.stuck_grace = options_.stuck_grace;
-    auto end = ln.task->run(jobs.data(), jobs.size(), control);
+    auto end = task.run(jobs.data(), jobs.size(), control);
     if (!end.failure.empty()) {
         // The code stopped under the run (a worker died or was killed): what did not report fails with the reason.
         log::write(log::Level::error, "executor",
@@ -554,6 +567,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         if (d.retried + d.released > 0) ln.has_work = true;
         ln.running_runs -= 1;
         running_runs_ -= 1;
+        if (ln.swapping && ln.running_runs == 0) swap_in_locked(ln);
     }
     return lock;
 }
@@ -577,7 +591,12 @@ void Executor::arm_backoff_timer_locked(std::chrono::steady_clock::time_point at
 
 void Executor::arm_due_timer() {
     boost::asio::post(io_, [this] {
-        auto due = store_.next_due(type_names_, Clock::now());
+        std::set<std::string> names;
+        {
+            std::lock_guard lock(mutex_); // set_task may add a type
+            names = type_names_;
+        }
+        auto due = store_.next_due(names, Clock::now());
         // What next_due found due is claimable now, and a lane may have given up on it a moment ago (its claim came
         // just before the retry's time): look again, or it waits for an unrelated enqueue.
         poke();
@@ -607,6 +626,59 @@ std::size_t Executor::shutdown(Duration grace) {
                std::to_string(running_runs_) + " run(s) still going after the grace period; cancelling them");
     changed_.wait_for(lock, options_.stuck_grace, [this] { return running_runs_ == 0; });
     return running_runs_;
+}
+
+void Executor::swap_in_locked(Lane& ln) {
+    ln.task = std::move(ln.next_task);
+    ln.swapping = false;
+    ln.has_work = true;
+    log::write(log::Level::info, "executor",
+               ln.task ? "the new version serves from now on" : "no longer served: " + ln.unusable_reason, ln.type);
+}
+
+void Executor::set_task(const std::string& type, std::shared_ptr<runner::Runner> task,
+                        const registry::JobSettings& settings) {
+    std::lock_guard lock(mutex_);
+    Lane* ln = lane(type);
+    if (!ln) {
+        auto l = std::make_unique<Lane>();
+        l->type = type;
+        l->ref = store_.intern(type);
+        ln = l.get();
+        lane_list_.push_back(ln);
+        lanes_.emplace(type, std::move(l));
+        type_names_.insert(type);
+    }
+    ln->settings = std::make_shared<const registry::JobSettings>(settings);
+    ln->unusable_reason.clear();
+    if (ln->running_runs > 0 && ln->task) { // the old version's runs finish first
+        ln->next_task = std::move(task);
+        ln->swapping = true;
+        log::write(log::Level::info, "executor",
+                   "a new version is loaded; it serves once the " + std::to_string(ln->running_runs) +
+                       " run(s) of the old one end",
+                   type);
+    } else {
+        ln->next_task.reset();
+        ln->swapping = false;
+        ln->task = std::move(task);
+        ln->has_work = true;
+    }
+    if (idle_workers_ > 0) pump_locked();
+}
+
+void Executor::remove_task(const std::string& type, const std::string& reason) {
+    std::lock_guard lock(mutex_);
+    Lane* ln = lane(type);
+    if (!ln) return;
+    ln->unusable_reason = reason;
+    ln->next_task.reset();
+    if (ln->running_runs > 0) {
+        ln->swapping = true; // to nothing: the runs going on finish on the code they started with
+    } else {
+        ln->task.reset();
+        ln->swapping = false;
+    }
 }
 
 void Executor::update_settings(const std::string& type, const registry::JobSettings& settings) {

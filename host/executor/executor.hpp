@@ -96,6 +96,14 @@ public:
     // enabled. Jobs already queued keep the priority they were queued with.
     void update_settings(const std::string& type, const registry::JobSettings& settings);
 
+    // Serves `type` with `task` from now on (a plugin library added or replaced while running). A new type gets a
+    // lane. A type whose current version has runs going on stops taking new jobs, lets those runs finish on the old
+    // code, and swaps when the last one ends; its queued jobs stay where they are. Callable from any thread.
+    void set_task(const std::string& type, std::shared_ptr<runner::Runner> task, const registry::JobSettings& settings);
+    // Stops serving `type` (its library was removed): no new runs; running ones finish; queued jobs stay in the
+    // store, and enqueues are refused with `reason`.
+    void remove_task(const std::string& type, const std::string& reason);
+
     TypeMetrics metrics(const std::string& type) const;
     // The effective settings a type runs with now (they change on reload); null for an unknown type.
     std::shared_ptr<const registry::JobSettings> settings(std::string_view type) const;
@@ -118,14 +126,16 @@ private:
     struct Claimed {
         Lane* lane = nullptr;
         std::shared_ptr<const registry::JobSettings> settings; // as they were when claimed
+        std::shared_ptr<runner::Runner> task;                  // the version claimed for
         std::vector<store::JobRecord> jobs;
     };
     Claimed claim_locked();
     void pump_locked();
     void worker(Claimed claimed);
     // Runs one claim through the plugin, records its outcomes, and returns holding mutex_ with the accounting done.
-    std::unique_lock<std::mutex> run_batch(std::vector<store::JobRecord>& batch, Lane& lane,
+    std::unique_lock<std::mutex> run_batch(std::vector<store::JobRecord>& batch, Lane& lane, runner::Runner& task,
                                            const registry::JobSettings& settings);
+    void swap_in_locked(Lane& lane);
     void arm_due_timer();
     void arm_backoff_timer_locked(std::chrono::steady_clock::time_point at);
     Lane* lane(std::string_view type);
@@ -138,7 +148,7 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable changed_;                                 // a run finished or the executor stopped
-    std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_; // fixed after construction
+    std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_; // added to by set_task, never removed
     std::vector<Lane*> lane_list_;                                    // the same lanes, for the dispatch scan
     store::ClaimRequest claim_request_;                               // reused by claim_locked
     std::vector<Lane*> claim_lanes_;                                  // the lane of each claim_request_ entry

@@ -21,6 +21,11 @@ enum class JobEventKind {
     released, // cancelled by shutdown, left to be retried
     coalesced,
     stuck,
+    // A plugin library changed while the host ran (the job id is 0; `error` says what happened):
+    plugin_loaded,   // a new type is served
+    plugin_replaced, // a type's new version is loaded (it serves once the old version's runs end)
+    plugin_removed,  // a type's library is gone; its queued jobs wait
+    plugin_refused,  // a new or changed file could not be loaded; what served before still does
 };
 std::string_view event_kind_name(JobEventKind k);
 

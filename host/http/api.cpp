@@ -151,6 +151,13 @@ json::object type_json(Services& sv, const std::string& type, const std::map<std
     o["file"] = t ? t->file.string() : "";
     o["usable"] = t && t->usable();
     if (t && !t->usable()) o["error"] = t->error;
+    if (t) {
+        o["generation"] = t->generation; // 1 at start, +1 for each version loaded while running
+        o["loaded_at"] = store::iso(t->loaded_at);
+        if (t->task) o["isolation"] = std::string(runner::isolation_name(t->task->isolation()));
+        if (t->task && t->task->isolation() == runner::Isolation::process)
+            o["workers"] = json::object{{"started", t->task->workers_started()}, {"lost", t->task->workers_lost()}};
+    }
     if (settings) o["settings"] = settings_json(*settings);
     auto c = counts.find(type);
     const auto& queue = c == counts.end() ? store::TypeCounts{} : c->second;
@@ -285,7 +292,8 @@ std::optional<std::vector<store::JobId>> dead_ids(Services& sv, const std::strin
 std::optional<executor::JobEventKind> parse_kind(const std::string& s) {
     using K = executor::JobEventKind;
     for (K k : {K::enqueued, K::started, K::succeeded, K::failed, K::timed_out, K::retried, K::dead_lettered,
-                K::dropped, K::released, K::coalesced, K::stuck})
+                K::dropped, K::released, K::coalesced, K::stuck, K::plugin_loaded, K::plugin_replaced,
+                K::plugin_removed, K::plugin_refused})
         if (executor::event_kind_name(k) == s) return k;
     return std::nullopt;
 }
@@ -316,6 +324,20 @@ Response route(const Request& req, Services& sv) {
     std::size_t n = parts.size();
 
     if (what == "status" && n == 3) return get ? status(sv) : not_allowed("GET");
+    if (what == "plugins" && n == 4 && parts[3] == "reload") {
+        if (m != "POST") return not_allowed("POST");
+        if (!sv.reload_plugins) return error(503, "this host cannot reload plugins");
+        auto c = sv.reload_plugins();
+        auto list = [](const std::vector<std::string>& v) {
+            json::array a;
+            for (const auto& x : v) a.push_back(json::string(x));
+            return a;
+        };
+        return json_response(200, json::object{{"added", list(c.added)},
+                                               {"replaced", list(c.replaced)},
+                                               {"removed", list(c.removed)},
+                                               {"refused", list(c.refused)}});
+    }
     if (what == "alerts" && n == 3) return get ? json_response(200, alerts_json(sv)) : not_allowed("GET");
     if (what == "types" && (n == 3 || n == 4)) {
         if (!get) return not_allowed("GET");

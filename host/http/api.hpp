@@ -9,6 +9,7 @@
 #include "store/store.hpp"
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,8 +25,9 @@ struct Services {
     monitor::Monitor& monitor;
     store::TimePoint started;
     std::size_t plugins_skipped = 0;
-    std::string token;                           // bearer token for mutating requests; empty: none required
-    const std::atomic<bool>* stopping = nullptr; // the host is shutting down
+    std::string token;                                       // bearer token for mutating requests; empty: none required
+    const std::atomic<bool>* stopping = nullptr;             // the host is shutting down
+    std::function<registry::PluginChanges()> reload_plugins; // rescans the plugin folder (on the io thread)
 };
 
 struct Request {

@@ -356,7 +356,7 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
     return out;
 }
 
-Discovery discover(const LoaderOptions& options) {
+Discovery discover(const LoaderOptions& options, const std::function<bool(const fs::path&)>& want) {
     Discovery out;
     const fs::path& dir = options.plugin_dir;
     std::error_code ec;
@@ -374,6 +374,8 @@ Discovery discover(const LoaderOptions& options) {
     std::vector<fs::path> files;
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
         if (it->path().extension() != ".so") continue;
+        out.files.push_back(it->path());
+        if (want && !want(it->path())) continue;
         std::error_code lec;
         if (it->is_symlink(lec)) { // checked like the file it points to, and the folder that file lives in
             auto target = fs::canonical(it->path(), lec);

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -47,6 +48,7 @@ struct Discovery {
     std::vector<DiscoveredType> types;
     std::vector<Problem> problems;
     std::size_t libraries_loaded = 0;
+    std::vector<std::filesystem::path> files; // every *.so the scan saw, loaded or not (for a rescan's removals)
 };
 
 // The problems as the config check takes them: what each refused file or type was, and why.
@@ -61,7 +63,9 @@ struct LoaderOptions {
 // of one: each file is probed in a child process first (probe_files), and one that crashed, aborted or exited there
 // is refused with what happened. The first file to declare a type keeps it; a later declaration is a problem naming
 // both files.
-Discovery discover(const LoaderOptions& options);
+// `want`, when set, picks the files to probe and load (a rescan loads only what changed); the others are listed in
+// `files` and otherwise skipped.
+Discovery discover(const LoaderOptions& options, const std::function<bool(const std::filesystem::path&)>& want = {});
 
 // A copy of a plugin file in an anonymous memory file (memfd), readable at path() while the object lives: what
 // the host loads instead of the file users write.

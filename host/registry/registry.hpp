@@ -8,6 +8,7 @@
 #include "registry/job_settings.hpp"
 #include "runner/runner.hpp"
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -53,7 +54,16 @@ struct JobType {
     boost::json::object settings;         // [jobs.<type>.settings]
     std::shared_ptr<runner::Runner> task; // null when the task could not be created
     std::string error;                    // why task is null
+    std::chrono::system_clock::time_point loaded_at = std::chrono::system_clock::now();
+    std::uint64_t generation = 1; // 1 for the version loaded at start, +1 for each replacement while running
     bool usable() const noexcept { return task != nullptr; }
+};
+
+// What one rescan of the plugin folder changed.
+struct PluginChanges {
+    std::vector<std::string> added, replaced, removed; // job types
+    std::vector<std::string> refused;                  // "file: why" (or "file [type]: why")
+    bool any() const noexcept { return !added.empty() || !replaced.empty() || !removed.empty() || !refused.empty(); }
 };
 
 struct BuildResult {
@@ -71,6 +81,15 @@ public:
     // kept, unusable, with the reason; every such case is also returned as a problem.
     BuildResult build(const loader::Discovery& discovery, const config::Config& config,
                       const BuildOptions& options = {});
+
+    // One type, made as build() makes each: the config's overlay, then its task (or the reason it has none).
+    // Problems are appended to `problems`.
+    static JobType make(const loader::DiscoveredType& t, const config::Config& config, const BuildOptions& options,
+                        std::vector<loader::Problem>& problems);
+    // Adds a type or replaces one of the same name (a plugin added or replaced while running).
+    void put(JobType type);
+    // Marks a type as no longer provided (its library was removed): kept, unusable, with the reason.
+    void retire(std::string_view type, std::string reason);
 
     const JobType* find(std::string_view type) const;
     const std::map<std::string, JobType, std::less<>>& types() const noexcept { return types_; }

@@ -46,6 +46,7 @@ public:
         ho.http = false;
         ho.schedules = false; // start_scheduler() starts them
         ho.executor = options;
+        ho.worker_exe = JOBHOST_BINARY;
         host_ = std::make_unique<app::Host>(config_, discovery_, registry_, ho);
         if (auto error = host_->open()) throw std::runtime_error(error->message);
         host_->start();

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <functional>
 #include <thread>
 
 using namespace jobhost;
@@ -71,34 +72,77 @@ int main(int argc, char** argv) {
     std::size_t n = argc > 1 ? std::stoul(argv[1]) : 200000;
     int rounds = argc > 2 ? std::stoi(argv[2]) : 5;
     log::configure({log::Level::error, log::Format::text, std::nullopt});
-    store::MemoryStore store;
-    Host host(store);
-    std::vector<double> bare, one, fifty, one_batched, fifty_batched;
+
+    struct Row {
+        std::string name;
+        std::function<double(Host&)> measure;
+        HostSetup setup;
+        std::vector<double> rates;
+    };
+    using runner::Isolation;
+    std::vector<Row> rows;
+    for (std::size_t slots : {2, 50})
+        for (std::size_t types : {1, 50}) {
+            HostSetup s{slots, Isolation::thread, 1};
+            std::string tag =
+                std::to_string(types) + (types == 1 ? " type, " : " types, ") + std::to_string(slots) + " slots";
+            rows.push_back({"thread, " + tag + ", enqueued from outside",
+                            [=](Host& h) { return h.run_jobs(n, types, 1); },
+                            s,
+                            {}});
+            rows.push_back({"thread, " + tag + ", enqueued by 100 from outside",
+                            [=](Host& h) { return h.run_jobs(n, types, 100); },
+                            s,
+                            {}});
+            rows.push_back({"thread, " + tag + ", ctx.enqueue from a job",
+                            [=](Host& h) { return h.run_fanned(n, types); },
+                            s,
+                            {}});
+        }
+    std::size_t pn = std::max<std::size_t>(n / 4, 1000);
+    rows.push_back({"process, 1 type, 2 slots, enqueued by 100",
+                    [=](Host& h) { return h.run_jobs(pn, 1, 100); },
+                    HostSetup{2, Isolation::process, 1},
+                    {}});
+    rows.push_back({"process, 1 type, 2 slots, batch_size 100",
+                    [=](Host& h) { return h.run_jobs(pn, 1, 100); },
+                    HostSetup{2, Isolation::process, 100},
+                    {}});
+    rows.push_back({"thread, 1 type, 2 slots, batch_size 100",
+                    [=](Host& h) { return h.run_jobs(n, 1, 100); },
+                    HostSetup{2, Isolation::thread, 100},
+                    {}});
+
+    std::vector<double> bare;
     for (int i = 0; i < rounds; ++i) {
         bare.push_back(bare_post_rate(n));
-        one.push_back(host.run_jobs(n, 1, 1));
-        fifty.push_back(host.run_jobs(n, 50, 1));
-        one_batched.push_back(host.run_jobs(n, 1, 100));
-        fifty_batched.push_back(host.run_jobs(n, 50, 100));
+        for (auto& row : rows) {
+            store::MemoryStore store;
+            Host host(store, row.setup);
+            row.rates.push_back(row.measure(host));
+        }
     }
-    auto bare_lat = bare_post_latency_us(2000);
-    auto jh_lat = jobhost_latency_us(host, 2000);
+    std::vector<double> bare_lat, jh_lat;
+    {
+        store::MemoryStore store;
+        Host host(store);
+        bare_lat = bare_post_latency_us(2000);
+        jh_lat = jobhost_latency_us(host, 2000);
+    }
 
-    std::printf("executor benchmark: %zu no-op jobs per round, %d rounds, 2 workers, memory store (medians)\n", n,
-                rounds);
-    std::printf("%-44s %14s %14s %8s\n", "measure", "jobhost", "bare limit", "ratio");
-    std::printf("%-44s %14.0f %14.0f %8.3f\n", "throughput, 1 type (jobs/s)", median(one), median(bare),
-                median(one) / median(bare));
-    std::printf("%-44s %14.0f %14.0f %8.3f\n", "throughput, 50 types (jobs/s)", median(fifty), median(bare),
-                median(fifty) / median(bare));
-    std::printf("%-44s %14.0f %14.0f %8.3f\n", "throughput, 1 type, enqueue by 100 (jobs/s)", median(one_batched),
-                median(bare), median(one_batched) / median(bare));
-    std::printf("%-44s %14.0f %14.0f %8.3f\n", "throughput, 50 types, enqueue by 100 (jobs/s)", median(fifty_batched),
-                median(bare), median(fifty_batched) / median(bare));
-    std::printf("%-44s %14.1f %14.1f %8.1f\n", "enqueue-to-start latency p50, idle (us)", percentile(jh_lat, 0.5),
+    std::printf("executor benchmark: %zu no-op jobs per round (%zu in process rows), %d rounds, memory store "
+                "(medians); each row a fresh host\n",
+                n, pn, rounds);
+    std::printf("%-58s %12s %12s %7s\n", "measure (jobs/s)", "jobhost", "bare post", "ratio");
+    for (const auto& row : rows)
+        std::printf("%-58s %12.0f %12.0f %7.3f\n", row.name.c_str(), median(row.rates), median(bare),
+                    median(row.rates) / median(bare));
+    std::printf("%-58s %12.1f %12.1f %7.1f\n", "enqueue-to-start latency p50, idle (us)", percentile(jh_lat, 0.5),
                 percentile(bare_lat, 0.5), percentile(jh_lat, 0.5) / percentile(bare_lat, 0.5));
-    std::printf("%-44s %14.1f %14.1f %8.1f\n", "enqueue-to-start latency p99, idle (us)", percentile(jh_lat, 0.99),
+    std::printf("%-58s %12.1f %12.1f %7.1f\n", "enqueue-to-start latency p99, idle (us)", percentile(jh_lat, 0.99),
                 percentile(bare_lat, 0.99), percentile(jh_lat, 0.99) / percentile(bare_lat, 0.99));
-    std::printf("bare limit: boost::asio::post of a no-op on a 2-thread thread_pool, same process, same run\n");
+    std::printf(
+        "bare post: boost::asio::post of a no-op on a 2-thread thread_pool, same process, same run.\n"
+        "slots: [host] workers. Counted: outcomes the executor applied (succeeded + failed), not plugin calls.\n");
     return 0;
 }

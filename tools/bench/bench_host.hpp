@@ -28,8 +28,15 @@ inline double percentile(std::vector<double> v, double p) {
     return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
-// A jobhost host (app::Host) with 2 workers over `store`, running the bench plugin's types, its io_context on a
-// thread of its own. `runs()` is the plugin's cumulative count of runs in this process: take differences.
+struct HostSetup {
+    std::size_t workers = 2;
+    runner::Isolation isolation = runner::Isolation::thread;
+    std::int64_t batch_size = 1; // for every bench type
+};
+
+// A jobhost host (app::Host) with `workers` slots over `store`, running the bench plugin's types, its io_context on
+// a thread of its own. `runs()` is the plugin's cumulative count of runs in this process (thread isolation only):
+// take differences. `succeeded()` counts outcomes applied by the executor, in any isolation.
 struct Host {
     loader::Discovery discovery;
     registry::Registry registry;
@@ -38,17 +45,20 @@ struct Host {
     std::uint64_t (*runs)() = nullptr;
     std::int64_t (*last_start)() = nullptr;
 
-    explicit Host(store::JobStore& store) {
+    explicit Host(store::JobStore& store, HostSetup setup = {}) {
         discovery = loader::discover({JOBHOST_BENCH_PLUGIN_DIR, true});
-        registry.build(discovery, config::Config{});
+        config::Config config;
+        config.host.isolation = setup.isolation;
+        for (const auto& t : discovery.types) config.jobs[t.type].overrides.batch_size = setup.batch_size;
+        registry.build(discovery, config, {JOBHOST_WORKER_EXE});
         app::HostOptions o;
         o.store = &store;
         o.http = false;
         o.schedules = false;
         executor::ExecutorOptions eo;
-        eo.workers = 2;
+        eo.workers = setup.workers;
         o.executor = eo;
-        host = std::make_unique<app::Host>(config::Config{}, discovery, registry, o);
+        host = std::make_unique<app::Host>(config, discovery, registry, o);
         if (auto error = host->open()) {
             std::fprintf(stderr, "%s\n", error->message.c_str());
             std::exit(1);
@@ -60,7 +70,7 @@ struct Host {
             runs = reinterpret_cast<std::uint64_t (*)()>(::dlsym(h, "bench_runs"));
             last_start = reinterpret_cast<std::int64_t (*)()>(::dlsym(h, "bench_last_start_ns"));
         }
-        if (registry.types().size() != 50 || !runs) {
+        if (!registry.find("bench.49") || !registry.find("bench.fan") || !runs) {
             std::fprintf(stderr, "bench plugin not found in %s\n", JOBHOST_BENCH_PLUGIN_DIR);
             std::exit(1);
         }
@@ -80,7 +90,7 @@ struct Host {
             std::snprintf(buf, sizeof buf, "bench.%02zu", t);
             names.emplace_back(buf);
         }
-        std::uint64_t before = runs();
+        std::uint64_t before = succeeded();
         std::vector<executor::EnqueueRequest> requests(batch);
         auto start = Clock::now();
         for (std::size_t i = 0; i < n; i += batch) {
@@ -91,8 +101,30 @@ struct Host {
                     std::exit(1);
                 }
         }
-        while (runs() - before < n) std::this_thread::yield();
+        wait_for(before + n);
         return static_cast<double>(n) / std::chrono::duration<double>(Clock::now() - start).count();
+    }
+
+    // One bench.fan job queues n no-op jobs over `types` types with ctx.enqueue, from inside its run, while the
+    // other slots drain them. Returns jobs per second (the n, not the fan job).
+    double run_fanned(std::size_t n, std::size_t types) {
+        std::uint64_t before = succeeded();
+        executor::EnqueueRequest r;
+        r.type = "bench.fan";
+        r.payload = "{\"n\":" + std::to_string(n) + ",\"types\":" + std::to_string(types) + "}";
+        auto start = Clock::now();
+        if (!ex->enqueue(r).ok) std::exit(1);
+        wait_for(before + n + 1);
+        return static_cast<double>(n) / std::chrono::duration<double>(Clock::now() - start).count();
+    }
+
+    std::uint64_t succeeded() const {
+        std::uint64_t sum = 0;
+        for (const auto& [type, m] : ex->all_metrics()) sum += m.succeeded + m.failed;
+        return sum;
+    }
+    void wait_for(std::uint64_t outcomes) const {
+        while (succeeded() < outcomes) std::this_thread::sleep_for(std::chrono::microseconds(500));
     }
 };
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 
 namespace {
 std::atomic<std::uint64_t> g_runs{0};
@@ -73,6 +74,25 @@ BENCH_TYPE(46, "bench.46");
 BENCH_TYPE(47, "bench.47");
 BENCH_TYPE(48, "bench.48");
 BENCH_TYPE(49, "bench.49");
+
+// Queues payload.n no-op jobs from inside a run, one ctx.enqueue each, round-robin over the first payload.types
+// bench types: the benchmark of work that jobs queue themselves.
+class FanOut : public jobhost::Task {
+public:
+    jobhost::Result execute(jobhost::Context& ctx) override {
+        const auto& p = ctx.payload().as_object();
+        auto n = p.at("n").to_number<std::int64_t>();
+        auto types = p.at("types").to_number<std::int64_t>();
+        char name[16];
+        for (std::int64_t i = 0; i < n; ++i) {
+            std::snprintf(name, sizeof name, "bench.%02d", static_cast<int>(i % types));
+            auto r = ctx.enqueue(name);
+            if (!r.ok) return jobhost::Result::permanent("enqueue failed: " + r.error);
+        }
+        return jobhost::Result::success();
+    }
+};
+JOBHOST_JOB(FanOut, .type = "bench.fan", .max_retries = 0);
 
 extern "C" __attribute__((visibility("default"))) std::uint64_t bench_runs() {
     return g_runs.load();
