@@ -289,6 +289,7 @@ std::optional<core::Error> Host::open() {
         JH_LOG(warning, "store") << store_->recovered_at_open()
                                  << " job(s) held by a host that is gone were given back (see above for each one "
                                     "that was running)";
+    if (options_.crash_notes) store::arm_crash_notes(store_->host_record()); // before any job can run
     monitor::MonitorOptions mo;
     mo.events = static_cast<std::size_t>(config_.monitor.events);
     mo.failure_rate = config_.monitor.failure_rate;

@@ -15,12 +15,14 @@
 //
 // Locks, in the one order they may nest (a lock may be taken while holding only those above it):
 //   1. SqliteStore::wakeup_mutex_   held while the store's wakeup runs Executor::poke (from the writer thread)
-//   2. Executor::mutex_             lanes, running counts, idle workers, accepting/dispatching; held across claim()
-//   3. SqliteStore::cache_mutex_ or MemoryStore::mutex_   the reservation caches and type handles / every job
-//   4. SqliteStore::queue_mutex_    the writer's queue of operations (a refill is queued from inside a claim)
-//   5. Monitor::mutex_              the figures; events are emitted under Executor::mutex_, and it calls out to nobody
+//   2. SqliteStore::cache_mutex_ or MemoryStore::mutex_   the reservation caches and type handles / every job;
+//      held across ClaimRequest::take, which only touches one lane's atomics (and may post to its strand)
+//   3. SqliteStore::queue_mutex_    the writer's queue of operations (a refill is queued from inside a claim)
+//   4. Monitor::mutex_              the figures; it calls out to nobody
+// The executor has no lock of its own on the hot path (see executor.hpp): lanes are atomics plus a strand each;
+// Executor::names_mutex_ (shared) guards only the name -> lane map, and Lane::view_mutex only a pointer copy.
 // Taken alone, never nesting another: SqliteStore::reader_mutex_ (the read connection), HostRecord::mutex_ (free
-// slots).
+// slots), ProcessRunner::mutex_ (idle workers).
 // A `_locked` suffix means: the caller holds the mutex that guards what the function touches.
 #pragma once
 
@@ -75,6 +77,9 @@ struct HostOptions {
     std::optional<executor::ExecutorOptions> executor;
     std::size_t plugins_skipped = 0;  // for health and /api/v1/status
     std::filesystem::path worker_exe; // the jobhost executable for process isolation; empty: this process's
+    // Leave a note in the host record when plugin code crashes or calls exit() (store::arm_crash_notes), from
+    // open() on: before the first job can run. For the jobhost process; run() arms them in any case.
+    bool crash_notes = false;
 };
 
 using registry::PluginChanges;

@@ -248,6 +248,7 @@ int run_command(const CommonOptions& o) {
         JH_LOG(warning, "host") << "no job types found in " << s.config.host.plugin_dir.string()
                                 << " yet; the folder is watched: a plugin copied there is served at once";
     app::HostOptions ho;
+    ho.crash_notes = true;
     ho.plugins_skipped = s.problems.size();
     app::Host host(s.config, s.discovery, s.registry, ho);
     if (auto error = host.open()) {

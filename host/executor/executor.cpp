@@ -8,9 +8,13 @@
 #include <boost/asio/post.hpp>
 #include <boost/json/parser.hpp>
 
+#include <boost/asio/dispatch.hpp>
+
 #include <algorithm>
 #include <cmath>
+#include <future>
 #include <random>
+#include <thread>
 
 namespace jobhost::executor {
 
@@ -18,21 +22,91 @@ using store::Clock;
 using store::JobRecord;
 using store::Outcome;
 
-struct Executor::Lane {
-    std::string type;
-    std::shared_ptr<runner::Runner> task; // null: unusable
-    std::string unusable_reason;
-    // A new version waiting for the runs of the current one to end (a replaced library): while set, the lane takes
-    // no new jobs; the last run to end swaps it in.
-    std::shared_ptr<runner::Runner> next_task;
-    bool swapping = false;
+// What the hot path reads of a lane's current version; published by the lane's strand, never changed in place.
+struct Executor::LaneView {
     std::shared_ptr<const registry::JobSettings> settings;
-    std::uint32_t running_runs = 0; // against settings->concurrency
-    bool has_work = true;           // the store may hold claimable jobs of this type (false: a claim said none)
-    store::TypeRef ref = 0;
-    TypeMetrics m;
-    std::atomic<std::uint64_t> stuck{0}; // counted by the watchdog on the io thread, without the lock
+    std::shared_ptr<runner::Runner> task; // null: unusable (unusable_reason says why)
+    std::string unusable_reason;
 };
+
+struct Executor::Lane {
+    Lane(boost::asio::io_context& io, std::string type, store::TypeRef ref)
+        : type(std::move(type)), ref(ref), strand(boost::asio::make_strand(io)) {}
+    const std::string type;
+    const store::TypeRef ref;
+    boost::asio::strand<boost::asio::io_context::executor_type> strand;
+
+    // [strand] a new version waiting for the runs of the current one to end
+    std::shared_ptr<runner::Runner> next_task;
+    std::shared_ptr<const registry::JobSettings> next_settings;
+    std::string next_reason; // with no next_task: the lane retires, for this reason
+
+    // Published by the strand (view under view_mutex, held only to copy the pointer), read by anyone.
+    mutable std::mutex view_mutex;
+    std::shared_ptr<const LaneView> view;
+    std::shared_ptr<const LaneView> current() const {
+        std::lock_guard lock(view_mutex);
+        return view;
+    }
+    std::atomic<bool> eligible{false}; // usable and enabled
+    std::atomic<bool> swapping{false}; // takes no new run until the current version's runs end
+    std::atomic<std::uint32_t> concurrency{1}, batch{1};
+    std::atomic<std::uint32_t> running_runs{0}; // slots taken, against concurrency
+    std::atomic<std::uint64_t> work_gen{1};     // moved on whenever the store may hold claimable work
+    std::atomic<std::uint64_t> empty_at{0};     // the work_gen the store last said "nothing" at
+    std::atomic<std::int64_t> paused_until{0};  // steady-clock ns: the runner backs off until then
+
+    // Counters, updated by whichever thread does the thing, without a lock.
+    struct Counters {
+        std::atomic<std::uint64_t> enqueued{0}, refused{0}, started{0}, runs{0}, succeeded{0}, failed{0}, timed_out{0},
+            retried{0}, dead_lettered{0}, dropped{0}, coalesced{0}, stuck{0}, released{0};
+        std::atomic<std::uint32_t> running{0}, max_running{0};
+    } m;
+    TypeMetrics snapshot() const {
+        TypeMetrics t;
+        t.enqueued = m.enqueued.load();
+        t.refused = m.refused.load();
+        t.started = m.started.load();
+        t.runs = m.runs.load();
+        t.succeeded = m.succeeded.load();
+        t.failed = m.failed.load();
+        t.timed_out = m.timed_out.load();
+        t.retried = m.retried.load();
+        t.dead_lettered = m.dead_lettered.load();
+        t.dropped = m.dropped.load();
+        t.coalesced = m.coalesced.load();
+        t.stuck = m.stuck.load();
+        t.released = m.released.load();
+        t.running = m.running.load();
+        t.max_running = m.max_running.load();
+        return t;
+    }
+    void more_work() { work_gen.fetch_add(1); }
+    bool has_work() const { return work_gen.load() != empty_at.load(); }
+    bool paused(std::int64_t now_ns) const { return paused_until.load(std::memory_order_relaxed) > now_ns; }
+    // Reserves a run slot (the store's ClaimRequest::take). Refused at the concurrency limit and while the lane
+    // swaps versions; the second look at `swapping` pairs with try_swap's look at running_runs, so a swap never
+    // overlaps a run of the old version.
+    bool try_take() {
+        if (swapping.load()) return false;
+        auto cur = running_runs.load();
+        do {
+            if (cur >= concurrency.load(std::memory_order_relaxed)) return false;
+        } while (!running_runs.compare_exchange_weak(cur, cur + 1));
+        if (swapping.load()) {
+            running_runs.fetch_sub(1);
+            return false;
+        }
+        return true;
+    }
+};
+
+namespace {
+std::int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+} // namespace
 
 std::string_view event_kind_name(JobEventKind k) {
     switch (k) {
@@ -157,15 +231,8 @@ Executor::Executor(boost::asio::io_context& io, const registry::Registry& regist
     : io_(io), store_(store), options_(std::move(options)), idle_workers_(options_.workers), due_timer_(io),
       backoff_timer_(io), pool_(options_.workers) {
     for (const auto& [name, t] : registry.types()) {
-        auto l = std::make_unique<Lane>();
-        l->type = name;
-        l->task = t.task;
-        l->unusable_reason = t.error;
-        l->settings = std::make_shared<const registry::JobSettings>(t.effective);
-        l->ref = store.intern(name);
-        lane_list_.push_back(l.get());
-        lanes_.emplace(name, std::move(l));
-        type_names_.insert(name);
+        Lane* l = add_lane(name);
+        publish(*l, std::make_shared<const registry::JobSettings>(t.effective), t.task, t.error);
     }
     store_.set_wakeup([this] {
         poke();
@@ -185,15 +252,66 @@ void Executor::emit(JobEventKind kind, std::string_view type, store::JobId id, s
     options_.observer->on_event(JobEvent{kind, type, id, attempt, duration, error, Clock::now()});
 }
 
-void Executor::poke() {
-    std::lock_guard lock(mutex_);
-    for (Lane* l : lane_list_) l->has_work = true;
-    if (idle_workers_ > 0) pump_locked();
+Executor::Lane* Executor::add_lane(const std::string& type) {
+    std::unique_lock lock(names_mutex_);
+    if (auto it = lanes_.find(type); it != lanes_.end()) return it->second.get();
+    std::size_t n = lane_count_.load();
+    if (n >= kMaxLanes) throw std::runtime_error("more than " + std::to_string(kMaxLanes) + " job types");
+    auto l = std::make_unique<Lane>(io_, type, store_.intern(type));
+    Lane* raw = l.get();
+    lanes_.emplace(type, std::move(l));
+    type_names_.insert(type);
+    list_[n].store(raw, std::memory_order_release);
+    lane_count_.store(n + 1, std::memory_order_release);
+    return raw;
 }
 
-Executor::Lane* Executor::lane(std::string_view type) {
+Executor::Lane* Executor::lane(std::string_view type) const {
+    std::shared_lock lock(names_mutex_);
     auto it = lanes_.find(type);
     return it == lanes_.end() ? nullptr : it->second.get();
+}
+
+// Runs `f` on the lane's strand and returns once it ran: at once on the io thread (the strand's own), else posted
+// there and waited for. When the io_context has stopped, runs it here.
+template <class F>
+void Executor::on_strand(Lane& l, F f) {
+    if (io_.stopped()) { // nobody runs the strand's handlers any more: nobody can race with this one
+        f();
+        return;
+    }
+    if (io_.get_executor().running_in_this_thread()) {
+        boost::asio::dispatch(l.strand, std::move(f));
+        return;
+    }
+    std::promise<void> done;
+    boost::asio::post(l.strand, [&] {
+        f();
+        done.set_value();
+    });
+    done.get_future().wait();
+}
+
+void Executor::publish(Lane& l, std::shared_ptr<const registry::JobSettings> settings,
+                       std::shared_ptr<runner::Runner> task, std::string unusable_reason) {
+    auto v = std::make_shared<LaneView>();
+    v->settings = std::move(settings);
+    v->task = std::move(task);
+    v->unusable_reason = std::move(unusable_reason);
+    l.concurrency.store(static_cast<std::uint32_t>(std::max<std::int64_t>(1, v->settings->concurrency)));
+    l.batch.store(static_cast<std::uint32_t>(std::max<std::int64_t>(1, v->settings->batch_size)));
+    l.eligible.store(v->task && v->settings->enabled);
+    {
+        std::lock_guard lock(l.view_mutex);
+        l.view = std::move(v);
+    }
+    l.more_work();
+}
+
+void Executor::poke() {
+    std::size_t n = lane_count();
+    for (std::size_t i = 0; i < n; ++i) list_[i].load(std::memory_order_acquire)->more_work();
+    signal_work();
 }
 
 std::optional<std::string> payload_error(std::string_view payload) {
@@ -218,15 +336,17 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
     std::vector<std::string> unusable(requests.size()); // why a lane has no code to run, as it was under the lock
     jobs.reserve(requests.size());
     index.reserve(requests.size());
-    bool accepting;
+    bool accepting = accepting_.load();
     {
-        std::lock_guard lock(mutex_);
-        accepting = accepting_;
+        std::shared_lock lock(names_mutex_);
         for (std::size_t i = 0; i < requests.size(); ++i)
-            if ((lanes[i] = lane(requests[i].type))) {
-                settings[i] = lanes[i]->settings;
-                if (!lanes[i]->task && !lanes[i]->swapping) unusable[i] = lanes[i]->unusable_reason;
-            }
+            if (auto it = lanes_.find(requests[i].type); it != lanes_.end()) lanes[i] = it->second.get();
+    }
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+        if (!lanes[i]) continue;
+        auto v = lanes[i]->current();
+        settings[i] = v->settings;
+        if (!v->task && !lanes[i]->swapping.load()) unusable[i] = v->unusable_reason;
     }
     auto now = Clock::now();
     std::size_t refused_payloads = 0;
@@ -273,46 +393,46 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
     }
     if (jobs.empty() && refused_payloads == 0) return results;
     auto out = jobs.empty() ? std::vector<store::EnqueueOutcome>{} : store_.enqueue(jobs);
-    bool delayed = false;
-    {
-        std::lock_guard lock(mutex_);
-        for (std::size_t i = 0; i < requests.size(); ++i)
-            if (lanes[i] && !results[i].error.empty() && results[i].error.rfind("the payload", 0) == 0)
-                lanes[i]->m.refused += 1;
-        for (std::size_t k = 0; k < jobs.size(); ++k) {
-            std::size_t i = index[k];
-            auto& result = results[i];
-            Lane* ln = lanes[i];
-            result.id = out[k].id;
-            if (out[k].tick_taken) {
-                result.tick_taken = true;
-                result.error = "this tick of the schedule was queued already";
-                continue;
-            }
-            if (!out[k].created && requests[i].from_schedule) {
-                result.duplicate = true;
-                result.error = "the previous run from the schedule is still pending or running (job " +
-                               std::to_string(result.id) + "); tick coalesced";
-                ln->m.coalesced += 1;
-                emit(JobEventKind::coalesced, ln->type, 0);
-                continue;
-            }
-            if (!out[k].created) {
-                result.duplicate = true;
-                result.error = "a job of type '" + requests[i].type + "' with unique key '" + requests[i].unique_key +
-                               "' is already pending or running: job " + std::to_string(result.id) +
-                               "; nothing was queued";
-                ln->m.refused += 1;
-                continue;
-            }
-            result.ok = true;
-            ln->m.enqueued += 1;
-            emit(JobEventKind::enqueued, ln->type, result.id);
-            ln->has_work = true;
-            delayed = delayed || jobs[k].run_at > now;
+    bool delayed = false, queued = false;
+    for (std::size_t i = 0; i < requests.size(); ++i)
+        if (lanes[i] && !results[i].error.empty() && results[i].error.rfind("the payload", 0) == 0)
+            lanes[i]->m.refused.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t k = 0; k < jobs.size(); ++k) {
+        std::size_t i = index[k];
+        auto& result = results[i];
+        Lane* ln = lanes[i];
+        result.id = out[k].id;
+        if (out[k].tick_taken) {
+            result.tick_taken = true;
+            result.error = "this tick of the schedule was queued already";
+            continue;
         }
-        if (idle_workers_ > 0) pump_locked();
+        if (!out[k].created && requests[i].from_schedule) {
+            result.duplicate = true;
+            result.error = "the previous run from the schedule is still pending or running (job " +
+                           std::to_string(result.id) + "); tick coalesced";
+            ln->m.coalesced.fetch_add(1, std::memory_order_relaxed);
+            emit(JobEventKind::coalesced, ln->type, 0);
+            continue;
+        }
+        if (!out[k].created) {
+            result.duplicate = true;
+            result.error = "a job of type '" + requests[i].type + "' with unique key '" + requests[i].unique_key +
+                           "' is already pending or running: job " + std::to_string(result.id) + "; nothing was queued";
+            ln->m.refused.fetch_add(1, std::memory_order_relaxed);
+            continue;
+        }
+        result.ok = true;
+        ln->m.enqueued.fetch_add(1, std::memory_order_relaxed);
+        emit(JobEventKind::enqueued, ln->type, result.id);
+        if (jobs[k].run_at > now) {
+            delayed = true;
+        } else {
+            ln->more_work();
+            queued = true;
+        }
     }
+    if (queued) signal_work();
     if (delayed) arm_due_timer();
     return results;
 }
@@ -334,74 +454,145 @@ bool Executor::tick(const std::string& type, store::TimePoint tick_at) {
     return false;
 }
 
-Executor::Claimed Executor::claim_locked() {
-    if (!dispatching_) return {};
-    auto& req = claim_request_;
+bool Executor::claim(Claimed& c) {
+    thread_local store::ClaimRequest req;
+    thread_local std::vector<Lane*> lanes;
+    thread_local std::vector<std::uint64_t> gens;
     req.types.clear();
-    claim_lanes_.clear();
-    auto steady_now = std::chrono::steady_clock::now();
-    for (Lane* l : lane_list_) {
-        if (!l->has_work || !l->task || l->swapping || !l->settings->enabled) continue;
-        if (l->running_runs >= static_cast<std::uint32_t>(l->settings->concurrency)) continue;
-        if (auto at = l->task->ready_at(); at > steady_now) { // its runner backs off after losing workers
-            arm_backoff_timer_locked(at);
+    lanes.clear();
+    gens.clear();
+    auto now_ns = steady_ns();
+    std::size_t n = lane_count();
+    for (std::size_t i = 0; i < n; ++i) {
+        Lane* l = list_[i].load(std::memory_order_acquire);
+        if (!l->eligible.load(std::memory_order_relaxed) || l->swapping.load(std::memory_order_relaxed)) continue;
+        auto gen = l->work_gen.load();
+        if (gen == l->empty_at.load()) continue;
+        if (l->running_runs.load(std::memory_order_relaxed) >= l->concurrency.load(std::memory_order_relaxed)) continue;
+        if (l->paused(now_ns)) { // its runner backs off after losing workers
+            arm_backoff_timer(std::chrono::steady_clock::time_point(
+                std::chrono::nanoseconds(l->paused_until.load(std::memory_order_relaxed))));
             continue;
         }
-        req.types.emplace_back(l->ref, static_cast<std::uint32_t>(l->settings->batch_size));
-        claim_lanes_.push_back(l);
+        req.types.emplace_back(l->ref, l->batch.load(std::memory_order_relaxed));
+        lanes.push_back(l);
+        gens.push_back(gen);
     }
-    if (req.types.empty()) return {};
+    if (req.types.empty()) return false;
     req.max = 1u << 20;
     req.now = Clock::now();
     req.owner = options_.owner;
     req.lease_expiry = req.now + options_.lease;
     req.aging = options_.aging;
-    Claimed c;
+    req.take = [](std::size_t i) { return lanes[i]->try_take(); };
     auto result = store_.claim(req);
-    // stop scanning lanes with nothing claimable until an enqueue, a retry, a due timer or a store wakeup
-    for (std::size_t i : result.exhausted) claim_lanes_[i]->has_work = false;
-    if (result.jobs.empty()) return c;
+    // nothing claimable until an enqueue, a retry, a due timer or a store wakeup moves work_gen on
+    for (std::size_t i : result.exhausted) lanes[i]->empty_at.store(gens[i]);
+    if (result.jobs.empty()) return false;
+    Lane* l = lanes[result.index]; // its slot was taken by try_take
+    c.lane = l;
+    c.more = result.more;
+    c.view = l->current();
     c.jobs = std::move(result.jobs);
-    Lane* l = c.lane = claim_lanes_[result.index];
-    c.settings = l->settings;
-    c.task = l->task; // the code this run calls, even if a new version is swapped in meanwhile
-    l->running_runs += 1;
-    l->m.running += static_cast<std::uint32_t>(c.jobs.size());
-    l->m.max_running = std::max(l->m.max_running, l->m.running);
-    l->m.started += c.jobs.size();
+    if (!c.view->task) { // retired between the scan and the claim: give the jobs back, uncharged
+        std::vector<Outcome> back;
+        for (const auto& j : c.jobs)
+            back.push_back({j.id, j.type, Outcome::Kind::released, req.now, {}, {}, store::DeadReason::none, req.now});
+        store_.finish(back, {});
+        c.jobs.clear();
+        finished_run(*l);
+        return false;
+    }
+    auto count = static_cast<std::uint32_t>(c.jobs.size());
+    auto running = l->m.running.fetch_add(count) + count;
+    auto max = l->m.max_running.load();
+    while (running > max && !l->m.max_running.compare_exchange_weak(max, running)) {
+    }
+    l->m.started.fetch_add(count, std::memory_order_relaxed);
+    l->m.runs.fetch_add(1, std::memory_order_relaxed);
     if (options_.observer)
         for (const auto& j : c.jobs)
             emit(JobEventKind::started, l->type, j.id, j.attempt,
                  std::chrono::duration_cast<Duration>(req.now - std::min(req.now, j.ready_since)));
-    l->m.runs += 1;
-    running_runs_ += 1;
-    return c;
+    return true;
 }
 
-void Executor::pump_locked() {
-    while (idle_workers_ > 0) {
-        auto c = claim_locked();
-        if (c.jobs.empty()) break;
-        idle_workers_ -= 1;
-        boost::asio::post(pool_, [this, c = std::move(c)]() mutable { worker(std::move(c)); });
+bool Executor::any_work() const {
+    auto now_ns = steady_ns();
+    std::size_t n = lane_count();
+    for (std::size_t i = 0; i < n; ++i) {
+        const Lane* l = list_[i].load(std::memory_order_acquire);
+        if (l->eligible.load() && !l->swapping.load() && l->has_work() && !l->paused(now_ns) &&
+            l->running_runs.load() < l->concurrency.load())
+            return true;
+    }
+    return false;
+}
+
+void Executor::wake_one() {
+    auto idle = idle_workers_.load();
+    while (idle > 0)
+        if (idle_workers_.compare_exchange_weak(idle, idle - 1)) {
+            searching_.fetch_add(1); // counted from now, so that the next signal does not wake another
+            boost::asio::post(pool_, [this] { worker(); });
+            return;
+        }
+}
+
+void Executor::signal_work() {
+    // A worker that is looking for work now finds what was just announced (it reads work_gen after announcing
+    // itself, and the announcer reads searching_ after moving work_gen on): wake one only when nobody looks.
+    if (searching_.load() == 0 && idle_workers_.load() > 0) wake_one();
+}
+
+void Executor::worker() {
+    Claimed c;
+    for (;;) { // searching_ counts this worker on entry to each round
+        bool got = dispatching_.load() && claim(c);
+        if (!got) {
+            idle_workers_.fetch_add(1);
+            searching_.fetch_sub(1);
+            // Look once more: an enqueue that saw this worker searching, and so woke nobody, is seen here.
+            if (!dispatching_.load() || !any_work()) return;
+            auto idle = idle_workers_.load();
+            bool back = false;
+            while (idle > 0 && !(back = idle_workers_.compare_exchange_weak(idle, idle - 1))) {
+            }
+            if (!back) return; // another thread took the idle slot: it wakes a worker
+            searching_.fetch_add(1);
+            continue;
+        }
+        searching_.fetch_sub(1);
+        if (c.more) signal_work(); // more waits: one more pair of hands, unless someone looks already
+        run_batch(c.jobs, *c.lane, *c.view);
+        c.view.reset(); // an old version's last run lets go of it here
+        finished_run(*c.lane);
+        searching_.fetch_add(1);
     }
 }
 
-void Executor::worker(Claimed c) {
-    while (!c.jobs.empty()) {
-        auto lock = run_batch(c.jobs, *c.lane, *c.task, *c.settings); // returns holding the lock, accounts done
-        c.task.reset();                                               // an old version's last run lets go of it here
-        c = claim_locked();
-        if (c.jobs.empty())
-            idle_workers_ += 1;
-        else if (idle_workers_ > 0)
-            pump_locked();
-        changed_.notify_all();
-    }
+void Executor::finished_run(Lane& l) {
+    auto left = l.running_runs.fetch_sub(1) - 1;
+    if (left == 0 && l.swapping.load()) boost::asio::post(l.strand, [this, &l] { try_swap(l); });
 }
 
-std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, runner::Runner& task,
-                                                 const registry::JobSettings& settings) {
+void Executor::try_swap(Lane& l) {
+    if (!l.swapping.load() || l.running_runs.load() != 0) return; // a run still holds the old version
+    if (l.next_task)
+        log::write(log::Level::info, "executor", "the new version serves from now on", l.type);
+    else
+        log::write(log::Level::info, "executor", "no longer served: " + l.next_reason, l.type);
+    publish(l, l.next_settings ? l.next_settings : l.current()->settings, std::move(l.next_task),
+            std::move(l.next_reason));
+    l.next_settings.reset();
+    l.next_reason.clear();
+    l.swapping.store(false);
+    signal_work();
+}
+
+void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView& view) {
+    runner::Runner& task = *view.task;
+    const registry::JobSettings& settings = *view.settings;
     auto ctx = std::make_shared<RunContext>(*this, ln, ln.type);
     const bool thread_mode = task.isolation() == runner::Isolation::thread;
     std::vector<RunningJob> handles;
@@ -432,7 +623,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
                            "job " + ctx->ids + " of type " + ctx->type + " is stuck: still running " +
                                ms_text(stuck_grace) + " after its timeout and ignoring cancellation",
                            ctx->type, ctx->ids);
-                ctx->lane->stuck.fetch_add(1, std::memory_order_relaxed);
+                ctx->lane->m.stuck.fetch_add(1, std::memory_order_relaxed);
                 for (store::JobId id : ctx->job_ids) ctx->ex.emit(JobEventKind::stuck, ctx->type, id);
             });
         });
@@ -470,7 +661,7 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         for (auto& h : handles)
             if (!h.has_result) h.set_result(JH_FAILED, 0, end.failure, {});
         if (end.killed_stuck) {
-            ln.stuck.fetch_add(1, std::memory_order_relaxed);
+            ln.m.stuck.fetch_add(1, std::memory_order_relaxed);
             for (const auto& j : batch) emit(JobEventKind::stuck, ln.type, j.id);
         }
     }
@@ -552,36 +743,37 @@ std::unique_lock<std::mutex> Executor::run_batch(std::vector<JobRecord>& batch, 
         }
     }
     store_.finish(outcomes, std::move(token)); // clears the run's mark once the outcomes are committed
+    if (auto at = task.ready_at(); at > std::chrono::steady_clock::now()) // the runner backs off: pause the lane
+        ln.paused_until.store(std::chrono::duration_cast<std::chrono::nanoseconds>(at.time_since_epoch()).count());
     if (retry_scheduled) arm_due_timer();
-    std::unique_lock lock(mutex_);
-    {
-        auto& m = ln.m;
-        m.succeeded += d.succeeded;
-        m.failed += d.failed;
-        m.timed_out += d.timed_out;
-        m.retried += d.retried;
-        m.dead_lettered += d.dead_lettered;
-        m.dropped += d.dropped;
-        m.released += d.released;
-        m.running -= static_cast<std::uint32_t>(batch.size());
-        if (d.retried + d.released > 0) ln.has_work = true;
-        ln.running_runs -= 1;
-        running_runs_ -= 1;
-        if (ln.swapping && ln.running_runs == 0) swap_in_locked(ln);
-    }
-    return lock;
+    auto& m = ln.m;
+    auto add = [](std::atomic<std::uint64_t>& a, std::uint64_t v) {
+        if (v) a.fetch_add(v, std::memory_order_relaxed);
+    };
+    add(m.succeeded, d.succeeded);
+    add(m.failed, d.failed);
+    add(m.timed_out, d.timed_out);
+    add(m.retried, d.retried);
+    add(m.dead_lettered, d.dead_lettered);
+    add(m.dropped, d.dropped);
+    add(m.released, d.released);
+    m.running.fetch_sub(static_cast<std::uint32_t>(batch.size()));
+    if (d.retried + d.released > 0) ln.more_work();
 }
 
-void Executor::arm_backoff_timer_locked(std::chrono::steady_clock::time_point at) {
-    if (backoff_armed_ && backoff_at_ <= at) return;
-    backoff_armed_ = true;
-    backoff_at_ = at;
+void Executor::arm_backoff_timer(std::chrono::steady_clock::time_point at) {
+    {
+        std::lock_guard lock(timer_mutex_);
+        if (backoff_armed_ && backoff_at_ <= at) return;
+        backoff_armed_ = true;
+        backoff_at_ = at;
+    }
     boost::asio::post(io_, [this, at] {
         backoff_timer_.expires_at(at);
         backoff_timer_.async_wait([this](const boost::system::error_code& ec) {
             if (ec) return;
             {
-                std::lock_guard lock(mutex_);
+                std::lock_guard lock(timer_mutex_);
                 backoff_armed_ = false;
             }
             poke();
@@ -593,7 +785,7 @@ void Executor::arm_due_timer() {
     boost::asio::post(io_, [this] {
         std::set<std::string> names;
         {
-            std::lock_guard lock(mutex_); // set_task may add a type
+            std::shared_lock lock(names_mutex_); // set_task may add a type
             names = type_names_;
         }
         auto due = store_.next_due(names, Clock::now());
@@ -611,138 +803,118 @@ void Executor::arm_due_timer() {
     });
 }
 
-std::size_t Executor::shutdown(Duration grace) {
-    std::unique_lock lock(mutex_);
-    if (!accepting_ && !dispatching_ && running_runs_ == 0) return 0;
-    accepting_ = false;
-    dispatching_ = false;
-    if (running_runs_ > 0)
-        log::write(log::Level::info, "executor",
-                   "waiting up to " + ms_text(grace) + " for " + std::to_string(running_runs_) + " running job(s)");
-    changed_.wait_for(lock, grace, [this] { return running_runs_ == 0; });
-    if (running_runs_ == 0) return 0;
-    shutting_down_ = true; // every running job's Context now says cancelled
-    log::write(log::Level::warning, "executor",
-               std::to_string(running_runs_) + " run(s) still going after the grace period; cancelling them");
-    changed_.wait_for(lock, options_.stuck_grace, [this] { return running_runs_ == 0; });
-    return running_runs_;
+std::size_t Executor::running_runs() const {
+    std::size_t sum = 0, n = lane_count();
+    for (std::size_t i = 0; i < n; ++i) sum += list_[i].load(std::memory_order_acquire)->running_runs.load();
+    return sum;
 }
 
-void Executor::swap_in_locked(Lane& ln) {
-    ln.task = std::move(ln.next_task);
-    ln.swapping = false;
-    ln.has_work = true;
-    log::write(log::Level::info, "executor",
-               ln.task ? "the new version serves from now on" : "no longer served: " + ln.unusable_reason, ln.type);
+namespace {
+// Waits until `done()` or the limit passes; polls, as shutdown is rare and must not cost the hot path a signal.
+template <class F>
+bool wait_until(F done, Duration limit) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= until) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
+}
+} // namespace
+
+std::size_t Executor::shutdown(Duration grace) {
+    bool was_accepting = accepting_.exchange(false);
+    bool was_dispatching = dispatching_.exchange(false);
+    if (!was_accepting && !was_dispatching && running_runs() == 0) return 0;
+    if (auto n = running_runs(); n > 0 && grace.count() > 0)
+        log::write(log::Level::info, "executor",
+                   "waiting up to " + ms_text(grace) + " for " + std::to_string(n) + " running job(s)");
+    if (wait_until([this] { return running_runs() == 0; }, grace)) return 0;
+    shutting_down_ = true; // every running job's Context now says cancelled
+    log::write(log::Level::warning, "executor",
+               std::to_string(running_runs()) + " run(s) still going after the grace period; cancelling them");
+    wait_until([this] { return running_runs() == 0; }, options_.stuck_grace);
+    return running_runs();
+}
+
+void Executor::update_settings(const std::string& type, const registry::JobSettings& settings) {
+    Lane* ln = lane(type);
+    if (!ln) return;
+    auto s = std::make_shared<const registry::JobSettings>(settings);
+    on_strand(*ln, [this, ln, s] {
+        if (ln->swapping.load()) { // applies to the version being swapped in
+            ln->next_settings = s;
+            return;
+        }
+        auto v = ln->current();
+        publish(*ln, s, v->task, v->unusable_reason);
+        signal_work(); // a raised concurrency or a re-enabled type may free work
+    });
 }
 
 void Executor::set_task(const std::string& type, std::shared_ptr<runner::Runner> task,
                         const registry::JobSettings& settings) {
-    std::lock_guard lock(mutex_);
-    Lane* ln = lane(type);
-    if (!ln) {
-        auto l = std::make_unique<Lane>();
-        l->type = type;
-        l->ref = store_.intern(type);
-        ln = l.get();
-        lane_list_.push_back(ln);
-        lanes_.emplace(type, std::move(l));
-        type_names_.insert(type);
-    }
-    ln->settings = std::make_shared<const registry::JobSettings>(settings);
-    ln->unusable_reason.clear();
-    if (ln->running_runs > 0 && ln->task) { // the old version's runs finish first
+    Lane* ln = add_lane(type);
+    auto s = std::make_shared<const registry::JobSettings>(settings);
+    on_strand(*ln, [this, ln, s, task = std::move(task)]() mutable {
         ln->next_task = std::move(task);
-        ln->swapping = true;
-        log::write(log::Level::info, "executor",
-                   "a new version is loaded; it serves once the " + std::to_string(ln->running_runs) +
-                       " run(s) of the old one end",
-                   type);
-    } else {
-        ln->next_task.reset();
-        ln->swapping = false;
-        ln->task = std::move(task);
-        ln->has_work = true;
-    }
-    if (idle_workers_ > 0) pump_locked();
+        ln->next_settings = s;
+        ln->next_reason.clear();
+        bool had_runs = ln->running_runs.load() > 0 && ln->current()->task;
+        ln->swapping.store(true); // no new run of the old version from here; try_swap waits for the last one
+        if (had_runs)
+            log::write(log::Level::info, "executor",
+                       "a new version is loaded; it serves once the " + std::to_string(ln->running_runs.load()) +
+                           " run(s) of the old one end",
+                       ln->type);
+        try_swap(*ln);
+    });
 }
 
 void Executor::remove_task(const std::string& type, const std::string& reason) {
-    std::lock_guard lock(mutex_);
     Lane* ln = lane(type);
     if (!ln) return;
-    ln->unusable_reason = reason;
-    ln->next_task.reset();
-    if (ln->running_runs > 0) {
-        ln->swapping = true; // to nothing: the runs going on finish on the code they started with
-    } else {
-        ln->task.reset();
-        ln->swapping = false;
-    }
-}
-
-void Executor::update_settings(const std::string& type, const registry::JobSettings& settings) {
-    std::lock_guard lock(mutex_);
-    Lane* ln = lane(type);
-    if (!ln) return;
-    ln->settings = std::make_shared<const registry::JobSettings>(settings);
-    if (idle_workers_ > 0) pump_locked(); // a raised concurrency or a re-enabled type may free work
+    on_strand(*ln, [this, ln, reason] {
+        ln->next_task.reset();
+        ln->next_settings.reset();
+        ln->next_reason = reason;
+        ln->swapping.store(true); // the runs going on finish on the code they started with
+        try_swap(*ln);
+    });
 }
 
 TypeMetrics Executor::metrics(const std::string& type) const {
-    std::lock_guard lock(mutex_);
-    auto it = lanes_.find(type);
-    if (it == lanes_.end()) return TypeMetrics{};
-    auto m = it->second->m;
-    m.stuck += it->second->stuck.load(std::memory_order_relaxed);
-    return m;
+    Lane* ln = lane(type);
+    return ln ? ln->snapshot() : TypeMetrics{};
 }
 
 std::map<std::string, TypeMetrics> Executor::all_metrics() const {
-    std::lock_guard lock(mutex_);
     std::map<std::string, TypeMetrics> out;
-    for (const auto& [name, l] : lanes_) {
-        out[name] = l->m;
-        out[name].stuck += l->stuck.load(std::memory_order_relaxed);
-    }
+    std::shared_lock lock(names_mutex_);
+    for (const auto& [name, l] : lanes_) out[name] = l->snapshot();
     return out;
 }
 
 std::shared_ptr<const registry::JobSettings> Executor::settings(std::string_view type) const {
-    std::lock_guard lock(mutex_);
-    auto it = lanes_.find(type);
-    return it == lanes_.end() ? nullptr : it->second->settings;
+    Lane* ln = lane(type);
+    return ln ? ln->current()->settings : nullptr;
 }
 
 bool Executor::accepting() const {
-    std::lock_guard lock(mutex_);
-    return accepting_;
-}
-
-std::size_t Executor::running_runs() const {
-    std::lock_guard lock(mutex_);
-    return running_runs_;
+    return accepting_.load();
 }
 
 bool Executor::wait_idle(Duration limit) {
     auto until = std::chrono::steady_clock::now() + limit;
     for (;;) {
-        bool quiet;
-        {
-            std::lock_guard lock(mutex_);
-            quiet = running_runs_ == 0;
-        }
-        if (quiet) {
+        if (running_runs() == 0) {
             store_.flush(); // outcomes may still be on their way to the store
             bool idle = true;
             for (const auto& [type, c] : store_.counts()) idle = idle && c.pending() == 0;
-            std::lock_guard lock(mutex_);
-            if (idle && running_runs_ == 0) return true;
+            if (idle && running_runs() == 0) return true;
         }
         if (std::chrono::steady_clock::now() >= until) return false;
-        // woken by a finished run; delayed jobs are woken by the due timer, so re-check now and then
-        std::unique_lock lock(mutex_);
-        changed_.wait_for(lock, std::chrono::milliseconds(10));
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
 }
 

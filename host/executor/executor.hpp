@@ -1,11 +1,34 @@
-// The executor: dispatches ready jobs to a pool of worker threads that run plugin code, in priority order across
-// types and never above a type's concurrency, and turns each run's result into an outcome (done, retry at t, dead).
+// The executor: runs ready jobs on a pool of `workers` threads (the slots), in priority order across job types and
+// never above a type's concurrency, through each type's runner (thread or process), and turns each run's result
+// into an outcome (done, retry at t, dead).
 //
-// Why one dispatch lock instead of a strand per type: the rule "a free worker takes the highest-priority ready job
-// whose type has a free slot" needs a view across all types at once. Strands would serialise each lane but still
-// need a global decision; a single short critical section (claim, count, account) gives that view directly, does
-// no polling, and measured faster than posting between strands (see tools/bench). Timers (retries, delayed jobs,
-// timeouts) run on the host's io_context.
+// Lanes. Each job type is a lane. What changes rarely and must change together (its settings, its runner, a new
+// version waiting to be swapped in, why it is unusable) is owned by the lane's strand, a strand on the host's
+// io_context: set_task, remove_task and update_settings run there, one at a time per lane, never blocked by plugin
+// code (the io thread never runs any). The strand publishes what the hot path needs as atomics on the lane
+// (eligible, swapping, concurrency, batch) and an immutable LaneView (settings + runner), swapped under a per-lane
+// mutex held only for the pointer copy. Everything a job does on its way through touches only its own lane's
+// atomics: lanes never contend with each other, and there is no executor-wide lock.
+//
+// How a job flows.
+//   1. enqueue: validated, written to the store (one call for a whole span), counted on its lane, which is marked as
+//      having work (work_gen += 1); then an idle worker, if any, is woken (one per call).
+//   2. A free worker thread builds a claim from the lanes that announce work (eligible, work_gen ahead of the last
+//      "nothing here" the store said, running below concurrency, runner not backing off) and asks the store. The
+//      store is the one place that sees every waiting job, so it makes the cross-lane choice (best priority, with
+//      aging, FIFO within a level) under its own lock, and before taking the best lane's jobs asks the lane to
+//      reserve a run slot (ClaimRequest::take: a compare-and-swap on the lane's running count, refused while the
+//      lane swaps versions). Lanes the store found empty are marked so (empty_at = the work_gen read before the
+//      claim; a later enqueue moves work_gen on, so no wakeup is lost).
+//   3. The worker copies the lane's view (settings and runner of this version), calls the runner, decides each
+//      outcome (outcome.hpp, a pure function), writes them to the store, counts them on the lane, frees the slot and
+//      claims again. When the last run of a version that is being replaced ends, it posts the swap to the strand.
+//   4. A worker that finds nothing goes idle, then looks once more (so that an enqueue racing with it is never
+//      missed); one that found work wakes one more idle worker while work remains, so a burst recruits the pool one
+//      thread at a time instead of waking all of them at once.
+// Timeouts run on the io_context: at the deadline the run is asked to stop (its Context says cancelled); a thread
+// run still going stuck_grace later is counted stuck (it cannot be killed); a process run is killed by its runner.
+// Retries, delayed jobs and runner back-off are woken by timers on the io_context.
 #pragma once
 
 #include "executor/metrics.hpp"
@@ -15,15 +38,17 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 
+#include <array>
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -93,7 +118,8 @@ public:
     std::size_t shutdown(Duration grace);
 
     // Applies new effective settings of a type (SIGHUP reload): priority, concurrency, retries, backoff, timeout,
-    // enabled. Jobs already queued keep the priority they were queued with.
+    // enabled. Jobs already queued keep the priority they were queued with. Like set_task and remove_task, it runs
+    // on the lane's strand and has taken effect when it returns.
     void update_settings(const std::string& type, const registry::JobSettings& settings);
 
     // Serves `type` with `task` from now on (a plugin library added or replaced while running). A new type gets a
@@ -122,23 +148,32 @@ private:
     friend class RunContext;
     friend class RunningJob;
     struct Lane;
+    struct LaneView;
+    static constexpr std::size_t kMaxLanes = 4096; // job types one host can serve
 
     struct Claimed {
         Lane* lane = nullptr;
-        std::shared_ptr<const registry::JobSettings> settings; // as they were when claimed
-        std::shared_ptr<runner::Runner> task;                  // the version claimed for
+        std::shared_ptr<const LaneView> view; // the settings and runner of the version claimed for
         std::vector<store::JobRecord> jobs;
+        bool more = false; // the store has more claimable now
     };
-    Claimed claim_locked();
-    void pump_locked();
-    void worker(Claimed claimed);
-    // Runs one claim through the plugin, records its outcomes, and returns holding mutex_ with the accounting done.
-    std::unique_lock<std::mutex> run_batch(std::vector<store::JobRecord>& batch, Lane& lane, runner::Runner& task,
-                                           const registry::JobSettings& settings);
-    void swap_in_locked(Lane& lane);
+    bool claim(Claimed& out);
+    bool any_work() const;
+    void worker();
+    void wake_one();
+    void signal_work();
+    void run_batch(std::vector<store::JobRecord>& batch, Lane& lane, const LaneView& view);
+    void finished_run(Lane& lane);
+    void try_swap(Lane& lane); // on the lane's strand
+    void publish(Lane& lane, std::shared_ptr<const registry::JobSettings> settings,
+                 std::shared_ptr<runner::Runner> task, std::string unusable_reason); // on the lane's strand
+    template <class F>
+    void on_strand(Lane& lane, F f);
+    Lane* add_lane(const std::string& type);
+    Lane* lane(std::string_view type) const;
+    std::size_t lane_count() const { return lane_count_.load(std::memory_order_acquire); }
     void arm_due_timer();
-    void arm_backoff_timer_locked(std::chrono::steady_clock::time_point at);
-    Lane* lane(std::string_view type);
+    void arm_backoff_timer(std::chrono::steady_clock::time_point at);
     void emit(JobEventKind kind, std::string_view type, store::JobId id, std::uint32_t attempt = 0,
               Duration duration = Duration(0), std::string_view error = {}) const noexcept;
 
@@ -146,19 +181,21 @@ private:
     store::JobStore& store_;
     ExecutorOptions options_;
 
-    mutable std::mutex mutex_;
-    std::condition_variable changed_;                                 // a run finished or the executor stopped
-    std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_; // added to by set_task, never removed
-    std::vector<Lane*> lane_list_;                                    // the same lanes, for the dispatch scan
-    store::ClaimRequest claim_request_;                               // reused by claim_locked
-    std::vector<Lane*> claim_lanes_;                                  // the lane of each claim_request_ entry
-    std::set<std::string> type_names_;
-    std::size_t idle_workers_;
-    std::size_t running_runs_ = 0;
-    bool accepting_ = true;
-    bool dispatching_ = true;
+    // Lanes: added (set_task), never removed. The list is read without a lock by claimers; the map by name under
+    // names_mutex_ (shared for lookups, exclusive to add).
+    std::array<std::atomic<Lane*>, kMaxLanes> list_{};
+    std::atomic<std::size_t> lane_count_{0};
+    mutable std::shared_mutex names_mutex_;
+    std::map<std::string, std::unique_ptr<Lane>, std::less<>> lanes_;
+    std::set<std::string> type_names_; // under names_mutex_
+
+    std::atomic<std::size_t> idle_workers_;
+    std::atomic<std::size_t> searching_{0}; // workers between runs, looking for the next one (or woken to)
+    std::atomic<bool> accepting_{true};
+    std::atomic<bool> dispatching_{true};
     std::atomic<bool> shutting_down_{false};
 
+    std::mutex timer_mutex_; // the back-off timer's arming state
     boost::asio::steady_timer due_timer_;
     boost::asio::steady_timer backoff_timer_; // wakes lanes whose runner backs off (process workers lost)
     bool backoff_armed_ = false;

@@ -121,9 +121,16 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
     TypeQueues* best_q = nullptr;
     std::uint32_t best_cap = 0;
     std::optional<HeadChoice> best, runner_up;
+    std::vector<std::size_t> refused; // types whose lane said no (ClaimRequest::take)
+look_again:
+    best_q = nullptr;
+    best.reset();
+    runner_up.reset();
+    result.exhausted.clear();
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= types_.size()) continue;
+        if (!refused.empty() && std::find(refused.begin(), refused.end(), i) != refused.end()) continue;
         auto& q = types_[ref].second;
         promote_due(q, r.now);
         auto head = best_head(q.ready, r.now, r.aging, since_of);
@@ -142,6 +149,10 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
         }
     }
     if (!best_q) return result;
+    if (r.take && !r.take(result.index)) {
+        refused.push_back(result.index);
+        goto look_again;
+    }
     std::uint32_t n = std::min(best_cap, r.max);
     while (result.jobs.size() < n) {
         auto head = best_head(best_q->ready, r.now, r.aging, since_of);
@@ -160,6 +171,7 @@ ClaimResult MemoryStore::claim(const ClaimRequest& r) {
         job.lease_expiry = r.lease_expiry;
         result.jobs.push_back(job);
     }
+    result.more = runner_up.has_value() || best_head(best_q->ready, r.now, r.aging, since_of).has_value();
     return result;
 }
 

@@ -722,6 +722,26 @@ void SqliteStore::request_refill_locked(TypeRef ref, bool better_waiting) {
         s.bind(3, std::string_view(type)).bind(4, static_cast<std::int64_t>(want));
         while (s.step()) rows->push_back(read_row(s));
         s.reset();
+        if (aging_ms_.load(std::memory_order_relaxed) > 0) {
+            // With aging, the best job may wait at a lower level: the oldest of each level is the one that has
+            // gained the most, so hold it too (four index seeks), or a stream of better jobs would keep it out of
+            // the cache, where aging is applied, for good.
+            auto& o = writer_->cached(
+                std::string("UPDATE jobs SET state = 2, lease_owner = ?1, lease_expiry = ?2 WHERE id IN ("
+                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 0 ORDER BY "
+                            "run_at, id LIMIT 1) UNION ALL "
+                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 1 ORDER BY "
+                            "run_at, id LIMIT 1) UNION ALL "
+                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 2 ORDER BY "
+                            "run_at, id LIMIT 1) UNION ALL "
+                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 3 ORDER BY "
+                            "run_at, id LIMIT 1)) RETURNING ") +
+                kColumns);
+            o.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease));
+            o.bind(3, std::string_view(type));
+            while (o.step()) rows->push_back(read_row(o));
+            o.reset();
+        }
         auto& h = writer_->cached(
             "SELECT priority FROM jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT 1");
         h.bind(1, std::string_view(type));
@@ -761,15 +781,24 @@ void SqliteStore::request_refill_locked(TypeRef ref, bool better_waiting) {
 
 ClaimResult SqliteStore::claim(const ClaimRequest& r) {
     ClaimResult result;
+    aging_ms_.store(r.aging.count(), std::memory_order_relaxed); // refills hold each level's oldest job when on
     std::lock_guard lock(cache_mutex_);
     auto since_of = [](const JobRecord& j) { return j.ready_since; };
     Cache* best_c = nullptr;
     std::uint32_t best_cap = 0;
     std::optional<HeadChoice> best, runner_up;
     int pending_level = -2; // the best level that a refill under way may bring, for a type with an empty cache
+    std::vector<std::size_t> refused; // types whose lane said no (ClaimRequest::take)
+look_again:
+    best_c = nullptr;
+    best.reset();
+    runner_up.reset();
+    pending_level = -2;
+    result.exhausted.clear();
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= caches_.size()) continue;
+        if (!refused.empty() && std::find(refused.begin(), refused.end(), i) != refused.end()) continue;
         auto& c = caches_[ref];
         c.at_least = std::max<std::size_t>(c.at_least, cap); // hold at least a batch
         c.target = std::max(c.target, c.at_least);
@@ -801,6 +830,10 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
         request_refill_locked(static_cast<TypeRef>(r.types[result.index].first));
         if (best_c->refill_pending) return {{}, {}, result.exhausted};
     }
+    if (r.take && !r.take(result.index)) {
+        refused.push_back(result.index);
+        goto look_again;
+    }
     std::uint32_t n = std::min(best_cap, r.max);
     while (result.jobs.size() < n) {
         auto head = best_head(best_c->ready, r.now, r.aging, since_of);
@@ -818,6 +851,7 @@ ClaimResult SqliteStore::claim(const ClaimRequest& r) {
         job.started_at = r.now;
         result.jobs.push_back(std::move(job));
     }
+    result.more = runner_up.has_value() || best_c->size > 0;
     return result;
 }
 

@@ -32,6 +32,7 @@
 #include "store/sqlite.hpp"
 #include "store/store.hpp"
 
+#include <atomic>
 #include <array>
 #include <condition_variable>
 #include <deque>
@@ -149,6 +150,8 @@ private:
     std::deque<Op> queue_;
     bool stopping_ = false;
     std::thread writer_thread_;
+
+    std::atomic<std::int64_t> aging_ms_{0}; // the aging the executor claims with (ms); 0: off
 
     std::mutex cache_mutex_;
     std::unordered_map<std::string, TypeRef> refs_;

@@ -62,6 +62,10 @@ struct ClaimRequest {
     TimePoint lease_expiry;
     // Priority aging: a waiting job's priority rises one level per `aging` of waiting; zero: off.
     std::chrono::milliseconds aging{0};
+    // Asked, under the store's own lock, whether the best type found (its index in `types`) may still be taken: the
+    // executor reserves a run slot of that type's lane here, so that concurrency limits hold without a lock of its
+    // own. On false the store passes over that type and looks again. Unset: every type may be taken.
+    std::function<bool(std::size_t)> take;
 };
 
 // How a run ended, as the executor reports it.
@@ -83,6 +87,9 @@ struct ClaimResult {
     // Entries of ClaimRequest::types that have nothing claimable now; the store calls the wakeup (or the caller
     // enqueues) before they have again.
     std::vector<std::size_t> exhausted;
+    // More is claimable right now beyond what was taken (another type in the request has a job, or this one has more):
+    // the executor wakes one more worker only then.
+    bool more = false;
 };
 
 struct DeadLetterFilter {

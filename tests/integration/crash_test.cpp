@@ -90,6 +90,7 @@ TEST_CASE("a job that crashes the host is charged each crash and dead-lettered a
         REQUIRE(errors.size() == 3);
         for (std::size_t i = 0; i < 3; ++i) {
             auto message = std::string(errors[i].as_object().at("error").as_string());
+            CAPTURE(message);
             CHECK(message.find("the host died while this job was running (" + std::string(way.cause)) == 0);
             CHECK(errors[i].as_object().at("attempt").to_number<std::size_t>() == i + 1);
         }

@@ -393,3 +393,36 @@ TEST_CASE_TEMPLATE("a delayed job does not start before its time, and starts soo
     CHECK(took >= 400ms);
     CHECK(took < 3s);
 }
+
+TEST_CASE("blocking runs enqueued one at a time each get a slot: every free worker is woken while runs block") {
+    executor::ExecutorOptions o;
+    o.workers = 8;
+    Harness h(Harness::Engine::memory, {"fx_good.so"}, "[jobs.\"fx.slow\"]\nconcurrency = 8\n", o);
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 8; ++i) REQUIRE(h.enqueue("fx.slow", "{\"ms\": 400}").ok);
+    REQUIRE(h.ex().wait_idle(10s));
+    auto took = std::chrono::steady_clock::now() - start;
+    auto m = h.ex().metrics("fx.slow");
+    CHECK(m.succeeded == 8);
+    CHECK(m.max_running == 8); // all at once, not one or two at a time
+    CHECK(took < 1200ms);      // one round of 400 ms, not eight
+}
+
+TEST_CASE("a lane's concurrency holds while many workers race for it, and other lanes use the rest") {
+    executor::ExecutorOptions o;
+    o.workers = 6;
+    Harness h(Harness::Engine::memory, {"fx_good.so"}, "[jobs.\"fx.slow\"]\nconcurrency = 2\n", o);
+    std::vector<executor::EnqueueRequest> batch;
+    for (int i = 0; i < 12; ++i) {
+        executor::EnqueueRequest r;
+        r.type = i % 2 ? "fx.slow" : "fx.ok";
+        r.payload = i % 2 ? "{\"ms\": 50}" : "1";
+        batch.push_back(r);
+    }
+    for (int round = 0; round < 5; ++round)
+        for (const auto& r : h.ex().enqueue(batch)) REQUIRE(r.ok);
+    REQUIRE(h.ex().wait_idle(20s));
+    CHECK(h.ex().metrics("fx.slow").succeeded == 30);
+    CHECK(h.ex().metrics("fx.slow").max_running == 2);
+    CHECK(h.ex().metrics("fx.ok").succeeded == 30);
+}
