@@ -133,7 +133,9 @@ std::vector<std::pair<std::string, std::string>> describe(const registry::JobSet
             {"batch_size", std::to_string(s.batch_size)},
             {"dead_letter", b(s.dead_letter)},
             {"jitter", d(s.schedule_jitter)},
-            {"run_on_start", b(s.run_on_start)}};
+            {"run_on_start", b(s.run_on_start)},
+            {"isolation", std::string(runner::isolation_name(s.isolation))},
+            {"memory_limit", s.memory_limit ? std::to_string(s.memory_limit >> 20) + "MiB" : ""}};
 }
 
 } // namespace

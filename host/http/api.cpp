@@ -139,7 +139,9 @@ json::object settings_json(const registry::JobSettings& s) {
             {"timeout", s.timeout.count() ? core::format_duration(s.timeout) : ""},
             {"concurrency", s.concurrency},
             {"batch_size", s.batch_size},
-            {"dead_letter", s.dead_letter}};
+            {"dead_letter", s.dead_letter},
+            {"isolation", std::string(runner::isolation_name(s.isolation))},
+            {"memory_limit", s.memory_limit}};
 }
 
 json::object type_json(Services& sv, const std::string& type, const std::map<std::string, store::TypeCounts>& counts) {

@@ -1,6 +1,7 @@
-// A plugin that takes the whole host down: segfault, abort(), exit(0). The host dies each time (until plugin code
-// runs in worker processes), but the job that did it is charged each crash, named in the log of the next start,
-// and dead-lettered as crashed_host once out of attempts; the innocent jobs are never charged for it.
+// A plugin that takes the whole host down: segfault, abort(), exit(0). In thread isolation the host dies each time,
+// but the job that did it is charged each crash, named in the log of the next start, and dead-lettered as
+// crashed_host once out of attempts; the innocent jobs are never charged for it. In process isolation the host
+// does not die at all.
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
 
@@ -110,4 +111,46 @@ TEST_CASE("a job that crashes the host is charged each crash and dead-lettered a
         }
         for (int i = 0; i < 5; ++i) CHECK(runs[std::to_string(i)] == 1);
     }
+}
+
+TEST_CASE("with isolation = \"process\" the same crashes cost one worker each: the host keeps its pid and serves") {
+    Setup s;
+    std::string text = read_file(s.config); // the same config, with plugin code in worker processes
+    text.replace(text.find("[host]\n"), 7, "[host]\nisolation = \"process\"\n");
+    {
+        std::ofstream out(s.config, std::ios::trunc);
+        out << text;
+    }
+    Background host(s.host_args());
+    REQUIRE(host.wait_for_output("serving", 20s));
+    const pid_t pid = host.pid();
+    std::vector<std::string> ids;
+    for (const char* payload : {"\"segv\"", "\"abort\"", "\"exit3\""}) {
+        auto q = s.cli({"enqueue", "fx.crash", "--payload", payload});
+        REQUIRE(q.exit_code == 0);
+        ids.push_back(q.out.substr(0, q.out.find('\n')));
+    }
+    for (int i = 0; i < 3; ++i) REQUIRE(s.cli({"enqueue", "fx.record", "--payload", std::to_string(i)}).exit_code == 0);
+    REQUIRE(eventually(
+        [&] {
+            auto d = s.cli({"dlq", "list", "--json"});
+            return d.exit_code == 0 && json::parse(d.out).as_array().size() == 3;
+        },
+        60s));
+    REQUIRE(eventually([&] { return count_occurrences(read_file(s.ran), "\n") == 3; }, 20s));
+    CHECK(host.pid() == pid);
+    CHECK_FALSE(host.wait(100ms)); // still running
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        auto dlq = s.cli({"dlq", "show", ids[i], "--json"});
+        REQUIRE(dlq.exit_code == 0);
+        auto job = json::parse(dlq.out).as_object();
+        CHECK(job.at("attempt").to_number<int>() == 3);
+        std::string first(job.at("errors").as_array().at(0).as_object().at("error").as_string());
+        CAPTURE(first);
+        CHECK(first.rfind(i == 2 ? "worker exited with code 3" : "worker crashed: SIG", 0) == 0);
+    }
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    CHECK(contains(host.err(), "started 9, succeeded 0, failed 9")); // (queued by the CLI, not by this host)
 }

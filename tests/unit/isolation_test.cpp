@@ -155,3 +155,53 @@ TEST_CASE("process isolation: a task that cannot be created in its worker leaves
     CHECK(t->error == "the task could not be created (in a worker process): the task could not be created: "
                       "validate_config: settings.url is required");
 }
+
+TEST_CASE("process isolation: a run that honours cancellation stops at its timeout through the worker, unkilled") {
+    executor::ExecutorOptions o;
+    o.stuck_grace = 5s;
+    Harness h(Harness::Engine::memory, {"fx_good.so"},
+              kProcess + "[jobs.\"fx.slow\"]\ntimeout = \"100ms\"\nmax_retries = 0\n", o);
+    auto started = std::chrono::steady_clock::now();
+    REQUIRE(h.enqueue("fx.slow", "{\"ms\": 30000}").ok);
+    REQUIRE(h.ex().wait_idle(20s));
+    CHECK(std::chrono::steady_clock::now() - started < 3s); // it saw the cancellation, long before stuck_grace
+    auto m = h.ex().metrics("fx.slow");
+    CHECK(m.timed_out == 1);
+    CHECK(m.stuck == 0);
+    CHECK(only_dead(h, "fx.slow").errors.at(0).message == "timed out after 100ms");
+    const auto* t = h.registry().find("fx.slow");
+    REQUIRE(t != nullptr);
+    CHECK(t->task->workers_lost() == 0); // the worker returned and serves again
+}
+
+TEST_CASE("isolation is chosen per type: [jobs.<type>] isolation overrides [host] isolation") {
+    Harness h(Harness::Engine::memory, {"fx_good.so"},
+              "[jobs.\"fx.crash\"]\nisolation = \"process\"\nmax_retries = 0\n[jobs.\"fx.ok\"]\n");
+    CHECK(h.registry().find("fx.crash")->task->isolation() == runner::Isolation::process);
+    CHECK(h.registry().find("fx.ok")->task->isolation() == runner::Isolation::thread);
+    REQUIRE(h.enqueue("fx.crash", "\"abort\"").ok); // would end this test process in thread mode
+    REQUIRE(h.enqueue("fx.ok").ok);
+    REQUIRE(h.ex().wait_idle(20s));
+    CHECK(h.ex().metrics("fx.crash").dead_lettered == 1);
+    CHECK(h.ex().metrics("fx.ok").succeeded == 1);
+}
+
+TEST_CASE("memory_limit without process isolation, and a bad isolation value, are configuration errors") {
+    auto a = config::parse("[jobs.x]\nmemory_limit = \"64MiB\"\n", "t.toml", "/tmp");
+    REQUIRE(a.ok()); // the overlay is validated once the type is known
+    registry::JobSettings s;
+    registry::Provenance p;
+    registry::apply_override(s, a.config.jobs.at("x").overrides, "t.toml:1", p);
+    CHECK(s.memory_limit == 64u << 20);
+    auto errors = registry::validate_settings(s);
+    REQUIRE(errors.size() == 1);
+    CHECK(errors[0] == "memory_limit needs isolation = \"process\": a thread in the host cannot be limited alone");
+    auto b = config::parse("[host]\nisolation = \"fork\"\n", "t.toml", "/tmp");
+    REQUIRE(b.errors.size() == 1);
+    CHECK(b.errors[0].to_string() ==
+          "t.toml:2:13: 'isolation' must be \"thread\" (plugin code runs in the host) or \"process\" (in supervised "
+          "worker processes), got \"fork\"");
+    auto c = config::parse("[jobs.x]\nmemory_limit = \"lots\"\n", "t.toml", "/tmp");
+    REQUIRE(c.errors.size() == 1);
+    CHECK(c.errors[0].message.find("'memory_limit' must be a size such as \"256MiB\"") == 0);
+}

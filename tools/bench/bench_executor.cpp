@@ -104,6 +104,10 @@ int main(int argc, char** argv) {
                     [=](Host& h) { return h.run_jobs(pn, 1, 100); },
                     HostSetup{2, Isolation::process, 1},
                     {}});
+    rows.push_back({"process, 1 type, 8 slots, enqueued by 100",
+                    [=](Host& h) { return h.run_jobs(pn, 1, 100); },
+                    HostSetup{8, Isolation::process, 1},
+                    {}});
     rows.push_back({"process, 1 type, 2 slots, batch_size 100",
                     [=](Host& h) { return h.run_jobs(pn, 1, 100); },
                     HostSetup{2, Isolation::process, 100},
