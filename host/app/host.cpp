@@ -273,6 +273,8 @@ Host::~Host() {
     io_.poll(); // what the stopped loop still held (timer cancellations), while the executor exists
     scheduler_.reset();
     server_.reset();
+    watch_.reset(); // io objects go before the io_context they belong to
+    watch_debounce_.reset();
     executor_.reset(); // joins the workers before the registry unloads the plugins
 }
 

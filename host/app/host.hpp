@@ -151,8 +151,6 @@ private:
     std::map<std::string, loader::DiscoveredType> discovered_;                    // the version of each type served now
     std::map<std::filesystem::path, FileState> files_;                            // each *.so as last scanned
     std::map<std::filesystem::path, std::vector<config::RefusedPlugin>> refused_; // by file, for config checks
-    std::unique_ptr<boost::asio::posix::stream_descriptor> watch_;                // inotify on plugin_dir
-    std::unique_ptr<boost::asio::steady_timer> watch_debounce_;
     HostOptions options_;
 
     std::unique_ptr<store::JobStore> owned_store_;
@@ -166,6 +164,8 @@ private:
     std::unique_ptr<http::Services> services_;
     std::unique_ptr<http::Server> server_;
     std::unique_ptr<boost::asio::steady_timer> health_timer_;
+    std::unique_ptr<boost::asio::posix::stream_descriptor> watch_; // inotify on plugin_dir
+    std::unique_ptr<boost::asio::steady_timer> watch_debounce_;
     std::atomic<bool> stopping_{false};
     unsigned short http_port_ = 0;
     bool opened_ = false, drained_ = false, closed_ = false;
