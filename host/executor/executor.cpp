@@ -55,6 +55,7 @@ struct Executor::Lane {
     std::atomic<std::uint64_t> work_gen{1};     // moved on whenever the store may hold claimable work
     std::atomic<std::uint64_t> empty_at{0};     // the work_gen the store last said "nothing" at
     std::atomic<std::int64_t> paused_until{0};  // steady-clock ns: the runner backs off until then
+    std::atomic<bool> refill_wait{false};       // the store refills this type's reservations: keep asking
 
     // Counters, updated by whichever thread does the thing, without a lock.
     struct Counters {
@@ -458,6 +459,8 @@ bool Executor::claim(Claimed& c) {
     thread_local store::ClaimRequest req;
     thread_local std::vector<Lane*> lanes;
     thread_local std::vector<std::uint64_t> gens;
+    c.held_back = false;
+    c.more = false;
     req.types.clear();
     lanes.clear();
     gens.clear();
@@ -467,7 +470,7 @@ bool Executor::claim(Claimed& c) {
         Lane* l = list_[i].load(std::memory_order_acquire);
         if (!l->eligible.load(std::memory_order_relaxed) || l->swapping.load(std::memory_order_relaxed)) continue;
         auto gen = l->work_gen.load();
-        if (gen == l->empty_at.load()) continue;
+        if (gen == l->empty_at.load() && !l->refill_wait.load(std::memory_order_relaxed)) continue;
         if (l->running_runs.load(std::memory_order_relaxed) >= l->concurrency.load(std::memory_order_relaxed)) continue;
         if (l->paused(now_ns)) { // its runner backs off after losing workers
             arm_backoff_timer(std::chrono::steady_clock::time_point(
@@ -487,7 +490,13 @@ bool Executor::claim(Claimed& c) {
     req.take = [](std::size_t i) { return lanes[i]->try_take(); };
     auto result = store_.claim(req);
     // nothing claimable until an enqueue, a retry, a due timer or a store wakeup moves work_gen on
+    for (Lane* l : lanes) l->refill_wait.store(false, std::memory_order_relaxed);
     for (std::size_t i : result.exhausted) lanes[i]->empty_at.store(gens[i]);
+    for (std::size_t i : result.waiting) { // not work to wake for, but still asked about (see ClaimResult::waiting)
+        lanes[i]->empty_at.store(gens[i]);
+        lanes[i]->refill_wait.store(true, std::memory_order_relaxed);
+    }
+    c.held_back = result.held_back;
     if (result.jobs.empty()) return false;
     Lane* l = lanes[result.index]; // its slot was taken by try_take
     c.lane = l;
@@ -552,8 +561,9 @@ void Executor::worker() {
         if (!got) {
             idle_workers_.fetch_add(1);
             searching_.fetch_sub(1);
-            // Look once more: an enqueue that saw this worker searching, and so woke nobody, is seen here.
-            if (!dispatching_.load() || !any_work()) return;
+            // Look once more: an enqueue that saw this worker searching, and so woke nobody, is seen here. Not when
+            // the store held work back for a refill: looking again would spin until it lands, and it wakes us.
+            if (!dispatching_.load() || c.held_back || !any_work()) return;
             auto idle = idle_workers_.load();
             bool back = false;
             while (idle > 0 && !(back = idle_workers_.compare_exchange_weak(idle, idle - 1))) {

@@ -155,7 +155,8 @@ private:
         Lane* lane = nullptr;
         std::shared_ptr<const LaneView> view; // the settings and runner of the version claimed for
         std::vector<store::JobRecord> jobs;
-        bool more = false; // the store has more claimable now
+        bool more = false;      // the store has more claimable now
+        bool held_back = false; // the store held work back for a refill under way
     };
     bool claim(Claimed& out);
     bool any_work() const;

@@ -148,6 +148,9 @@ int worker_main(int fd) {
     if (::getppid() == 1) return 0;
     ::signal(SIGPIPE, SIG_IGN);
     ::signal(SIGINT, SIG_IGN); // a terminal's Ctrl-C is for the host, which stops its workers itself
+    // A fault in plugin code ends this process with its own signal, which the host names ("worker crashed:
+    // SIGSEGV"): no handler of a runtime (a sanitizer's included) turns it into something else.
+    for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) ::signal(sig, SIG_DFL);
 
     Connection c(fd);
     auto fail = [&](const std::string& why) {

@@ -795,6 +795,7 @@ look_again:
     runner_up.reset();
     pending_level = -2;
     result.exhausted.clear();
+    result.waiting.clear();
     for (std::size_t i = 0; i < r.types.size(); ++i) {
         auto [ref, cap] = r.types[i];
         if (cap == 0 || ref >= caches_.size()) continue;
@@ -809,7 +810,7 @@ look_again:
         if (c.maybe_in_db && (c.size < c.target / 2 + 1 || better_in_db)) request_refill_locked(ref, better_in_db);
         if (c.refill_pending && (!head || better_in_db)) pending_level = std::max(pending_level, in_db);
         if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
-            result.exhausted.push_back(i);
+            (c.refill_pending ? result.waiting : result.exhausted).push_back(i);
             continue;
         }
         if (head->beats(best)) {
@@ -824,11 +825,12 @@ look_again:
     }
     if (!best_c) return result;
     // Do not pass over a job that a refill under way may bring, if it may be better: its wakeup claims again.
-    if (pending_level >= 0 && static_cast<double>(pending_level) > best->score) return {{}, {}, result.exhausted};
+    if (pending_level >= 0 && static_cast<double>(pending_level) > best->score)
+        return {{}, {}, result.exhausted, result.waiting, false, true};
     // A batch waits for the refill that completes it, rather than running part of one.
     if (best_cap > 1 && best_c->size < best_cap && best_c->maybe_in_db) {
         request_refill_locked(static_cast<TypeRef>(r.types[result.index].first));
-        if (best_c->refill_pending) return {{}, {}, result.exhausted};
+        if (best_c->refill_pending) return {{}, {}, result.exhausted, result.waiting, false, true};
     }
     if (r.take && !r.take(result.index)) {
         refused.push_back(result.index);

@@ -87,9 +87,16 @@ struct ClaimResult {
     // Entries of ClaimRequest::types that have nothing claimable now; the store calls the wakeup (or the caller
     // enqueues) before they have again.
     std::vector<std::size_t> exhausted;
+    // Entries with nothing claimable now but a refill under way (its wakeup comes when it lands). The executor keeps
+    // asking about them (so the store can hold back a worse job of another type until the refill shows whether it
+    // brings a better one) without counting them as work to wake a worker for.
+    std::vector<std::size_t> waiting;
     // More is claimable right now beyond what was taken (another type in the request has a job, or this one has more):
     // the executor wakes one more worker only then.
     bool more = false;
+    // Nothing was taken although some entry has a job: the store holds it back for a refill under way that may
+    // bring a better one, and the refill's wakeup comes when it lands.
+    bool held_back = false;
 };
 
 struct DeadLetterFilter {
