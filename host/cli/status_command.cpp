@@ -27,6 +27,24 @@ std::string fmt(double v, int precision = 1) {
     return o.str();
 }
 
+// Where a running host listens, from --url ("http://HOST:PORT"). False, with the message printed, when it is not
+// an http:// address.
+struct Endpoint {
+    std::string hostport, host, port;
+};
+bool parse_url(const std::string& url, Endpoint& e) {
+    if (url.rfind("http://", 0) != 0) {
+        std::cerr << "jobhost: --url must start with http://, got '" << url << "'\n";
+        return false;
+    }
+    std::string rest = url.substr(7);
+    e.hostport = rest.substr(0, rest.find('/'));
+    auto colon = e.hostport.rfind(':');
+    e.host = colon == std::string::npos ? e.hostport : e.hostport.substr(0, colon);
+    e.port = colon == std::string::npos ? "80" : e.hostport.substr(colon + 1);
+    return true;
+}
+
 } // namespace
 
 int status_command(const CommonOptions& o, const std::string& url_in) {
@@ -36,15 +54,9 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
         if (int code = load_config(o, config); code >= 0) return code;
         url = "http://" + config.http.listen;
     }
-    if (url.rfind("http://", 0) != 0) {
-        std::cerr << "jobhost: --url must start with http://, got '" << url << "'\n";
-        return kExitUsage;
-    }
-    std::string rest = url.substr(7);
-    std::string hostport = rest.substr(0, rest.find('/'));
-    auto colon = hostport.rfind(':');
-    std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
-    std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+    Endpoint ep;
+    if (!parse_url(url, ep)) return kExitUsage;
+    const auto& [hostport, host, port] = ep;
     json::value doc;
     try {
         boost::asio::io_context io;
@@ -119,17 +131,11 @@ int reload_command(const CommonOptions& o, const std::string& url_in) {
     config::Config config;
     if (int code = load_config(o, config); code >= 0) return code;
     std::string url = url_in.empty() ? "http://" + config.http.listen : url_in;
-    if (url.rfind("http://", 0) != 0) {
-        std::cerr << "jobhost: --url must start with http://, got '" << url << "'\n";
-        return kExitUsage;
-    }
+    Endpoint ep;
+    if (!parse_url(url, ep)) return kExitUsage;
+    const auto& [hostport, host, port] = ep;
     std::string token;
     if (auto t = http::load_token(config.http)) token = *t;
-    std::string rest = url.substr(7);
-    std::string hostport = rest.substr(0, rest.find('/'));
-    auto colon = hostport.rfind(':');
-    std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
-    std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
     try {
         boost::asio::io_context io;
         tcp::resolver resolver(io);
