@@ -72,7 +72,7 @@ Host::Host(config::Config config, const loader::Discovery& discovery, registry::
     for (const auto& f : discovery.files) files_.emplace(f, file_state(f));
     for (const auto& t : discovery.types)
         if (auto it = files_.find(t.file); it != files_.end()) it->second.types.insert(t.type);
-    for (const auto& p : discovery.problems) refused_[p.file].push_back({p.type, p.file.string() + ": " + p.message});
+    for (const auto& p : discovery.problems) refused_[p.file].push_back(loader::refusal(p));
 }
 
 Host::FileState Host::file_state(const std::filesystem::path& file) {
@@ -134,7 +134,7 @@ PluginChanges Host::reload_plugins(std::string_view why) {
             if (t.file == file) found.push_back(&t);
         for (const auto& p : d.problems) {
             if (p.file != file) continue;
-            refused_[file].push_back({p.type, p.file.string() + ": " + p.message});
+            refused_[file].push_back(loader::refusal(p));
             std::string text = p.to_string();
             changes.refused.push_back(text);
             if (p.type.empty() && !old_types.empty())
@@ -155,9 +155,8 @@ PluginChanges Host::reload_plugins(std::string_view why) {
         std::set<std::string> now_types;
         for (const auto* t : found) {
             if (const auto* other = provider(t->type, file)) {
-                std::string text = file.string() + " [" + t->type + "]: job type '" + t->type +
-                                   "' is declared twice: by " + other->string() + " and by " + file.string() +
-                                   "; the first one is used, rename one of them or remove a copy";
+                std::string text =
+                    file.string() + " [" + t->type + "]: " + loader::declared_twice(t->type, *other, file);
                 changes.refused.push_back(text);
                 plugin_event(K::plugin_refused, t->type, text);
                 JH_LOG(error, "plugins") << text;
@@ -495,7 +494,6 @@ int Host::run() {
                          << (config_.store.kind == config::StoreSection::Kind::memory ? std::string("in memory")
                                                                                       : config_.store.path.string())
                          << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
-    store::arm_crash_notes(store_->host_record()); // a crash or exit() in plugin code leaves a note for the next start
     io_.run();
     if (drainer.joinable()) drainer.join();
     signals.clear();

@@ -78,7 +78,8 @@ struct HostOptions {
     std::size_t plugins_skipped = 0;  // for health and /api/v1/status
     std::filesystem::path worker_exe; // the jobhost executable for process isolation; empty: this process's
     // Leave a note in the host record when plugin code crashes or calls exit() (store::arm_crash_notes), from
-    // open() on: before the first job can run. For the jobhost process; run() arms them in any case.
+    // open() on: before the first job can run. For the jobhost process (jobhost run sets it), not for tests that
+    // host in-process: the notes end the process with code 70 on an exit() they did not ask for.
     bool crash_notes = false;
 };
 

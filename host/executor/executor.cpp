@@ -490,7 +490,8 @@ bool Executor::claim(Claimed& c) {
     req.take = [](std::size_t i) { return lanes[i]->try_take(); };
     auto result = store_.claim(req);
     // nothing claimable until an enqueue, a retry, a due timer or a store wakeup moves work_gen on
-    for (Lane* l : lanes) l->refill_wait.store(false, std::memory_order_relaxed);
+    for (Lane* l : lanes) // written only where set: no store to every lane's cache line on each claim
+        if (l->refill_wait.load(std::memory_order_relaxed)) l->refill_wait.store(false, std::memory_order_relaxed);
     for (std::size_t i : result.exhausted) lanes[i]->empty_at.store(gens[i]);
     for (std::size_t i : result.waiting) { // not work to wake for, but still asked about (see ClaimResult::waiting)
         lanes[i]->empty_at.store(gens[i]);

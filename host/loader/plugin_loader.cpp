@@ -33,10 +33,19 @@ std::string Problem::to_string() const {
     return s + ": " + message;
 }
 
+config::RefusedPlugin refusal(const Problem& p) {
+    return {p.type, p.file.string() + ": " + p.message};
+}
+
 std::vector<config::RefusedPlugin> refused_plugins(const Discovery& discovery) {
     std::vector<config::RefusedPlugin> out;
-    for (const auto& p : discovery.problems) out.push_back({p.type, p.file.string() + ": " + p.message});
+    for (const auto& p : discovery.problems) out.push_back(refusal(p));
     return out;
+}
+
+std::string declared_twice(const std::string& type, const fs::path& first, const fs::path& second) {
+    return "job type '" + type + "' is declared twice: by " + first.string() + " and by " + second.string() +
+           "; the first one is used, rename one of them or remove a copy";
 }
 
 std::string abi_version_string(std::uint32_t version) {
@@ -236,9 +245,7 @@ void load_file(const fs::path& file, const LoaderOptions& options, Discovery& ou
         }
         auto dup = std::find_if(out.types.begin(), out.types.end(), [&](const auto& o) { return o.type == t.type; });
         if (dup != out.types.end()) {
-            add_problem(out, file, t.type,
-                        "job type '" + t.type + "' is declared twice: by " + dup->file.string() + " and by " +
-                            file.string() + "; the first one is used, rename one of them or remove a copy");
+            add_problem(out, file, t.type, declared_twice(t.type, dup->file, file));
             continue;
         }
         out.types.push_back(std::move(t));

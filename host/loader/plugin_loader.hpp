@@ -53,6 +53,12 @@ struct Discovery {
 
 // The problems as the config check takes them: what each refused file or type was, and why.
 std::vector<config::RefusedPlugin> refused_plugins(const Discovery& discovery);
+// One of them.
+config::RefusedPlugin refusal(const Problem& problem);
+
+// Why a second file's declaration of `type` is refused: `first` keeps it.
+std::string declared_twice(const std::string& type, const std::filesystem::path& first,
+                           const std::filesystem::path& second);
 
 struct LoaderOptions {
     std::filesystem::path plugin_dir;

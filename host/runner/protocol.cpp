@@ -42,20 +42,21 @@ void Writer::end() {
     std::memcpy(out_.data() + start_, &len, sizeof len);
 }
 
-std::uint32_t Reader::u32() {
-    std::uint32_t v;
+template <class T>
+T Reader::get() {
+    T v;
     if (rest_.size() < sizeof v) throw ProtocolError("a message ended early");
     std::memcpy(&v, rest_.data(), sizeof v);
     rest_.remove_prefix(sizeof v);
     return v;
 }
 
+std::uint32_t Reader::u32() {
+    return get<std::uint32_t>();
+}
+
 std::int64_t Reader::i64() {
-    std::int64_t v;
-    if (rest_.size() < sizeof v) throw ProtocolError("a message ended early");
-    std::memcpy(&v, rest_.data(), sizeof v);
-    rest_.remove_prefix(sizeof v);
-    return v;
+    return get<std::int64_t>();
 }
 
 std::string_view Reader::str() {

@@ -60,6 +60,8 @@ public:
     std::string_view str();
 
 private:
+    template <class T>
+    T get();
     std::string_view rest_;
 };
 

@@ -5,6 +5,7 @@
 
 #include "support/temp_dir.hpp"
 
+#include <functional>
 #include <doctest/doctest.h>
 
 #include <csignal>
@@ -59,8 +60,9 @@ std::vector<store::JobId> ids_of(const std::vector<store::EnqueueOutcome>& out) 
 
 // Claims with the given (type, cap) pairs, retrying while an engine brings reservations from its file.
 store::ClaimResult claim(store::JobStore& s, std::vector<std::pair<std::string, std::uint32_t>> types,
-                         std::uint32_t max = 1000) {
+                         std::uint32_t max = 1000, std::function<bool(std::size_t)> take = {}) {
     store::ClaimRequest r;
+    r.take = std::move(take);
     for (const auto& [t, cap] : types) r.types.emplace_back(s.intern(t), cap);
     r.max = max;
     r.owner = "contract";
@@ -182,6 +184,39 @@ TEST_CASE_TEMPLATE("a batch takes only jobs that would be next anyway, across ty
     CHECK(second.jobs[0].type == "other");
     auto third = claim(*s, {{"batch", 8}, {"other", 1}});
     CHECK(third.jobs.size() == 2);
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("a type whose lane refuses the slot (ClaimRequest::take) is passed over for the next best one", E,
+                   MemoryContract, SqliteContract) {
+    E e;
+    auto s = e.open();
+    using registry::Priority;
+    s->enqueue(std::vector{job("full", "\"best\"", Priority::high), job("free", "\"next\"", Priority::normal)});
+    std::vector<std::size_t> asked;
+    auto refuse_full = [&](std::size_t i) {
+        asked.push_back(i);
+        return i != 0; // entry 0 is "full": its lane is at its concurrency
+    };
+    auto got = claim(*s, {{"full", 1}, {"free", 1}}, 1000, refuse_full);
+    REQUIRE(got.jobs.size() == 1);
+    CHECK(got.jobs[0].payload == "\"next\"");
+    CHECK(got.index == 1);
+    REQUIRE(asked.size() >= 2);
+    CHECK(asked[0] == 0); // the best was offered first, and refused
+    CHECK(asked.back() == 1);
+    // refused everywhere: nothing is taken, and the refused job is still there for a lane with room
+    store::ClaimRequest none;
+    none.types.emplace_back(s->intern("full"), 1);
+    none.max = 1000;
+    none.owner = "contract";
+    none.now = Clock::now();
+    none.lease_expiry = none.now + 30s;
+    none.take = [](std::size_t) { return false; };
+    CHECK(s->claim(none).jobs.empty());
+    auto later = claim(*s, {{"full", 1}});
+    REQUIRE(later.jobs.size() == 1);
+    CHECK(later.jobs[0].payload == "\"best\"");
     s->close();
 }
 

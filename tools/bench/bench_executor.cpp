@@ -81,41 +81,28 @@ int main(int argc, char** argv) {
     };
     using runner::Isolation;
     std::vector<Row> rows;
+    auto add = [&](std::string name, std::function<double(Host&)> measure, HostSetup setup) {
+        rows.push_back({std::move(name), std::move(measure), setup, {}});
+    };
     for (std::size_t slots : {2, 50})
         for (std::size_t types : {1, 50}) {
             HostSetup s{slots, Isolation::thread, 1};
             std::string tag =
                 std::to_string(types) + (types == 1 ? " type, " : " types, ") + std::to_string(slots) + " slots";
-            rows.push_back({"thread, " + tag + ", enqueued from outside",
-                            [=](Host& h) { return h.run_jobs(n, types, 1); },
-                            s,
-                            {}});
-            rows.push_back({"thread, " + tag + ", enqueued by 100 from outside",
-                            [=](Host& h) { return h.run_jobs(n, types, 100); },
-                            s,
-                            {}});
-            rows.push_back({"thread, " + tag + ", ctx.enqueue from a job",
-                            [=](Host& h) { return h.run_fanned(n, types); },
-                            s,
-                            {}});
+            add(
+                "thread, " + tag + ", enqueued from outside", [=](Host& h) { return h.run_jobs(n, types, 1); }, s);
+            add(
+                "thread, " + tag + ", enqueued by 100 from outside", [=](Host& h) { return h.run_jobs(n, types, 100); },
+                s);
+            add(
+                "thread, " + tag + ", ctx.enqueue from a job", [=](Host& h) { return h.run_fanned(n, types); }, s);
         }
     std::size_t pn = std::max<std::size_t>(n / 4, 1000);
-    rows.push_back({"process, 1 type, 2 slots, enqueued by 100",
-                    [=](Host& h) { return h.run_jobs(pn, 1, 100); },
-                    HostSetup{2, Isolation::process, 1},
-                    {}});
-    rows.push_back({"process, 1 type, 8 slots, enqueued by 100",
-                    [=](Host& h) { return h.run_jobs(pn, 1, 100); },
-                    HostSetup{8, Isolation::process, 1},
-                    {}});
-    rows.push_back({"process, 1 type, 2 slots, batch_size 100",
-                    [=](Host& h) { return h.run_jobs(pn, 1, 100); },
-                    HostSetup{2, Isolation::process, 100},
-                    {}});
-    rows.push_back({"thread, 1 type, 2 slots, batch_size 100",
-                    [=](Host& h) { return h.run_jobs(n, 1, 100); },
-                    HostSetup{2, Isolation::thread, 100},
-                    {}});
+    auto by_100 = [=](std::size_t count) { return [=](Host& h) { return h.run_jobs(count, 1, 100); }; };
+    add("process, 1 type, 2 slots, enqueued by 100", by_100(pn), {2, Isolation::process, 1});
+    add("process, 1 type, 8 slots, enqueued by 100", by_100(pn), {8, Isolation::process, 1});
+    add("process, 1 type, 2 slots, batch_size 100", by_100(pn), {2, Isolation::process, 100});
+    add("thread, 1 type, 2 slots, batch_size 100", by_100(n), {2, Isolation::thread, 100});
 
     std::vector<double> bare;
     for (int i = 0; i < rounds; ++i) {
