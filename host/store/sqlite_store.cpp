@@ -6,7 +6,6 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
-#include <tuple>
 
 namespace jobhost::store {
 
@@ -112,7 +111,8 @@ std::string describe_death(const std::string& owner, const std::string& cause) {
 
 } // namespace
 
-SqliteStore::SqliteStore(SqliteOptions options) : options_(std::move(options)) {}
+SqliteStore::SqliteStore(SqliteOptions options)
+    : ReservingStore(options.host, options.prefetch), options_(std::move(options)) {}
 
 core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptions& options) {
     const std::string path = options.path.string();
@@ -180,30 +180,19 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
                                "); check the path and its permissions"};
         return core::Error{"the store " + path + " failed to open: " + e.what()};
     }
-    store->writer_thread_ = std::thread([s = store.get()] { s->writer_loop(); });
+    store->start_writer();
     return store;
 }
 
 SqliteStore::~SqliteStore() {
-    {
-        std::lock_guard lock(queue_mutex_);
-        stopping_ = true;
-    }
-    queue_cv_.notify_all();
-    if (writer_thread_.joinable()) writer_thread_.join();
+    stop_writer();
     // Without close() the host record stays, unlocked once record_ goes: the next host recovers as after a crash.
 }
 
 void SqliteStore::close() {
     if (closed_.exchange(true)) return;
     if (record_) {
-        {
-            std::lock_guard lock(cache_mutex_);
-            for (auto& c : caches_) {
-                for (auto& level : c.ready) level.clear();
-                c.size = 0;
-            }
-        }
+        clear_caches();
         auto running = record_->running();
         try {
             submit(Op{[this, running] {
@@ -221,102 +210,15 @@ void SqliteStore::close() {
                            "); the next host to start recovers them");
         }
     }
-    {
-        std::lock_guard lock(queue_mutex_);
-        stopping_ = true;
-    }
-    queue_cv_.notify_all();
-    if (writer_thread_.joinable()) writer_thread_.join();
+    stop_writer();
     if (record_) record_->retire();
-}
-
-void SqliteStore::submit(Op op, bool wait) {
-    std::future<void> f;
-    if (wait) {
-        op.done = std::make_shared<std::promise<void>>();
-        f = op.done->get_future();
-    }
-    {
-        std::lock_guard lock(queue_mutex_);
-        if (stopping_) throw std::runtime_error("the store is closing");
-        queue_.push_back(std::move(op));
-    }
-    queue_cv_.notify_one();
-    if (wait) f.get(); // rethrows the op's error
-}
-
-void SqliteStore::flush() {
-    submit(Op{[] {}, {}, nullptr}, true);
-}
-
-void SqliteStore::writer_loop() {
-    for (;;) {
-        std::deque<Op> batch;
-        {
-            std::unique_lock lock(queue_mutex_);
-            auto wait = options_.poll;
-            if (options_.host && next_due_) { // wake when the next scheduled job is due, to promote it
-                auto until = std::chrono::duration_cast<std::chrono::milliseconds>(*next_due_ - Clock::now()) +
-                             std::chrono::milliseconds(1);
-                wait = std::clamp(until, std::chrono::milliseconds(0), wait);
-            }
-            queue_cv_.wait_for(lock, wait, [this] { return stopping_ || !queue_.empty(); });
-            if (stopping_ && queue_.empty()) break;
-            batch.swap(queue_);
-        }
-        auto now = Clock::now();
-        std::exception_ptr tx_error;
-        std::vector<std::exception_ptr> errors(batch.size());
-        try {
-            writer_->exec("BEGIN IMMEDIATE");
-            for (std::size_t i = 0; i < batch.size(); ++i) {
-                try {
-                    batch[i].in_transaction();
-                } catch (...) {
-                    errors[i] = std::current_exception();
-                }
-            }
-            maintain(now);
-            writer_->exec("COMMIT");
-        } catch (...) {
-            tx_error = std::current_exception();
-            try {
-                writer_->exec("ROLLBACK");
-            } catch (...) {
-            }
-            try {
-                std::rethrow_exception(tx_error);
-            } catch (const std::exception& e) {
-                log::write(log::Level::error, "store",
-                           std::string("a transaction failed and was rolled back: ") + e.what());
-            }
-        }
-        for (std::size_t i = 0; i < batch.size(); ++i) {
-            auto err = tx_error ? tx_error : errors[i];
-            if (!err && batch[i].after_commit) batch[i].after_commit();
-            if (tx_error && batch[i].after_failure) batch[i].after_failure();
-            if (batch[i].done) {
-                if (err)
-                    batch[i].done->set_exception(err);
-                else
-                    batch[i].done->set_value();
-            }
-        }
-        // One wakeup for the whole batch, after every cache saw its refill: a claim then chooses among all of them
-        // (waking after each one let a lower priority type's refill win the race).
-        if (std::exchange(wake_after_batch_, false)) wake();
-    }
 }
 
 void SqliteStore::mark_all_maybe_in_db() {
     // Writer thread only. Read, for each type, the best level waiting in the file (one index seek each), so that
     // a claim knows exactly whether a refill may bring a better job than the cache holds. Marking them unknown
     // instead made every other process's commit hold back this host's claims until every type had refilled.
-    std::vector<std::string> names;
-    {
-        std::lock_guard lock(cache_mutex_);
-        names = names_;
-    }
+    auto names = type_names();
     std::vector<int> heads(names.size(), -2);
     auto& h = writer_->cached("SELECT MAX(priority) FROM jobs WHERE type = ? AND state = 1");
     for (std::size_t i = 0; i < names.size(); ++i) {
@@ -324,12 +226,72 @@ void SqliteStore::mark_all_maybe_in_db() {
         if (h.step() && !h.is_null(0)) heads[i] = static_cast<int>(h.int64(0));
         h.reset();
     }
-    std::lock_guard lock(cache_mutex_);
-    for (std::size_t i = 0; i < heads.size(); ++i) {
-        auto& c = caches_[i];
-        c.maybe_in_db = heads[i] != -2;
-        c.db_head_level = heads[i];
+    set_db_heads(heads);
+}
+
+void SqliteStore::tx_begin() {
+    writer_->exec("BEGIN IMMEDIATE");
+}
+
+void SqliteStore::tx_commit() {
+    writer_->exec("COMMIT");
+}
+
+void SqliteStore::tx_rollback() noexcept {
+    try {
+        writer_->exec("ROLLBACK");
+    } catch (...) {
     }
+}
+
+std::chrono::milliseconds SqliteStore::idle_wait() {
+    auto wait = options_.poll;
+    if (options_.host && next_due_) { // wake when the next scheduled job is due, to promote it
+        auto until = std::chrono::duration_cast<std::chrono::milliseconds>(*next_due_ - Clock::now()) +
+                     std::chrono::milliseconds(1);
+        wait = std::clamp(until, std::chrono::milliseconds(0), wait);
+    }
+    return wait;
+}
+
+std::vector<JobRecord> SqliteStore::reserve(const std::string& type, std::size_t want, bool aging, int& head) {
+    std::vector<JobRecord> rows;
+    auto now = Clock::now();
+    auto& s = writer_->cached(
+        std::string("UPDATE jobs SET state = 2, lease_owner = ?, lease_expiry = ? WHERE id IN (SELECT id FROM "
+                    "jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ") +
+        kColumns);
+    s.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease));
+    s.bind(3, std::string_view(type)).bind(4, static_cast<std::int64_t>(want));
+    while (s.step()) rows.push_back(read_row(s));
+    s.reset();
+    if (aging) {
+        // With aging, the best job may wait at a lower level: the oldest of each level is the one that has
+        // gained the most, so hold it too (four index seeks), or a stream of better jobs would keep it out of
+        // the cache, where aging is applied, for good.
+        auto& o = writer_->cached(
+            std::string("UPDATE jobs SET state = 2, lease_owner = ?1, lease_expiry = ?2 WHERE id IN ("
+                        "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 0 ORDER BY "
+                        "run_at, id LIMIT 1) UNION ALL "
+                        "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 1 ORDER BY "
+                        "run_at, id LIMIT 1) UNION ALL "
+                        "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 2 ORDER BY "
+                        "run_at, id LIMIT 1) UNION ALL "
+                        "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 3 ORDER BY "
+                        "run_at, id LIMIT 1)) RETURNING ") +
+            kColumns);
+        o.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease));
+        o.bind(3, std::string_view(type));
+        while (o.step()) rows.push_back(read_row(o));
+        o.reset();
+    }
+    head = -2;
+    auto& h = writer_->cached(
+        "SELECT priority FROM jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT 1");
+    h.bind(1, std::string_view(type));
+    if (h.step()) head = static_cast<int>(h.int64(0));
+    h.reset();
+    return rows;
 }
 
 // Periodic duties, inside the writer's transaction. Each costs time that grows with what changed or with what the
@@ -518,38 +480,6 @@ std::size_t SqliteStore::recover_dead_hosts(TimePoint now) {
     return n;
 }
 
-SqliteStore::Cache& SqliteStore::cache_locked(std::string_view type, TypeRef* ref) {
-    auto it = refs_.find(std::string(type));
-    TypeRef r;
-    if (it != refs_.end()) {
-        r = it->second;
-    } else {
-        r = static_cast<TypeRef>(names_.size());
-        refs_.emplace(std::string(type), r);
-        names_.emplace_back(type);
-        caches_.emplace_back();
-    }
-    if (ref) *ref = r;
-    return caches_[r];
-}
-
-TypeRef SqliteStore::intern(std::string_view type) {
-    std::lock_guard lock(cache_mutex_);
-    TypeRef r;
-    cache_locked(type, &r);
-    return r;
-}
-
-void SqliteStore::wake() {
-    std::lock_guard lock(wakeup_mutex_);
-    if (wakeup_) wakeup_();
-}
-
-void SqliteStore::set_wakeup(std::function<void()> wakeup) {
-    std::lock_guard lock(wakeup_mutex_);
-    wakeup_ = std::move(wakeup);
-}
-
 void SqliteStore::read_errors(JobRecord& j, const std::string& text) const {
     try {
         auto errors = boost::json::parse(text);
@@ -690,171 +620,6 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
     };
     submit(std::move(op), true);
     return out;
-}
-
-void SqliteStore::request_refill_locked(TypeRef ref, bool better_waiting) {
-    auto& c = caches_[ref];
-    if (c.refill_pending || !options_.host) return;
-    // Follow demand: what this host started of the type in about 100 ms, measured since the last window.
-    auto now = Clock::now();
-    if (auto elapsed = now - c.window_start; elapsed >= std::chrono::milliseconds(50)) {
-        double per_second = static_cast<double>(c.claimed) / std::chrono::duration<double>(elapsed).count();
-        c.target = std::clamp<std::size_t>(static_cast<std::size_t>(per_second * 0.1), c.at_least,
-                                           std::max<std::size_t>(options_.prefetch, c.at_least));
-        c.claimed = 0;
-        c.window_start = now;
-    }
-    std::size_t want = c.target > c.size ? c.target - c.size : 0;
-    if (better_waiting) want = std::max(want, c.target); // the file has a better job than the cache: fetch it
-    if (want == 0) return;
-    c.refill_pending = true;
-    auto rows = std::make_shared<std::vector<JobRecord>>();
-    auto head = std::make_shared<int>(-2); // the best level left in the file; -2: none
-    std::string type = names_[ref];
-    Op op;
-    op.in_transaction = [this, rows, head, type, want] {
-        auto now = Clock::now();
-        auto& s = writer_->cached(
-            std::string("UPDATE jobs SET state = 2, lease_owner = ?, lease_expiry = ? WHERE id IN (SELECT id FROM "
-                        "jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING ") +
-            kColumns);
-        s.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease));
-        s.bind(3, std::string_view(type)).bind(4, static_cast<std::int64_t>(want));
-        while (s.step()) rows->push_back(read_row(s));
-        s.reset();
-        if (aging_ms_.load(std::memory_order_relaxed) > 0) {
-            // With aging, the best job may wait at a lower level: the oldest of each level is the one that has
-            // gained the most, so hold it too (four index seeks), or a stream of better jobs would keep it out of
-            // the cache, where aging is applied, for good.
-            auto& o = writer_->cached(
-                std::string("UPDATE jobs SET state = 2, lease_owner = ?1, lease_expiry = ?2 WHERE id IN ("
-                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 0 ORDER BY "
-                            "run_at, id LIMIT 1) UNION ALL "
-                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 1 ORDER BY "
-                            "run_at, id LIMIT 1) UNION ALL "
-                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 2 ORDER BY "
-                            "run_at, id LIMIT 1) UNION ALL "
-                            "SELECT (SELECT id FROM jobs WHERE type = ?3 AND state = 1 AND priority = 3 ORDER BY "
-                            "run_at, id LIMIT 1)) RETURNING ") +
-                kColumns);
-            o.bind(1, std::string_view(options_.owner)).bind(2, to_ms(now + options_.lease));
-            o.bind(3, std::string_view(type));
-            while (o.step()) rows->push_back(read_row(o));
-            o.reset();
-        }
-        auto& h = writer_->cached(
-            "SELECT priority FROM jobs WHERE type = ? AND state = 1 ORDER BY priority DESC, run_at, id LIMIT 1");
-        h.bind(1, std::string_view(type));
-        if (h.step()) *head = static_cast<int>(h.int64(0));
-        h.reset();
-    };
-    op.after_commit = [this, rows, head, ref] {
-        std::sort(rows->begin(), rows->end(), [](const JobRecord& a, const JobRecord& b) {
-            return std::tie(a.run_at, a.id) < std::tie(b.run_at, b.id);
-        });
-        {
-            std::lock_guard lock(cache_mutex_);
-            auto& c = caches_[ref];
-            for (auto& j : *rows) {
-                c.ready[static_cast<std::size_t>(j.priority)].push_back(std::move(j));
-                c.size += 1;
-            }
-            c.maybe_in_db = *head != -2;
-            c.db_head_level = *head;
-            c.refill_pending = false;
-        }
-        wake_after_batch_ = true;
-    };
-    op.after_failure = [this, ref] {
-        std::lock_guard lock(cache_mutex_);
-        caches_[ref].refill_pending = false;
-    };
-    // The refill runs on the writer thread; the caller (a claim) must not wait for it.
-    std::lock_guard q(queue_mutex_);
-    if (stopping_) {
-        c.refill_pending = false;
-        return;
-    }
-    queue_.push_back(std::move(op));
-    queue_cv_.notify_one();
-}
-
-ClaimResult SqliteStore::claim(const ClaimRequest& r) {
-    ClaimResult result;
-    aging_ms_.store(r.aging.count(), std::memory_order_relaxed); // refills hold each level's oldest job when on
-    std::lock_guard lock(cache_mutex_);
-    auto since_of = [](const JobRecord& j) { return j.ready_since; };
-    Cache* best_c = nullptr;
-    std::uint32_t best_cap = 0;
-    std::optional<HeadChoice> best, runner_up;
-    int pending_level = -2; // the best level that a refill under way may bring, for a type with an empty cache
-    std::vector<std::size_t> refused; // types whose lane said no (ClaimRequest::take)
-look_again:
-    best_c = nullptr;
-    best.reset();
-    runner_up.reset();
-    pending_level = -2;
-    result.exhausted.clear();
-    result.waiting.clear();
-    for (std::size_t i = 0; i < r.types.size(); ++i) {
-        auto [ref, cap] = r.types[i];
-        if (cap == 0 || ref >= caches_.size()) continue;
-        if (!refused.empty() && std::find(refused.begin(), refused.end(), i) != refused.end()) continue;
-        auto& c = caches_[ref];
-        c.at_least = std::max<std::size_t>(c.at_least, cap); // hold at least a batch
-        c.target = std::max(c.target, c.at_least);
-        auto head = best_head(c.ready, r.now, r.aging, since_of);
-        // the level of the best job the file may hold beyond the cache (4 when unknown), or -2 for none
-        int in_db = c.maybe_in_db ? (c.db_head_level < 0 ? 4 : c.db_head_level) : -2;
-        bool better_in_db = head && in_db > static_cast<int>(head->level);
-        if (c.maybe_in_db && (c.size < c.target / 2 + 1 || better_in_db)) request_refill_locked(ref, better_in_db);
-        if (c.refill_pending && (!head || better_in_db)) pending_level = std::max(pending_level, in_db);
-        if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
-            (c.refill_pending ? result.waiting : result.exhausted).push_back(i);
-            continue;
-        }
-        if (head->beats(best)) {
-            if (best) runner_up = best;
-            best = head;
-            best_c = &c;
-            best_cap = cap;
-            result.index = i;
-        } else if (head->beats(runner_up)) {
-            runner_up = head;
-        }
-    }
-    if (!best_c) return result;
-    // Do not pass over a job that a refill under way may bring, if it may be better: its wakeup claims again.
-    if (pending_level >= 0 && static_cast<double>(pending_level) > best->score)
-        return {{}, {}, result.exhausted, result.waiting, false, true};
-    // A batch waits for the refill that completes it, rather than running part of one.
-    if (best_cap > 1 && best_c->size < best_cap && best_c->maybe_in_db) {
-        request_refill_locked(static_cast<TypeRef>(r.types[result.index].first));
-        if (best_c->refill_pending) return {{}, {}, result.exhausted, result.waiting, false, true};
-    }
-    if (r.take && !r.take(result.index)) {
-        refused.push_back(result.index);
-        goto look_again;
-    }
-    std::uint32_t n = std::min(best_cap, r.max);
-    while (result.jobs.size() < n) {
-        auto head = best_head(best_c->ready, r.now, r.aging, since_of);
-        if (!head) break;
-        // a batch takes only jobs that would be next anyway
-        if (!result.jobs.empty() && (runner_up && !head->beats(runner_up))) break;
-        if (!result.jobs.empty() && pending_level >= 0 && static_cast<double>(pending_level) > head->score) break;
-        auto& from = best_c->ready[head->level];
-        JobRecord job = std::move(from.front());
-        from.pop_front();
-        best_c->size -= 1;
-        best_c->claimed += 1;
-        job.attempt += 1; // the attempt it is about to run; charged by finish() or by a crash
-        job.state = JobState::running;
-        job.started_at = r.now;
-        result.jobs.push_back(std::move(job));
-    }
-    result.more = runner_up.has_value() || best_c->size > 0;
-    return result;
 }
 
 RunToken SqliteStore::begin_run(std::span<const JobId> ids) {

@@ -22,15 +22,15 @@
 // Other processes (the jobhost CLI, other hosts) write to the same file; the writer notices their commits through
 // PRAGMA data_version within `poll`, and looks for dead hosts every second.
 //
-// Lock order: cache_mutex_ before queue_mutex_; reader_mutex_ and wakeup_mutex_ are taken alone. cache_mutex_
-// guards refs_, names_ and caches_; queue_mutex_ guards queue_ and stopping_; reader_mutex_ guards reader_;
-// wakeup_mutex_ guards wakeup_. Members marked "writer" are used by the writer thread only.
+// The writer thread, group commit and the reservation caches are ReservingStore's (reserving_store.hpp), shared with
+// the PostgreSQL engine. reader_mutex_ guards reader_ and is taken alone. Members marked "writer" are used by the
+// writer thread only.
 #pragma once
 
 #include "common/error.hpp"
 #include "store/host_record.hpp"
 #include "store/sqlite.hpp"
-#include "store/store.hpp"
+#include "store/reserving_store.hpp"
 
 #include <atomic>
 #include <array>
@@ -62,7 +62,7 @@ struct SqliteOptions {
     std::size_t retain_dead = 100'000; // dead letters to keep; the oldest beyond it are pruned, with a warning
 };
 
-class SqliteStore final : public JobStore {
+class SqliteStore final : public ReservingStore {
 public:
     static constexpr int kSchemaVersion = 2;
 
@@ -72,8 +72,6 @@ public:
     ~SqliteStore() override;
 
     std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
-    TypeRef intern(std::string_view type) override;
-    ClaimResult claim(const ClaimRequest& request) override;
     RunToken begin_run(std::span<const JobId> ids) override;
     void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
@@ -84,8 +82,6 @@ public:
     std::size_t purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than) override;
     std::vector<JobRecord> list(const ListFilter& filter) override;
     std::map<std::string, TypeCounts> counts() override;
-    void set_wakeup(std::function<void()> wakeup) override;
-    void flush() override;
     void prune() override;
     void close() override;
     std::size_t recovered_at_open() const noexcept override { return recovered_at_open_; }
@@ -94,37 +90,14 @@ public:
 
 private:
     explicit SqliteStore(SqliteOptions options);
-    struct Op {
-        std::function<void()> in_transaction;
-        std::function<void()> after_commit;
-        std::shared_ptr<std::promise<void>> done; // null: nobody waits
-        std::function<void()> after_failure = {}; // the transaction rolled back
-    };
-    struct Cache {
-        std::array<std::deque<JobRecord>, 5> ready; // reserved by this host, not started; FIFO per priority
-        std::size_t size = 0;
-        std::size_t target = 2;  // how many to hold ahead: what this host starts in about 100 ms, 2 to prefetch
-        bool maybe_in_db = true; // the file may hold ready jobs of this type that are not cached
-        bool refill_pending = false;
-        std::size_t at_least = 2; // a whole batch, for a batch type
-        std::size_t claimed = 0;  // jobs claimed since window_start: the demand that sizes `target`
-        TimePoint window_start{};
-        // The level of the best ready job in the file beyond the cache (-1: not read yet, at start; -2: none), as of
-        // the last refill or the last look after another process wrote. A claim does not pass over a type whose
-        // refill is under way and may bring a better job.
-        int db_head_level = -1;
-    };
-
-    void submit(Op op, bool wait);
-    void writer_loop();
-    void maintain(TimePoint now);
-    // Reserves more jobs of a type on the writer thread; `better_waiting`: the file holds a better job than the
-    // cache's best, so fetch even when the cache is full.
-    void request_refill_locked(TypeRef ref, bool better_waiting = false);
-    void wake();
+    void tx_begin() override;
+    void tx_commit() override;
+    void tx_rollback() noexcept override;
+    void maintain(TimePoint now) override;
+    std::chrono::milliseconds idle_wait() override;
+    std::vector<JobRecord> reserve(const std::string& type, std::size_t want, bool aging, int& head) override;
     // Writer thread: re-reads which types have ready jobs in the file, and the best level of each.
     void mark_all_maybe_in_db();
-    Cache& cache_locked(std::string_view type, TypeRef* ref = nullptr);
     JobRecord read_row(const sqlite::Statement& s) const;
     void read_errors(JobRecord& j, const std::string& text) const;
     // Inside a writer transaction: the jobs this store's rows say `owner` holds go back to ready; those in
@@ -145,27 +118,10 @@ private:
     std::unique_ptr<sqlite::Connection> reader_;
     std::mutex reader_mutex_;
 
-    std::mutex queue_mutex_;
-    std::condition_variable queue_cv_;
-    std::deque<Op> queue_;
-    bool stopping_ = false;
-    std::thread writer_thread_;
-
-    std::atomic<std::int64_t> aging_ms_{0}; // the aging the executor claims with (ms); 0: off
-
-    std::mutex cache_mutex_;
-    std::unordered_map<std::string, TypeRef> refs_;
-    std::vector<std::string> names_;
-    std::deque<Cache> caches_;
-
-    std::mutex wakeup_mutex_;
-    std::function<void()> wakeup_;
-
     // writer
     std::int64_t data_version_ = 0;
     TimePoint last_poll_{}, last_renew_{}, last_liveness_{}, last_prune_{};
     std::optional<TimePoint> next_due_; // the earliest run_at of a scheduled job
-    bool wake_after_batch_ = false;
 
     std::size_t recovered_at_open_ = 0;
     std::atomic<bool> closed_{false};

@@ -1,0 +1,336 @@
+#include "store/reserving_store.hpp"
+
+#include "log/log.hpp"
+#include "store/priority_levels.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace jobhost::store {
+
+void ReservingStore::submit(Op op, bool wait) {
+    std::future<void> f;
+    if (wait) {
+        op.done = std::make_shared<std::promise<void>>();
+        f = op.done->get_future();
+    }
+    {
+        std::lock_guard lock(queue_mutex_);
+        if (stopping_) throw std::runtime_error("the store is closing");
+        queue_.push_back(std::move(op));
+    }
+    queue_cv_.notify_one();
+    if (wait) f.get(); // rethrows the op's error
+}
+
+void ReservingStore::flush() {
+    submit(Op{[] {}, {}, nullptr}, true);
+}
+
+void ReservingStore::start_writer() {
+    writer_thread_ = std::thread([this] { writer_loop(); });
+}
+
+void ReservingStore::stop_writer() {
+    {
+        std::lock_guard lock(queue_mutex_);
+        stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (writer_thread_.joinable()) writer_thread_.join();
+}
+
+void ReservingStore::poke_writer() {
+    {
+        std::lock_guard lock(queue_mutex_);
+        poked_ = true;
+    }
+    queue_cv_.notify_one();
+}
+
+void ReservingStore::writer_loop() {
+    std::deque<Op> keep;                  // ops to retry after a lost connection
+    std::chrono::milliseconds backoff{0}; // before retrying them
+    for (;;) {
+        std::deque<Op> batch;
+        {
+            std::unique_lock lock(queue_mutex_);
+            auto wait = keep.empty() ? idle_wait() : backoff;
+            queue_cv_.wait_for(lock, wait, [&] { return stopping_ || poked_ || (!queue_.empty() && keep.empty()); });
+            if (stopping_ && queue_.empty() && keep.empty()) break;
+            poked_ = false;
+            batch.swap(keep);
+            for (auto& op : queue_) batch.push_back(std::move(op));
+            queue_.clear();
+        }
+        run_batch(batch, keep);
+        if (!keep.empty()) {
+            if (stopping_) { // nobody will retry them: fail what waits, drop the rest (the next host recovers them)
+                for (auto& op : keep) {
+                    if (op.after_failure) op.after_failure();
+                    if (op.done)
+                        op.done->set_exception(std::make_exception_ptr(std::runtime_error("the store is closing")));
+                }
+                keep.clear();
+                continue;
+            }
+            backoff = std::clamp(backoff * 2, std::chrono::milliseconds(50), std::chrono::milliseconds(2000));
+        } else {
+            backoff = std::chrono::milliseconds(0);
+        }
+        // One wakeup for the whole batch, after every cache saw its refill: a claim then chooses among all of them
+        // (waking after each one let a lower priority type's refill win the race).
+        if (std::exchange(wake_after_batch_, false)) wake();
+    }
+}
+
+void ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
+    auto now = Clock::now();
+    std::exception_ptr tx_error;
+    std::vector<std::exception_ptr> errors(batch.size());
+    bool op_failed = false;
+    try {
+        tx_begin();
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            try {
+                batch[i].in_transaction();
+            } catch (...) {
+                errors[i] = std::current_exception();
+                if (is_disconnect(errors[i])) throw;
+                op_failed = true;
+                if (op_error_aborts_transaction()) break;
+            }
+        }
+        if (op_failed && op_error_aborts_transaction()) {
+            tx_rollback();
+            if (batch.size() > 1) { // each on its own, so that one bad op fails alone
+                for (auto& op : batch) {
+                    std::deque<Op> one;
+                    one.push_back(std::move(op));
+                    run_batch(one, keep);
+                }
+                return;
+            }
+            tx_error = errors[0];
+        } else {
+            maintain(now);
+            tx_commit();
+        }
+    } catch (...) {
+        tx_error = std::current_exception();
+        tx_rollback();
+        try {
+            std::rethrow_exception(tx_error);
+        } catch (const std::exception& e) {
+            log::write(log::Level::error, "store",
+                       std::string("a transaction failed and was rolled back: ") + e.what());
+        }
+    }
+    bool disconnected = tx_error && is_disconnect(tx_error);
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        auto& op = batch[i];
+        if (disconnected && op.keep_on_disconnect) {
+            keep.push_back(std::move(op));
+            continue;
+        }
+        auto err = tx_error ? tx_error : errors[i];
+        if (!err && op.after_commit) op.after_commit();
+        if (tx_error && op.after_failure) op.after_failure();
+        if (op.done) {
+            if (err)
+                op.done->set_exception(err);
+            else
+                op.done->set_value();
+        }
+    }
+}
+
+ReservingStore::Cache& ReservingStore::cache_locked(std::string_view type, TypeRef* ref) {
+    auto it = refs_.find(std::string(type));
+    TypeRef r;
+    if (it != refs_.end()) {
+        r = it->second;
+    } else {
+        r = static_cast<TypeRef>(names_.size());
+        refs_.emplace(std::string(type), r);
+        names_.emplace_back(type);
+        caches_.emplace_back();
+    }
+    if (ref) *ref = r;
+    return caches_[r];
+}
+
+TypeRef ReservingStore::intern(std::string_view type) {
+    std::lock_guard lock(cache_mutex_);
+    TypeRef r;
+    cache_locked(type, &r);
+    return r;
+}
+
+void ReservingStore::wake() {
+    std::lock_guard lock(wakeup_mutex_);
+    if (wakeup_) wakeup_();
+}
+
+void ReservingStore::set_wakeup(std::function<void()> wakeup) {
+    std::lock_guard lock(wakeup_mutex_);
+    wakeup_ = std::move(wakeup);
+}
+
+void ReservingStore::request_refill_locked(TypeRef ref, bool better_waiting) {
+    auto& c = caches_[ref];
+    if (c.refill_pending || !reserving_) return;
+    // Follow demand: what this host started of the type in about 100 ms, measured since the last window.
+    auto now = Clock::now();
+    if (auto elapsed = now - c.window_start; elapsed >= std::chrono::milliseconds(50)) {
+        double per_second = static_cast<double>(c.claimed) / std::chrono::duration<double>(elapsed).count();
+        c.target = std::clamp<std::size_t>(static_cast<std::size_t>(per_second * 0.1), c.at_least,
+                                           std::max<std::size_t>(prefetch_, c.at_least));
+        c.claimed = 0;
+        c.window_start = now;
+    }
+    std::size_t want = c.target > c.size ? c.target - c.size : 0;
+    if (better_waiting) want = std::max(want, c.target); // the file has a better job than the cache: fetch it
+    if (want == 0) return;
+    c.refill_pending = true;
+    auto rows = std::make_shared<std::vector<JobRecord>>();
+    auto head = std::make_shared<int>(-2); // the best level left in the file; -2: none
+    std::string type = names_[ref];
+    Op op;
+    op.in_transaction = [this, rows, head, type, want] {
+        *rows = reserve(type, want, aging_ms_.load(std::memory_order_relaxed) > 0, *head);
+    };
+    op.after_commit = [this, rows, head, ref] {
+        std::sort(rows->begin(), rows->end(), [](const JobRecord& a, const JobRecord& b) {
+            return std::tie(a.run_at, a.id) < std::tie(b.run_at, b.id);
+        });
+        {
+            std::lock_guard lock(cache_mutex_);
+            auto& c = caches_[ref];
+            for (auto& j : *rows) {
+                c.ready[static_cast<std::size_t>(j.priority)].push_back(std::move(j));
+                c.size += 1;
+            }
+            c.maybe_in_db = *head != -2;
+            c.db_head_level = *head;
+            c.refill_pending = false;
+        }
+        wake_after_batch_ = true;
+    };
+    op.after_failure = [this, ref] {
+        std::lock_guard lock(cache_mutex_);
+        caches_[ref].refill_pending = false;
+    };
+    // The refill runs on the writer thread; the caller (a claim) must not wait for it.
+    std::lock_guard q(queue_mutex_);
+    if (stopping_) {
+        c.refill_pending = false;
+        return;
+    }
+    queue_.push_back(std::move(op));
+    queue_cv_.notify_one();
+}
+
+ClaimResult ReservingStore::claim(const ClaimRequest& r) {
+    ClaimResult result;
+    aging_ms_.store(r.aging.count(), std::memory_order_relaxed); // refills hold each level's oldest job when on
+    std::lock_guard lock(cache_mutex_);
+    auto since_of = [](const JobRecord& j) { return j.ready_since; };
+    Cache* best_c = nullptr;
+    std::uint32_t best_cap = 0;
+    std::optional<HeadChoice> best, runner_up;
+    int pending_level = -2; // the best level that a refill under way may bring, for a type with an empty cache
+    std::vector<std::size_t> refused; // types whose lane said no (ClaimRequest::take)
+look_again:
+    best_c = nullptr;
+    best.reset();
+    runner_up.reset();
+    pending_level = -2;
+    result.exhausted.clear();
+    result.waiting.clear();
+    for (std::size_t i = 0; i < r.types.size(); ++i) {
+        auto [ref, cap] = r.types[i];
+        if (cap == 0 || ref >= caches_.size()) continue;
+        if (!refused.empty() && std::find(refused.begin(), refused.end(), i) != refused.end()) continue;
+        auto& c = caches_[ref];
+        c.at_least = std::max<std::size_t>(c.at_least, cap); // hold at least a batch
+        c.target = std::max(c.target, c.at_least);
+        auto head = best_head(c.ready, r.now, r.aging, since_of);
+        // the level of the best job the file may hold beyond the cache (4 when unknown), or -2 for none
+        int in_db = c.maybe_in_db ? (c.db_head_level < 0 ? 4 : c.db_head_level) : -2;
+        bool better_in_db = head && in_db > static_cast<int>(head->level);
+        if (c.maybe_in_db && (c.size < c.target / 2 + 1 || better_in_db)) request_refill_locked(ref, better_in_db);
+        if (c.refill_pending && (!head || better_in_db)) pending_level = std::max(pending_level, in_db);
+        if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
+            (c.refill_pending ? result.waiting : result.exhausted).push_back(i);
+            continue;
+        }
+        if (head->beats(best)) {
+            if (best) runner_up = best;
+            best = head;
+            best_c = &c;
+            best_cap = cap;
+            result.index = i;
+        } else if (head->beats(runner_up)) {
+            runner_up = head;
+        }
+    }
+    if (!best_c) return result;
+    // Do not pass over a job that a refill under way may bring, if it may be better: its wakeup claims again.
+    if (pending_level >= 0 && static_cast<double>(pending_level) > best->score)
+        return {{}, {}, result.exhausted, result.waiting, false, true};
+    // A batch waits for the refill that completes it, rather than running part of one.
+    if (best_cap > 1 && best_c->size < best_cap && best_c->maybe_in_db) {
+        request_refill_locked(static_cast<TypeRef>(r.types[result.index].first));
+        if (best_c->refill_pending) return {{}, {}, result.exhausted, result.waiting, false, true};
+    }
+    if (r.take && !r.take(result.index)) {
+        refused.push_back(result.index);
+        goto look_again;
+    }
+    std::uint32_t n = std::min(best_cap, r.max);
+    while (result.jobs.size() < n) {
+        auto head = best_head(best_c->ready, r.now, r.aging, since_of);
+        if (!head) break;
+        // a batch takes only jobs that would be next anyway
+        if (!result.jobs.empty() && (runner_up && !head->beats(runner_up))) break;
+        if (!result.jobs.empty() && pending_level >= 0 && static_cast<double>(pending_level) > head->score) break;
+        auto& from = best_c->ready[head->level];
+        JobRecord job = std::move(from.front());
+        from.pop_front();
+        best_c->size -= 1;
+        best_c->claimed += 1;
+        job.attempt += 1; // the attempt it is about to run; charged by finish() or by a crash
+        job.state = JobState::running;
+        job.started_at = r.now;
+        result.jobs.push_back(std::move(job));
+    }
+    result.more = runner_up.has_value() || best_c->size > 0;
+    return result;
+}
+
+void ReservingStore::set_db_heads(const std::vector<int>& heads) {
+    std::lock_guard lock(cache_mutex_);
+    for (std::size_t i = 0; i < heads.size() && i < caches_.size(); ++i) {
+        auto& c = caches_[i];
+        c.maybe_in_db = heads[i] != -2;
+        c.db_head_level = heads[i];
+    }
+}
+
+std::vector<std::string> ReservingStore::type_names() {
+    std::lock_guard lock(cache_mutex_);
+    return names_;
+}
+
+void ReservingStore::clear_caches() {
+    std::lock_guard lock(cache_mutex_);
+    for (auto& c : caches_) {
+        for (auto& level : c.ready) level.clear();
+        c.size = 0;
+        c.maybe_in_db = true;
+        c.db_head_level = -1;
+    }
+}
+
+} // namespace jobhost::store
