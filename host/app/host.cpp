@@ -3,6 +3,7 @@
 #include "http/server.hpp"
 #include "log/log.hpp"
 #include "store/memory_store.hpp"
+#include "store/postgres_store.hpp"
 #include "store/sqlite_store.hpp"
 
 #include <boost/asio/post.hpp>
@@ -21,6 +22,25 @@ namespace jobhost::app {
 core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host, bool create) {
     if (config.store.kind == config::StoreSection::Kind::memory)
         return std::unique_ptr<store::JobStore>(std::make_unique<store::MemoryStore>());
+    if (config.store.kind == config::StoreSection::Kind::postgres) {
+        store::PostgresOptions po;
+        po.url = config.store.url;
+        if (po.url.empty())
+            if (const char* env = std::getenv(config.store.url_env.c_str())) po.url = env;
+        if (po.url.empty())
+            return core::Error{"[store] kind = \"postgres\" needs a database: set " + config.store.url_env +
+                               " (named by [store] url_env) to its URL, e.g. postgresql://jobhost@db.example/jobs, "
+                               "or set [store] url"};
+        po.schema = config.store.schema;
+        po.host = host;
+        po.lease = config.store.lease;
+        po.retain_done = static_cast<std::size_t>(config.store.retain_done);
+        po.retain_done_for = config.store.retain_done_for;
+        po.retain_dead = static_cast<std::size_t>(config.store.retain_dead);
+        auto s = store::PostgresStore::open(po);
+        if (!s) return s.error();
+        return std::unique_ptr<store::JobStore>(std::move(*s));
+    }
     store::SqliteOptions so;
     so.path = config.store.path;
     so.full_sync = config.store.full_sync;
@@ -345,8 +365,17 @@ std::optional<core::Error> Host::open() {
     if (options_.schedules)
         for (const auto& [name, t] : registry_.types())
             if (t.usable()) scheduler_->set(name, t.effective, true);
+    publish_type_defaults();
     watch_plugins();
     return std::nullopt;
+}
+
+void Host::publish_type_defaults() {
+    std::map<std::string, store::TypeDefaults> defaults;
+    for (const auto& [name, t] : registry_.types())
+        if (t.usable())
+            defaults[name] = {t.effective.priority, static_cast<std::uint32_t>(1 + t.effective.max_retries)};
+    store_->set_type_defaults(defaults);
 }
 
 // Health: evaluated on a timer; alerts are raised and cleared as the rules start and stop holding.

@@ -131,6 +131,8 @@ public:
 private:
     void stop_intake();
     void arm_health_timer();
+    // Tells the store each type's priority and attempts, for enqueues that come from SQL.
+    void publish_type_defaults();
     void watch_plugins();
     void arm_watch();
     void plugin_event(executor::JobEventKind kind, const std::string& type, const std::string& what);

@@ -35,7 +35,10 @@ int load_config(const CommonOptions& o, config::Config& config) {
     if (o.store) {
         if (*o.store == "memory")
             config.store.kind = config::StoreSection::Kind::memory;
-        else {
+        else if (o.store->rfind("postgres://", 0) == 0 || o.store->rfind("postgresql://", 0) == 0) {
+            config.store.kind = config::StoreSection::Kind::postgres;
+            config.store.url = *o.store;
+        } else {
             config.store.kind = config::StoreSection::Kind::sqlite;
             config.store.path = fs::absolute(*o.store);
         }

@@ -21,7 +21,9 @@ void add_common(CLI::App& app, cli::CommonOptions& o, std::string& level, Flags 
     app.add_option("-c,--config", o.config, "Configuration file (TOML); without it, defaults, ./plugins and ./var")
         ->check(CLI::ExistingFile);
     if (f.plugin_dir) app.add_option("--plugin-dir", o.plugin_dir, "Plugin folder, overriding [host] plugin_dir");
-    if (f.store) app.add_option("--store", o.store, "Store file, overriding [store] path (\"memory\": no file)");
+    if (f.store)
+        app.add_option("--store", o.store,
+                       "Store file, overriding [store] path (\"memory\": no file; a postgresql:// URL: that database)");
     app.add_option("--log-level", level, "trace, debug, info, warning or error, overriding [log] level")
         ->check(CLI::IsMember({"trace", "debug", "info", "warning", "error"}));
     app.add_flag("--strict", o.strict, "Treat any plugin problem as fatal (exit 2)");

@@ -44,7 +44,7 @@ std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, confi
     if (code >= 0) return nullptr;
     if (config.store.kind == config::StoreSection::Kind::memory) {
         std::cerr << "jobhost: the configured store is in memory, inside the running host; commands on the store "
-                     "need [store] kind = \"sqlite\"\n";
+                     "need [store] kind = \"sqlite\" or \"postgres\"\n";
         code = kExitUsage;
         return nullptr;
     }

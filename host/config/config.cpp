@@ -290,15 +290,40 @@ void parse_log(Validator& v, const toml::table& t, LogSection& log) {
 }
 
 void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
-    v.known_keys(t, "store", {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead", "lease"});
+    v.known_keys(t, "store",
+                 {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead", "lease", "url",
+                  "url_env", "schema"});
     if (auto n = t.get("kind"))
         if (auto s = v.string(*n, "kind")) {
             if (*s == "sqlite")
                 store.kind = StoreSection::Kind::sqlite;
             else if (*s == "memory")
                 store.kind = StoreSection::Kind::memory;
+            else if (*s == "postgres")
+                store.kind = StoreSection::Kind::postgres;
             else
-                v.error(n->source(), "'kind' must be \"sqlite\" or \"memory\", got \"" + *s + "\"");
+                v.error(n->source(), "'kind' must be \"sqlite\", \"memory\" or \"postgres\", got \"" + *s + "\"");
+        }
+    if (auto n = t.get("url"))
+        if (auto s = v.string(*n, "url")) store.url = *s;
+    if (auto n = t.get("url_env"))
+        if (auto s = v.string(*n, "url_env")) {
+            if (s->empty())
+                v.error(n->source(), "'url_env' must name an environment variable");
+            else
+                store.url_env = *s;
+        }
+    if (auto n = t.get("schema"))
+        if (auto s = v.string(*n, "schema")) {
+            bool plain = !s->empty() && s->size() <= 40 &&
+                         (std::islower(static_cast<unsigned char>((*s)[0])) || (*s)[0] == '_') &&
+                         s->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+            if (plain)
+                store.schema = *s;
+            else
+                v.error(n->source(),
+                        "'schema' must be a plain PostgreSQL name (lower-case letters, digits and _), got \"" + *s +
+                            "\"");
         }
     if (auto n = t.get("path"))
         if (auto s = v.string(*n, "path")) {

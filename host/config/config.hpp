@@ -47,8 +47,13 @@ struct LogSection {
 };
 
 struct StoreSection {
-    enum class Kind { sqlite, memory } kind = Kind::sqlite;
+    enum class Kind { sqlite, memory, postgres } kind = Kind::sqlite;
     std::filesystem::path path = "var/jobhost.db"; // made absolute against the config file's folder
+    // postgres: the database, as a libpq URL or connection string; empty: read from the variable url_env names,
+    // so that a password stays out of the file.
+    std::string url;
+    std::string url_env = "JOBHOST_DATABASE_URL";
+    std::string schema = "jobhost";
     bool full_sync = false;                        // synchronous = "full"
     std::int64_t retain_done = 0;
     core::Duration retain_done_for{0};

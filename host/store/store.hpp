@@ -110,6 +110,12 @@ struct ListFilter {
     std::size_t limit = 100;
 };
 
+// What an enqueue that names neither gets, for a type (the SQL enqueue function of a shared database reads them).
+struct TypeDefaults {
+    registry::Priority priority = registry::Priority::normal;
+    std::uint32_t max_attempts = 1;
+};
+
 struct TypeCounts {
     std::size_t scheduled = 0, ready = 0, reserved = 0, running = 0, done = 0, dead = 0;
     std::uint64_t enqueued = 0;            // jobs ever queued, by anyone, replays included
@@ -184,6 +190,10 @@ public:
     // this object: another process enqueued or replayed jobs, leases were recovered, prefetched jobs arrived. An
     // engine that never needs it ignores it. Passing an empty function waits for a running call to return.
     virtual void set_wakeup(std::function<void()> wakeup) { (void)wakeup; }
+
+    // Publishes each type's configured priority and attempts, for enqueues that do not come through a host (the
+    // PostgreSQL engine's SQL function). Engines without such enqueues ignore it.
+    virtual void set_type_defaults(const std::map<std::string, TypeDefaults>& defaults) { (void)defaults; }
 };
 
 } // namespace jobhost::store

@@ -1,0 +1,1112 @@
+#include "store/postgres_store.hpp"
+
+#include "log/log.hpp"
+#include "store/host_record.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json.hpp>
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <regex>
+
+namespace jobhost::store {
+
+extern const char* const kPostgresSchemaSql; // postgres_schema.sql, compiled in
+
+namespace {
+
+constexpr int kScheduled = 0, kReady = 1, kReserved = 2, kDone = 3, kDead = 4, kRunning = 5;
+
+std::int64_t to_ms(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+TimePoint from_ms(std::int64_t ms) {
+    return TimePoint(std::chrono::milliseconds(ms));
+}
+std::int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// A timestamp parameter: milliseconds since the epoch.
+constexpr const char* kTs = "to_timestamp(%::float8 / 1000)";
+std::string ts(int n) {
+    std::string s = kTs;
+    s.replace(s.find('%'), 1, "$" + std::to_string(n));
+    return s;
+}
+std::string ms(const std::string& col) {
+    return "(extract(epoch from " + col + ") * 1000)::int8";
+}
+std::string columns(const std::string& p = "") {
+    return p + "id, " + p + "type, " + p + "payload, " + p + "priority, " + p + "unique_key, " + p + "attempt, " + p +
+           "max_attempts, " + p + "state, " + ms(p + "run_at") + ", " + ms(p + "created_at") + ", " +
+           ms(p + "started_at") + ", " + ms(p + "finished_at") + ", " + p + "lease_owner, " + p + "from_schedule, " +
+           p + "dead_reason, " + p + "errors";
+}
+
+// What an enqueue answers while the database is away: say what, and what to do.
+[[noreturn]] void unavailable(const pg::Error& e) {
+    throw std::runtime_error("the PostgreSQL store is unavailable (" + std::string(e.what()) +
+                             "); nothing was queued: retry when it is back");
+}
+
+} // namespace
+
+struct PostgresStore::Io {
+    boost::asio::io_context context;
+    std::unique_ptr<pg::Connection> listener;
+    std::unique_ptr<boost::asio::posix::stream_descriptor> listen_socket, marks_socket;
+    boost::asio::steady_timer retry{context};
+    std::chrono::milliseconds backoff{0};
+};
+
+PostgresStore::PostgresStore(PostgresOptions options)
+    : ReservingStore(options.host, options.prefetch), options_(std::move(options)) {}
+
+std::string PostgresStore::q(std::string_view sql) const {
+    std::string out(sql);
+    for (auto at = out.find("{s}"); at != std::string::npos; at = out.find("{s}", at + options_.schema.size()))
+        out.replace(at, 3, options_.schema);
+    return out;
+}
+
+core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const PostgresOptions& options) {
+    static const std::regex identifier("[a-z_][a-z0-9_]{0,40}");
+    if (!std::regex_match(options.schema, identifier))
+        return core::Error{"[store] schema \"" + options.schema +
+                           "\" is not a plain PostgreSQL name: use lower-case letters, digits and _ (default jobhost)"};
+    if (options.url.empty())
+        return core::Error{"[store] kind = \"postgres\" needs a database: set [store] url, or the environment "
+                           "variable that [store] url_env names (default JOBHOST_DATABASE_URL)"};
+    std::unique_ptr<PostgresStore> store(new PostgresStore(options));
+    auto& o = store->options_;
+    if (o.owner.empty()) o.owner = HostRecord::make_owner();
+    std::uint32_t h = 2166136261u; // FNV-1a of the schema: this schema's advisory lock space
+    for (char c : o.schema) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+    store->lock_space_ = static_cast<std::int32_t>(h & 0x7fffffff);
+    try {
+        store->writer_ = pg::Connection::open(o.url);
+        auto& w = *store->writer_;
+        w.exec("SET application_name = 'jobhost'");
+        // Migrate once across hosts that start together: a transaction-scoped advisory lock.
+        w.exec("BEGIN");
+        w.run("SELECT pg_advisory_xact_lock($1, 0)", pg::Params().add(std::int64_t{store->lock_space_}));
+        auto exists = w.run("SELECT to_regclass($1) IS NOT NULL", pg::Params().add(o.schema + ".meta"));
+        std::int64_t version = 0;
+        if (exists.text(0, 0) == "t")
+            version = w.exec(store->q("SELECT value::int FROM {s}.meta WHERE key = 'schema_version'")).int64(0, 0);
+        if (version > kSchemaVersion) {
+            w.exec("ROLLBACK");
+            return core::Error{"the PostgreSQL schema " + o.schema + " at " + pg::redact(o.url) +
+                               " has jobhost schema version " + std::to_string(version) +
+                               ", newer than this jobhost's " + std::to_string(kSchemaVersion) +
+                               "; use a newer jobhost, or point [store] schema at another schema"};
+        }
+        if (version == 0) {
+            w.exec(store->q(kPostgresSchemaSql));
+            log::write(log::Level::info, "store",
+                       "created the jobhost schema " + o.schema + " (version " + std::to_string(kSchemaVersion) + ")");
+        }
+        w.exec("COMMIT");
+        if (o.host) {
+            store->register_host();
+            auto now = Clock::now();
+            w.exec("BEGIN");
+            store->recovered_at_open_ = store->rescue(now);
+            store->promote_due(now);
+            w.exec("COMMIT");
+            store->last_liveness_ = now;
+            store->marks_ = pg::Connection::open(o.url);
+            store->marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
+            if (PQenterPipelineMode(store->marks_->get()) != 1 || PQsetnonblocking(store->marks_->get(), 1) != 0)
+                return core::Error{
+                    "cannot use pipeline mode on the PostgreSQL connection: libpq 14 or newer is needed"};
+            store->io_ = std::make_unique<Io>();
+            store->io_thread_ = std::thread([s = store.get()] { s->io_loop(); });
+        }
+    } catch (const pg::Error& e) {
+        std::string what = e.what();
+        if (e.disconnect())
+            return core::Error{what + "; check [store] url (or JOBHOST_DATABASE_URL) and that the server is up"};
+        return core::Error{"the PostgreSQL store at " + pg::redact(o.url) + " (schema " + o.schema +
+                           ") failed to open: " + what};
+    }
+    store->start_writer();
+    return store;
+}
+
+PostgresStore::~PostgresStore() {
+    if (io_) {
+        io_->context.stop();
+        if (io_thread_.joinable()) io_thread_.join();
+    }
+    stop_writer();
+}
+
+void PostgresStore::register_host() {
+    auto& w = *writer_;
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    w.exec("BEGIN");
+    auto r = w.run(q("INSERT INTO {s}.hosts (owner, hostname, pid) VALUES ($1, $2, $3) ON CONFLICT (owner) DO UPDATE "
+                     "SET heartbeat_at = now(), locked_at = now() RETURNING id"),
+                   pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
+    host_id_ = r.int64(0, 0);
+    // Held while this connection lives: other hosts see it vanish the moment this process dies.
+    w.run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
+    w.exec("COMMIT");
+    heartbeat_ok_ms_ = steady_ms();
+}
+
+void PostgresStore::connect_writer() {
+    writer_ = pg::Connection::open(options_.url);
+    writer_->exec("SET application_name = 'jobhost'");
+    if (options_.host) {
+        register_host();
+        clear_caches(); // what we reserved may have been given back while we were away
+        log::write(log::Level::info, "store", "reconnected to PostgreSQL");
+    }
+}
+
+bool PostgresStore::is_disconnect(std::exception_ptr e) const noexcept {
+    try {
+        std::rethrow_exception(e);
+    } catch (const pg::Error& x) {
+        return x.disconnect();
+    } catch (...) {
+        return false;
+    }
+}
+
+void PostgresStore::tx_begin() {
+    if (!writer_ || !writer_->ok()) connect_writer();
+    writer_->exec("BEGIN");
+    notify_ = false;
+    heartbeat_pending_ = false;
+}
+
+void PostgresStore::tx_commit() {
+    if (notify_) notify();
+    writer_->exec("COMMIT");
+    if (heartbeat_pending_) {
+        heartbeat_ok_ms_ = steady_ms();
+        wake_after_batch_ = true; // claims refused while the lease was unsure may go on
+    }
+}
+
+void PostgresStore::tx_rollback() noexcept {
+    try {
+        if (writer_ && writer_->ok()) writer_->exec("ROLLBACK");
+    } catch (...) {
+    }
+}
+
+void PostgresStore::notify() {
+    writer_->run("SELECT pg_notify($1, $2)", pg::Params().add(options_.schema + "_jobs").add(options_.owner));
+}
+
+std::chrono::milliseconds PostgresStore::idle_wait() {
+    auto wait = std::min({options_.poll, options_.liveness, std::chrono::milliseconds(250)});
+    if (options_.host && next_due_) {
+        auto until = std::chrono::duration_cast<std::chrono::milliseconds>(*next_due_ - Clock::now()) +
+                     std::chrono::milliseconds(1);
+        wait = std::clamp(until, std::chrono::milliseconds(0), wait);
+    }
+    return wait;
+}
+
+void PostgresStore::maintain(TimePoint now) {
+    if (!options_.host) return;
+    auto beat = std::min<std::chrono::milliseconds>(options_.lease / 4, std::chrono::seconds(1));
+    if (now - last_heartbeat_ >= beat) {
+        last_heartbeat_ = now;
+        heartbeat();
+    }
+    bool look = db_changed_.exchange(false);
+    if (now - last_poll_ >= options_.poll) {
+        last_poll_ = now;
+        look = true;
+        auto r = writer_->exec(q("SELECT " + std::string("(extract(epoch from min(run_at)) * 1000)::int8") +
+                                 " FROM {s}.jobs WHERE state = 0")
+                                   .c_str());
+        next_due_.reset();
+        if (!r.null(0, 0)) next_due_ = from_ms(r.int64(0, 0));
+    }
+    if (next_due_ && *next_due_ <= now && promote_due(now) > 0) look = true;
+    if (now - last_liveness_ >= options_.liveness) {
+        last_liveness_ = now;
+        if (rescue(now) > 0) look = true;
+    }
+    if (now - last_fold_ >= std::chrono::seconds(1)) {
+        last_fold_ = now;
+        fold_counts();
+    }
+    if (now - last_prune_ >= std::chrono::seconds(30)) {
+        last_prune_ = now;
+        prune_locked(now);
+    }
+    if (look) {
+        refresh_heads();
+        wake_after_batch_ = true;
+    }
+}
+
+void PostgresStore::heartbeat() {
+    auto r =
+        writer_->run(q("UPDATE {s}.hosts SET heartbeat_at = now() WHERE owner = $1"), pg::Params().add(options_.owner));
+    if (r.affected() == 1) {
+        heartbeat_pending_ = true;
+        return;
+    }
+    // Another host found us dead (we stalled, or lost the database, for longer than the lease) and gave our jobs
+    // to others: drop what we reserved, and register again. Runs still going will find their jobs lost.
+    log::write(log::Level::error, "store",
+               "this host's lease was lost: it was silent for longer than [store] lease (" +
+                   std::to_string(options_.lease.count()) +
+                   " ms; a pause, or the database out of reach), so other hosts took over its jobs; it registers "
+                   "again, and outcomes of runs that were in progress are not recorded");
+    clear_caches();
+    auto again = writer_->run(q("INSERT INTO {s}.hosts (owner, hostname, pid) SELECT $1, hostname, pid FROM "
+                                "(VALUES ('', 0)) AS v(hostname, pid) RETURNING id"),
+                              pg::Params().add(options_.owner));
+    host_id_ = again.int64(0, 0);
+    writer_->run("SELECT pg_advisory_unlock_all()");
+    writer_->run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
+    heartbeat_pending_ = true;
+}
+
+// Dead hosts: silent for longer than the lease, or whose lock is gone although they locked during this server's
+// life (after a server restart every lock is gone, so only the heartbeat says then). Their rows go, and every job
+// held by an owner without a row is given back: running ones charged, reserved ones unchanged. Guarded by state
+// and owner, and SKIP LOCKED, so two hosts rescuing at once, or an outcome landing meanwhile, do no harm.
+std::size_t PostgresStore::rescue(TimePoint now) {
+    auto gone = writer_->run(
+        q("DELETE FROM {s}.hosts h WHERE h.owner <> $1 AND (h.heartbeat_at < now() - $2::int8 * interval '1 ms' OR "
+          "(h.locked_at > pg_postmaster_start_time() AND NOT EXISTS "
+          "(SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = $3::oid AND l.objid = h.id::oid "
+          "AND l.objsubid = 2))) RETURNING h.owner, h.heartbeat_at < now() - $2::int8 * interval '1 ms'"),
+        pg::Params()
+            .add(options_.owner)
+            .add(static_cast<std::int64_t>(options_.lease.count()))
+            .add(std::int64_t{lock_space_}));
+    std::vector<std::string> owners, messages;
+    for (int i = 0; i < gone.rows(); ++i) {
+        owners.push_back(gone.text(i, 0));
+        bool stalled = gone.text(i, 1) == "t";
+        messages.push_back(stalled ? "the lease of host " + owners.back() +
+                                         " expired while this job was running: it stalled or lost the database"
+                                   : "the host died while this job was running (host " + owners.back() + ")");
+    }
+    auto r = writer_->run(
+        q("WITH gone AS (SELECT j.id, j.state AS was FROM {s}.jobs j WHERE j.state IN (2, 5) AND NOT EXISTS "
+          "(SELECT 1 FROM {s}.hosts h WHERE h.owner = j.lease_owner) FOR UPDATE OF j SKIP LOCKED), "
+          "msg AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(owner, message)) "
+          "UPDATE {s}.jobs j SET "
+          "state = CASE WHEN gone.was = 2 THEN 1 WHEN j.attempt + 1 >= j.max_attempts THEN 4 ELSE 1 END, "
+          "attempt = j.attempt + CASE WHEN gone.was = 5 THEN 1 ELSE 0 END, "
+          "run_at = CASE WHEN gone.was = 5 THEN " +
+          ts(3) +
+          " ELSE j.run_at END, "
+          "finished_at = CASE WHEN gone.was = 5 AND j.attempt + 1 >= j.max_attempts THEN " +
+          ts(3) +
+          " END, "
+          "dead_reason = CASE WHEN gone.was = 5 AND j.attempt + 1 >= j.max_attempts THEN 5 ELSE 0 END, "
+          "errors = CASE WHEN gone.was = 5 THEN j.errors || jsonb_build_array(jsonb_build_object('attempt', "
+          "j.attempt + 1, 'at', $3::int8, 'message', coalesce((SELECT m.message FROM msg m WHERE m.owner = "
+          "j.lease_owner), 'the host died while this job was running (host ' || j.lease_owner || ')'))) ELSE "
+          "j.errors END, "
+          "lease_owner = NULL "
+          "FROM gone WHERE j.id = gone.id "
+          "RETURNING j.id, j.type, gone.was, j.attempt, j.max_attempts, j.state")
+            .c_str(),
+        pg::Params().add(pg::text_array(owners)).add(pg::text_array(messages)).add(to_ms(now)));
+    std::size_t running = 0;
+    for (int i = 0; i < r.rows(); ++i) {
+        if (r.int64(i, 2) != kRunning) continue;
+        ++running;
+        bool dead = r.int64(i, 5) == kDead;
+        log::write(dead ? log::Level::error : log::Level::warning, "store",
+                   "job " + r.text(i, 0) + " was running when its host died or stalled; attempt " + r.text(i, 3) + "/" +
+                       r.text(i, 4) + " charged, " +
+                       (dead ? std::string("dead-lettered (crashed_host)") : std::string("back to ready")),
+                   r.text(i, 1), r.text(i, 0));
+    }
+    for (std::size_t i = 0; i < owners.size(); ++i)
+        log::write(log::Level::warning, "store",
+                   "host " + owners[i] + " is gone: " + messages[i].substr(0, 0) +
+                       (messages[i].find("lease") != std::string::npos
+                            ? "it was silent for longer than the lease"
+                            : "its connection closed (it crashed or was killed)"));
+    if (r.rows() > 0) {
+        log::write(log::Level::warning, "store",
+                   std::to_string(r.rows()) + " job(s) of dead hosts given back, " + std::to_string(running) +
+                       " of them were running");
+        notify_ = true;
+    }
+    return static_cast<std::size_t>(r.rows());
+}
+
+void PostgresStore::refresh_heads() {
+    auto names = type_names();
+    if (names.empty()) return;
+    auto r = writer_->run(q("SELECT (SELECT max(j.priority) FROM {s}.jobs j WHERE j.type = t AND j.state = 1) FROM "
+                            "unnest($1::text[]) WITH ORDINALITY AS u(t, k) ORDER BY k"),
+                          pg::Params().add(pg::text_array(names)));
+    std::vector<int> heads(names.size(), -2);
+    for (int i = 0; i < r.rows() && i < static_cast<int>(heads.size()); ++i)
+        if (!r.null(i, 0)) heads[static_cast<std::size_t>(i)] = static_cast<int>(r.int64(i, 0));
+    set_db_heads(heads);
+}
+
+std::size_t PostgresStore::promote_due(TimePoint now) {
+    auto r = writer_->run(q("UPDATE {s}.jobs SET state = 1 WHERE id IN (SELECT id FROM {s}.jobs WHERE state = 0 AND "
+                            "run_at <= " +
+                            ts(1) + " ORDER BY run_at LIMIT 10000 FOR UPDATE SKIP LOCKED)")
+                              .c_str(),
+                          pg::Params().add(to_ms(now)));
+    auto n = r.affected();
+    auto next =
+        writer_->exec(q("SELECT (extract(epoch from min(run_at)) * 1000)::int8 FROM {s}.jobs WHERE state = 0").c_str());
+    next_due_.reset();
+    if (!next.null(0, 0)) next_due_ = from_ms(next.int64(0, 0));
+    if (n > 0) notify_ = true;
+    return n;
+}
+
+void PostgresStore::fold_counts() {
+    // One host at a time; the others skip this round.
+    auto got = writer_->run("SELECT pg_try_advisory_xact_lock($1, 1)", pg::Params().add(std::int64_t{lock_space_}));
+    if (got.text(0, 0) != "t") return;
+    writer_->exec(q("WITH d AS (DELETE FROM {s}.count_deltas RETURNING type, state, n), "
+                    "s AS (SELECT type, state, sum(n) AS n FROM d GROUP BY 1, 2) "
+                    "INSERT INTO {s}.counts AS c (type, state, n) SELECT type, state, n FROM s "
+                    "ON CONFLICT (type, state) DO UPDATE SET n = c.n + excluded.n")
+                      .c_str());
+}
+
+void PostgresStore::prune_locked(TimePoint now) {
+    auto total = [this](int state) {
+        auto r = writer_->run(q("SELECT coalesce(sum(n), 0)::int8 FROM (SELECT n FROM {s}.counts WHERE state = $1 "
+                                "UNION ALL SELECT n FROM {s}.count_deltas WHERE state = $1) x"),
+                              pg::Params().add(std::int64_t{state}));
+        return static_cast<std::size_t>(std::max<std::int64_t>(0, r.int64(0, 0)));
+    };
+    if (options_.retain_done > 0 && total(kDone) > options_.retain_done)
+        writer_->run(q("DELETE FROM {s}.jobs WHERE state = 3 AND id NOT IN (SELECT id FROM {s}.jobs WHERE state = 3 "
+                       "ORDER BY finished_at DESC LIMIT $1)"),
+                     pg::Params().add(static_cast<std::int64_t>(options_.retain_done)));
+    if (options_.retain_done_for.count() > 0)
+        writer_->run(q("DELETE FROM {s}.jobs WHERE state = 3 AND finished_at < " + ts(1)).c_str(),
+                     pg::Params().add(to_ms(now - options_.retain_done_for)));
+    if (total(kDead) > options_.retain_dead) {
+        auto r = writer_->run(q("DELETE FROM {s}.jobs WHERE state = 4 AND id NOT IN (SELECT id FROM {s}.jobs WHERE "
+                                "state = 4 ORDER BY finished_at DESC LIMIT $1)"),
+                              pg::Params().add(static_cast<std::int64_t>(options_.retain_dead)));
+        if (auto n = r.affected(); n > 0)
+            log::write(log::Level::warning, "store",
+                       "pruned " + std::to_string(n) +
+                           " dead letter(s) beyond retain_dead = " + std::to_string(options_.retain_dead));
+    }
+}
+
+void PostgresStore::prune() {
+    submit(Op{[this] {
+                  fold_counts();
+                  prune_locked(Clock::now());
+              },
+              {},
+              nullptr},
+           true);
+}
+
+std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size_t want, bool aging, int& head) {
+    std::vector<JobRecord> rows;
+    auto r = writer_->run(
+        q(("WITH picked AS MATERIALIZED (SELECT id FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority "
+           "DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE {s}.jobs j SET state = 2, lease_owner = $3 FROM "
+           "picked WHERE j.id = picked.id RETURNING " +
+           columns("j."))
+              .c_str()),
+        pg::Params().add(type).add(static_cast<std::int64_t>(want)).add(options_.owner));
+    for (int i = 0; i < r.rows(); ++i) rows.push_back(read_row(r, i));
+    if (aging) {
+        // the oldest job of each lower level too: it is the one aging raises first (see SqliteStore::reserve)
+        auto o = writer_->run(
+            q(("WITH picked AS MATERIALIZED (SELECT x.id FROM generate_series(0, 3) AS p(level), LATERAL (SELECT id "
+               "FROM {s}.jobs WHERE type = $1 AND state = 1 AND priority = p.level ORDER BY run_at, id LIMIT 1 FOR "
+               "UPDATE SKIP LOCKED) x) UPDATE {s}.jobs j SET state = 2, lease_owner = $2 FROM picked WHERE j.id = "
+               "picked.id RETURNING " +
+               columns("j."))
+                  .c_str()),
+            pg::Params().add(type).add(options_.owner));
+        for (int i = 0; i < o.rows(); ++i) rows.push_back(read_row(o, i));
+    }
+    head = -2;
+    auto h = writer_->run(q("SELECT priority FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority DESC, "
+                            "run_at, id LIMIT 1"),
+                          pg::Params().add(type));
+    if (h.rows() > 0) head = static_cast<int>(h.int64(0, 0));
+    return rows;
+}
+
+ClaimResult PostgresStore::claim(const ClaimRequest& request) {
+    // Serve reservations only while this host's lease is surely ours: after a long pause, the writer heartbeats
+    // (and learns whether other hosts took our jobs) before anything starts; its commit wakes the executor.
+    auto age = steady_ms() - heartbeat_ok_ms_.load();
+    if (reserving_ && age > options_.lease.count() / 2) {
+        poke_writer();
+        ClaimResult none;
+        for (std::size_t i = 0; i < request.types.size(); ++i) none.waiting.push_back(i);
+        none.held_back = true;
+        return none;
+    }
+    return ReservingStore::claim(request);
+}
+
+JobRecord PostgresStore::read_row(const pg::Result& r, int row) const {
+    JobRecord j;
+    j.id = static_cast<JobId>(r.int64(row, 0));
+    j.type = r.text(row, 1);
+    j.payload = r.text(row, 2);
+    j.priority = static_cast<registry::Priority>(std::clamp<std::int64_t>(r.int64(row, 3), 0, 4));
+    if (!r.null(row, 4)) j.unique_key = r.text(row, 4);
+    j.attempt = static_cast<std::uint32_t>(r.int64(row, 5));
+    j.max_attempts = static_cast<std::uint32_t>(r.int64(row, 6));
+    auto state = r.int64(row, 7);
+    j.run_at = from_ms(r.int64(row, 8));
+    j.ready_since = j.run_at;
+    j.created_at = from_ms(r.int64(row, 9));
+    if (!r.null(row, 10)) j.started_at = from_ms(r.int64(row, 10));
+    if (!r.null(row, 11)) j.finished_at = from_ms(r.int64(row, 11));
+    if (!r.null(row, 12)) j.lease_owner = r.text(row, 12);
+    j.from_schedule = r.text(row, 13) == "t";
+    j.dead_reason = static_cast<DeadReason>(r.int64(row, 14));
+    switch (state) {
+    case kScheduled: j.state = JobState::scheduled; break;
+    case kReady: j.state = JobState::ready; break;
+    case kReserved: j.state = JobState::reserved; break;
+    case kRunning: j.state = JobState::running; break;
+    case kDone: j.state = JobState::done; break;
+    default: j.state = JobState::dead; break;
+    }
+    try {
+        auto errors = boost::json::parse(r.text(row, 15));
+        for (const auto& e : errors.as_array()) {
+            const auto& o = e.as_object();
+            j.errors.push_back({static_cast<std::uint32_t>(o.at("attempt").to_number<std::int64_t>()),
+                                from_ms(o.at("at").to_number<std::int64_t>()),
+                                std::string(o.at("message").as_string())});
+        }
+    } catch (const std::exception&) {
+        j.errors.push_back({0, {}, "(the error history of this job could not be read)"});
+    }
+    return j;
+}
+
+std::vector<EnqueueOutcome> PostgresStore::enqueue(std::span<const NewJob> jobs) {
+    std::vector<EnqueueOutcome> out(jobs.size());
+    if (jobs.empty()) return out;
+    std::vector<std::string> types, payloads, keys, run_at, ticks;
+    std::string prios = "{", maxes = "{", sched = "{", runs = "{", tks = "{";
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const auto& n = jobs[i];
+        types.push_back(n.type);
+        payloads.push_back(n.payload);
+        keys.push_back(n.unique_key);
+        const char* sep = i ? "," : "";
+        prios += sep + std::to_string(static_cast<int>(n.priority));
+        maxes += sep + std::to_string(n.max_attempts);
+        sched += sep + std::string(n.from_schedule ? "t" : "f");
+        runs += sep + (n.run_at == TimePoint{} ? std::string("NULL") : std::to_string(to_ms(n.run_at)));
+        tks += sep + (n.tick ? std::to_string(to_ms(*n.tick)) : std::string("NULL"));
+    }
+    // unique keys: NULL where empty
+    std::string key_array = "{";
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        if (i) key_array += ',';
+        if (keys[i].empty()) {
+            key_array += "NULL";
+            continue;
+        }
+        key_array += '"';
+        for (char c : keys[i]) {
+            if (c == '"' || c == '\\') key_array += '\\';
+            key_array += c;
+        }
+        key_array += '"';
+    }
+    key_array += "}";
+    auto params = std::make_shared<pg::Params>();
+    params->add(pg::text_array(types))
+        .add(pg::text_array(payloads))
+        .add(prios + "}")
+        .add(key_array)
+        .add(maxes + "}")
+        .add(runs + "}")
+        .add(sched + "}")
+        .add(tks + "}")
+        .add(options_.owner);
+    Op op;
+    op.in_transaction = [&, params] {
+        auto r = writer_->run(
+            q("SELECT idx, id, created, tick_taken FROM {s}.enqueue_batch($1::text[], $2::json[], $3::smallint[], "
+              "$4::text[], $5::int[], ARRAY(SELECT to_timestamp(x::float8 / 1000) FROM unnest($6::int8[]) x), "
+              "$7::boolean[], ARRAY(SELECT to_timestamp(x::float8 / 1000) FROM unnest($8::int8[]) x), $9)"),
+            *params);
+        for (int i = 0; i < r.rows(); ++i) {
+            auto idx = static_cast<std::size_t>(r.int64(i, 0));
+            if (idx >= out.size()) continue;
+            out[idx] = {static_cast<JobId>(r.int64(i, 1)), r.text(i, 2) == "t", r.text(i, 3) == "t"};
+        }
+    };
+    op.after_commit = [&] {
+        std::lock_guard lock(cache_mutex_);
+        for (std::size_t i = 0; i < jobs.size(); ++i) {
+            if (!out[i].created) continue;
+            auto& c = cache_locked(jobs[i].type);
+            if (jobs[i].run_at == TimePoint{} || jobs[i].run_at <= Clock::now()) {
+                c.maybe_in_db = true;
+                c.db_head_level = std::max(c.db_head_level, static_cast<int>(jobs[i].priority));
+                wake_after_batch_ = true;
+            } else if (!next_due_ || jobs[i].run_at < *next_due_) {
+                next_due_ = jobs[i].run_at;
+            }
+        }
+    };
+    try {
+        submit(std::move(op), true);
+    } catch (const pg::Error& e) {
+        if (e.disconnect()) unavailable(e);
+        throw std::runtime_error("the PostgreSQL store refused the enqueue: " + std::string(e.what()));
+    }
+    return out;
+}
+
+RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
+    if (!marks_ || ids.empty()) return {};
+    std::vector<std::int64_t> v(ids.begin(), ids.end());
+    std::lock_guard lock(marks_mutex_);
+    try {
+        if (!marks_->ok()) {
+            marks_ = pg::Connection::open(options_.url);
+            marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
+            PQenterPipelineMode(marks_->get());
+            PQsetnonblocking(marks_->get(), 1);
+            marks_pending_ = 0;
+            if (io_)
+                boost::asio::post(io_->context, [this] {
+                    io_->marks_socket.reset(); // the io loop watches the new socket from its next round
+                });
+        }
+        static const std::string sql =
+            "UPDATE %s.jobs SET state = 5, started_at = now() WHERE id = ANY($1::int8[]) AND state = 2 AND "
+            "lease_owner = $2";
+        std::string stmt = sql;
+        stmt.replace(stmt.find("%s"), 2, options_.schema);
+        auto values = pg::Params().add(pg::int_array(v)).add(options_.owner);
+        std::vector<const char*> p{values.values[0]->c_str(), values.values[1]->c_str()};
+        if (!PQsendQueryParams(marks_->get(), stmt.c_str(), 2, nullptr, p.data(), nullptr, nullptr, 0) ||
+            !PQpipelineSync(marks_->get()))
+            throw marks_->error("cannot send the start of a run: ");
+        ++marks_pending_;
+        // The mark must be in the kernel before the plugin runs: a crash after this point is charged.
+        for (;;) {
+            int f = PQflush(marks_->get());
+            if (f == 0) break;
+            if (f < 0) throw marks_->error("cannot send the start of a run: ");
+            pollfd pfd{marks_->socket(), POLLOUT | POLLIN, 0};
+            ::poll(&pfd, 1, 100);
+            if (pfd.revents & POLLIN) drain_marks_locked(false);
+        }
+    } catch (const std::exception& e) {
+        log::write(log::Level::warning, "store",
+                   std::string("could not record that a run started (") + e.what() +
+                       "); it runs anyway, and a crash during it would not be charged");
+    }
+    return {};
+}
+
+void PostgresStore::drain_marks_locked(bool wait) {
+    if (!marks_) return;
+    PGconn* c = marks_->get();
+    while (marks_pending_ > 0) {
+        if (!PQconsumeInput(c)) return;
+        while (!PQisBusy(c)) {
+            PGresult* r = PQgetResult(c);
+            if (!r) continue; // the end of one statement's results
+            auto status = PQresultStatus(r);
+            if (status == PGRES_PIPELINE_SYNC) {
+                --marks_pending_;
+            } else if (status == PGRES_FATAL_ERROR) {
+                log::write(log::Level::warning, "store",
+                           std::string("recording the start of a run failed: ") + PQresultErrorMessage(r));
+            }
+            PQclear(r);
+            if (marks_pending_ == 0) break;
+        }
+        if (!wait || marks_pending_ == 0) return;
+        pollfd pfd{marks_->socket(), POLLIN, 0};
+        if (::poll(&pfd, 1, 1000) <= 0) return;
+    }
+}
+
+void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
+    if (closed_) return;
+    auto copy = std::make_shared<std::vector<Outcome>>(outcomes.begin(), outcomes.end());
+    Op op;
+    op.keep_on_disconnect = true;
+    op.in_transaction = [this, copy] {
+        std::vector<std::int64_t> deleted;
+        std::vector<std::pair<std::string, std::string>> lost; // (id, type)
+        bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
+        const std::string held = " AND state IN (2, 5) AND lease_owner = $2";
+        for (const auto& o : *copy) {
+            if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
+                deleted.push_back(static_cast<std::int64_t>(o.id));
+                continue;
+            }
+            auto id = static_cast<std::int64_t>(o.id);
+            pg::Result r;
+            auto entry = "jsonb_build_array(jsonb_build_object('attempt', attempt + 1, 'at', $3::int8, 'message', "
+                         "$4::text))";
+            switch (o.kind) {
+            case Outcome::Kind::done:
+                r = writer_->run(q(("UPDATE {s}.jobs SET state = 3, attempt = attempt + 1, started_at = " + ts(3) +
+                                    ", finished_at = " + ts(4) + ", lease_owner = NULL WHERE id = $1" + held)
+                                       .c_str()),
+                                 pg::Params().add(id).add(options_.owner).add(to_ms(o.started)).add(to_ms(o.at)));
+                break;
+            case Outcome::Kind::retry: {
+                bool later = o.retry_at > o.at;
+                r = writer_->run(q(("UPDATE {s}.jobs SET state = $5::smallint, attempt = attempt + 1, run_at = " +
+                                    ts(6) + ", started_at = " + ts(7) + ", lease_owner = NULL, errors = errors || " +
+                                    entry + " WHERE id = $1" + held)
+                                       .c_str()),
+                                 pg::Params()
+                                     .add(id)
+                                     .add(options_.owner)
+                                     .add(to_ms(o.at))
+                                     .add(o.error)
+                                     .add(std::int64_t{later ? kScheduled : kReady})
+                                     .add(to_ms(o.retry_at))
+                                     .add(to_ms(o.started)));
+                if (later && r.affected() > 0 && (!next_due_ || o.retry_at < *next_due_)) next_due_ = o.retry_at;
+                if (!later && r.affected() > 0) notify_ = true;
+                break;
+            }
+            case Outcome::Kind::released:
+                r = writer_->run(q(("UPDATE {s}.jobs SET state = 1, lease_owner = NULL, errors = errors || " +
+                                    std::string(entry) + " WHERE id = $1" + held)
+                                       .c_str()),
+                                 pg::Params().add(id).add(options_.owner).add(to_ms(o.at)).add(o.error));
+                if (r.affected() > 0) notify_ = true;
+                break;
+            case Outcome::Kind::dead:
+                r = writer_->run(q(("UPDATE {s}.jobs SET state = 4, attempt = attempt + 1, started_at = " + ts(6) +
+                                    ", finished_at = " + ts(3) +
+                                    ", dead_reason = $5::smallint, lease_owner = NULL, errors = errors || " + entry +
+                                    " WHERE id = $1" + held)
+                                       .c_str()),
+                                 pg::Params()
+                                     .add(id)
+                                     .add(options_.owner)
+                                     .add(to_ms(o.at))
+                                     .add(o.error)
+                                     .add(static_cast<std::int64_t>(o.reason))
+                                     .add(to_ms(o.started)));
+                break;
+            default: break;
+            }
+            if (r.affected() == 0) lost.emplace_back(std::to_string(o.id), o.type);
+        }
+        if (!deleted.empty()) {
+            auto r = writer_->run(q("DELETE FROM {s}.jobs WHERE id = ANY($1::int8[]) AND state IN (2, 5) AND "
+                                    "lease_owner = $2 RETURNING id"),
+                                  pg::Params().add(pg::int_array(deleted)).add(options_.owner));
+            if (r.rows() < static_cast<int>(deleted.size())) {
+                std::set<std::int64_t> got;
+                for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
+                for (const auto& o : *copy)
+                    if (std::find(deleted.begin(), deleted.end(), static_cast<std::int64_t>(o.id)) != deleted.end() &&
+                        !got.count(static_cast<std::int64_t>(o.id)))
+                        lost.emplace_back(std::to_string(o.id), o.type);
+            }
+        }
+        for (const auto& [id, type] : lost)
+            log::write(log::Level::warning, "store",
+                       "job " + id +
+                           ": its outcome was not recorded, because this host no longer holds the job (it was "
+                           "silent for longer than [store] lease, and another host took the job over)",
+                       type, id);
+    };
+    op.after_commit = [this, copy] {
+        std::lock_guard lock(cache_mutex_);
+        for (const auto& o : *copy) {
+            bool ready = o.kind == Outcome::Kind::released || (o.kind == Outcome::Kind::retry && o.retry_at <= o.at);
+            if (!ready) continue;
+            auto& c = cache_locked(o.type);
+            c.maybe_in_db = true;
+            c.db_head_level = -1;
+            wake_after_batch_ = true;
+        }
+    };
+    try {
+        submit(std::move(op), false);
+    } catch (const std::exception& e) {
+        log::write(log::Level::warning, "store", std::string("an outcome came after the store closed: ") + e.what());
+    }
+}
+
+std::optional<TimePoint> PostgresStore::next_due(const std::set<std::string>&, TimePoint) {
+    return std::nullopt; // the writer promotes due jobs itself and wakes the executor
+}
+
+void PostgresStore::settle_marks() {
+    std::lock_guard lock(marks_mutex_);
+    drain_marks_locked(true);
+}
+
+void PostgresStore::flush() {
+    settle_marks();
+    ReservingStore::flush();
+}
+
+pg::Connection& PostgresStore::reader() {
+    if (!reader_ || !reader_->ok()) {
+        reader_.reset();
+        reader_ = pg::Connection::open(options_.url);
+        reader_->exec("SET application_name = 'jobhost reads'");
+    }
+    return *reader_;
+}
+
+std::optional<JobRecord> PostgresStore::get(JobId id) {
+    settle_marks(); // this object's own start marks are seen by its reads
+    std::lock_guard lock(reader_mutex_);
+    auto r = reader().run(q(("SELECT " + columns() + " FROM {s}.jobs WHERE id = $1").c_str()),
+                          pg::Params().add(static_cast<std::int64_t>(id)));
+    if (r.rows() == 0) return std::nullopt;
+    auto j = read_row(r, 0);
+    if (j.state == JobState::running) j.attempt += 1; // the attempt it is on
+    return j;
+}
+
+std::vector<JobRecord> PostgresStore::list(const ListFilter& f) {
+    settle_marks();
+    std::string sql = "SELECT " + columns() + " FROM {s}.jobs WHERE true";
+    pg::Params p;
+    if (f.type) {
+        p.add(*f.type);
+        sql += " AND type = $" + std::to_string(p.values.size());
+    }
+    if (f.state) {
+        int s = 0;
+        switch (*f.state) {
+        case JobState::scheduled: s = kScheduled; break;
+        case JobState::ready: s = kReady; break;
+        case JobState::reserved: s = kReserved; break;
+        case JobState::running: s = kRunning; break;
+        case JobState::done: s = kDone; break;
+        case JobState::dead: s = kDead; break;
+        }
+        sql += " AND state = " + std::to_string(s);
+    }
+    p.add(static_cast<std::int64_t>(f.limit));
+    sql += " ORDER BY id DESC LIMIT $" + std::to_string(p.values.size());
+    std::lock_guard lock(reader_mutex_);
+    auto r = reader().run(q(sql.c_str()), p);
+    std::vector<JobRecord> out;
+    for (int i = 0; i < r.rows(); ++i) {
+        out.push_back(read_row(r, i));
+        if (out.back().state == JobState::running) out.back().attempt += 1;
+    }
+    return out;
+}
+
+std::vector<JobRecord> PostgresStore::dead_letters(const DeadLetterFilter& filter) {
+    auto out = list({filter.type, JobState::dead, filter.limit});
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    return out;
+}
+
+std::size_t PostgresStore::replay(std::span<const JobId> ids, TimePoint now) {
+    std::vector<std::int64_t> v(ids.begin(), ids.end());
+    std::size_t n = 0;
+    submit(Op{[&] {
+                  // a replay counts as queued again (state -1 in counts), like the other engines
+                  auto r = writer_->run(
+                      q(("WITH r AS (UPDATE {s}.jobs j SET state = 1, attempt = 0, dead_reason = 0, run_at = " + ts(2) +
+                         ", finished_at = NULL WHERE id = ANY($1::int8[]) AND state = 4 AND NOT EXISTS (SELECT 1 "
+                         "FROM {s}.jobs o WHERE o.type = j.type AND o.unique_key = j.unique_key AND o.state IN (0, "
+                         "1, 2, 5)) RETURNING j.type), c AS (INSERT INTO {s}.count_deltas (type, state, n) SELECT "
+                         "type, -1, count(*) FROM r GROUP BY 1) SELECT count(*) FROM r")
+                            .c_str()),
+                      pg::Params().add(pg::int_array(v)).add(to_ms(now)));
+                  n = static_cast<std::size_t>(r.int64(0, 0));
+                  if (n > 0) notify_ = true;
+              },
+              [this] {
+                  std::lock_guard lock(cache_mutex_);
+                  for (auto& c : caches_) {
+                      c.maybe_in_db = true;
+                      c.db_head_level = -1;
+                  }
+                  wake_after_batch_ = true;
+              },
+              nullptr},
+           true);
+    return n;
+}
+
+std::size_t PostgresStore::purge(std::span<const JobId> ids) {
+    std::vector<std::int64_t> v(ids.begin(), ids.end());
+    std::size_t n = 0;
+    submit(Op{[&] {
+                  n = writer_
+                          ->run(q("DELETE FROM {s}.jobs WHERE id = ANY($1::int8[]) AND state = 4"),
+                                pg::Params().add(pg::int_array(v)))
+                          .affected();
+              },
+              {},
+              nullptr},
+           true);
+    return n;
+}
+
+std::size_t PostgresStore::purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than) {
+    std::size_t n = 0;
+    submit(Op{[&] {
+                  std::string sql = "DELETE FROM {s}.jobs WHERE state = 4";
+                  pg::Params p;
+                  if (type) {
+                      p.add(*type);
+                      sql += " AND type = $" + std::to_string(p.values.size());
+                  }
+                  if (older_than) {
+                      p.add(to_ms(*older_than));
+                      sql += " AND finished_at < " + ts(static_cast<int>(p.values.size()));
+                  }
+                  n = writer_->run(q(sql.c_str()), p).affected();
+              },
+              {},
+              nullptr},
+           true);
+    return n;
+}
+
+std::map<std::string, TypeCounts> PostgresStore::counts() {
+    settle_marks(); // this object's own start marks are seen by its reads
+    std::map<std::string, TypeCounts> out;
+    std::lock_guard lock(reader_mutex_);
+    auto r = reader().exec(q("SELECT type, state, sum(n)::int8 FROM (SELECT type, state, n FROM {s}.counts UNION ALL "
+                             "SELECT type, state, n FROM {s}.count_deltas) x GROUP BY 1, 2 HAVING sum(n) <> 0")
+                               .c_str());
+    for (int i = 0; i < r.rows(); ++i) {
+        auto& c = out[r.text(i, 0)];
+        auto n = static_cast<std::size_t>(std::max<std::int64_t>(0, r.int64(i, 2)));
+        switch (r.int64(i, 1)) {
+        case -1: c.enqueued = n; break;
+        case kScheduled: c.scheduled = n; break;
+        case kReady: c.ready = n; break;
+        case kReserved: c.reserved = n; break;
+        case kRunning: c.running = n; break;
+        case kDone: c.done = n; break;
+        default: c.dead = n; break;
+        }
+    }
+    std::vector<std::string> waiting;
+    for (const auto& [type, c] : out)
+        if (c.ready > 0) waiting.push_back(type);
+    if (!waiting.empty()) {
+        // the longest-waiting ready job: one index seek per type and level
+        auto o = reader().run(q("SELECT t, (SELECT (extract(epoch from min(m)) * 1000)::int8 FROM (SELECT (SELECT "
+                                "run_at FROM {s}.jobs WHERE type = t AND state = 1 AND priority = p ORDER BY run_at "
+                                "LIMIT 1) AS m FROM generate_series(0, 4) p) x) FROM unnest($1::text[]) t"),
+                              pg::Params().add(pg::text_array(waiting)));
+        for (int i = 0; i < o.rows(); ++i)
+            if (!o.null(i, 1)) out[o.text(i, 0)].oldest_ready = from_ms(o.int64(i, 1));
+    }
+    return out;
+}
+
+void PostgresStore::set_type_defaults(const std::map<std::string, TypeDefaults>& defaults) {
+    std::vector<std::string> names;
+    std::string prios = "{", maxes = "{";
+    for (const auto& [type, d] : defaults) {
+        const char* sep = names.empty() ? "" : ",";
+        names.push_back(type);
+        prios += sep + std::to_string(static_cast<int>(d.priority));
+        maxes += sep + std::to_string(d.max_attempts);
+    }
+    if (names.empty()) return;
+    try {
+        submit(Op{[&] {
+                      writer_->run(q("INSERT INTO {s}.types AS t (type, priority, max_attempts) SELECT * FROM "
+                                     "unnest($1::text[], $2::smallint[], $3::int[]) ON CONFLICT (type) DO UPDATE SET "
+                                     "priority = excluded.priority, max_attempts = excluded.max_attempts, updated_at "
+                                     "= now()"),
+                                   pg::Params().add(pg::text_array(names)).add(prios + "}").add(maxes + "}"));
+                  },
+                  {},
+                  nullptr},
+               true);
+    } catch (const std::exception& e) {
+        log::write(log::Level::warning, "store",
+                   std::string("could not publish the job types' defaults for SQL enqueues: ") + e.what());
+    }
+}
+
+void PostgresStore::io_loop() {
+    using boost::asio::posix::stream_descriptor;
+    auto& io = *io_;
+    const std::string channel = options_.schema + "_jobs";
+    std::function<void()> listen, watch_marks, reconnect_later;
+    reconnect_later = [&] {
+        io.listen_socket.reset();
+        io.listener.reset();
+        io.backoff = std::clamp(io.backoff * 2, std::chrono::milliseconds(50), std::chrono::milliseconds(2000));
+        static thread_local std::mt19937 rng{std::random_device{}()};
+        auto jitter = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 100)(rng));
+        io.retry.expires_after(io.backoff + jitter);
+        io.retry.async_wait([&](boost::system::error_code ec) {
+            if (!ec) listen();
+        });
+    };
+    listen = [&] {
+        try {
+            if (!io.listener) {
+                io.listener = pg::Connection::open(options_.url);
+                io.listener->exec("SET application_name = 'jobhost listen'; LISTEN " + channel);
+                PQsetnonblocking(io.listener->get(), 1);
+                io.listen_socket = std::make_unique<stream_descriptor>(io.context, ::dup(io.listener->socket()));
+                io.backoff = std::chrono::milliseconds(0);
+                db_changed_ = true; // anything queued while we did not listen
+                poke_writer();
+            }
+        } catch (const std::exception& e) {
+            if (io.backoff.count() == 0)
+                log::write(log::Level::warning, "store",
+                           std::string("cannot listen for new jobs (") + e.what() + "); retrying with back-off");
+            reconnect_later();
+            return;
+        }
+        io.listen_socket->async_wait(stream_descriptor::wait_read, [&](boost::system::error_code ec) {
+            if (ec) return;
+            PGconn* c = io.listener->get();
+            if (!PQconsumeInput(c)) {
+                reconnect_later();
+                return;
+            }
+            bool others = false;
+            while (PGnotify* n = PQnotifies(c)) {
+                if (options_.owner != n->extra) others = true;
+                PQfreemem(n);
+            }
+            if (others) {
+                db_changed_ = true;
+                poke_writer();
+            }
+            listen();
+        });
+    };
+    watch_marks = [&] {
+        int fd = -1;
+        {
+            std::lock_guard lock(marks_mutex_);
+            drain_marks_locked(false);
+            if (marks_ && marks_->ok()) fd = marks_->socket();
+        }
+        if (fd < 0) {
+            io.retry.expires_after(std::chrono::milliseconds(100));
+            return;
+        }
+        if (!io.marks_socket) io.marks_socket = std::make_unique<stream_descriptor>(io.context, ::dup(fd));
+        io.marks_socket->async_wait(stream_descriptor::wait_read, [&](boost::system::error_code ec) {
+            if (ec) return;
+            watch_marks();
+        });
+    };
+    listen();
+    watch_marks();
+    // a slow tick that re-arms the marks watch after a reconnect of that connection
+    boost::asio::steady_timer tick(io.context);
+    std::function<void()> every;
+    every = [&] {
+        tick.expires_after(std::chrono::milliseconds(500));
+        tick.async_wait([&](boost::system::error_code ec) {
+            if (ec) return;
+            if (!io.marks_socket) watch_marks();
+            every();
+        });
+    };
+    every();
+    io.context.run();
+    io.listen_socket.reset();
+    io.marks_socket.reset();
+    io.listener.reset();
+}
+
+void PostgresStore::close() {
+    if (closed_.exchange(true)) return;
+    if (io_) {
+        io_->context.stop();
+        if (io_thread_.joinable()) io_thread_.join();
+    }
+    if (options_.host) {
+        clear_caches();
+        {
+            std::lock_guard lock(marks_mutex_);
+            drain_marks_locked(true); // every start mark is applied before we give jobs back
+        }
+        try {
+            submit(Op{[this] {
+                          auto now = Clock::now();
+                          writer_->run(
+                              q("UPDATE {s}.jobs SET state = 1, lease_owner = NULL WHERE state = 2 AND lease_owner = "
+                                "$1"),
+                              pg::Params().add(options_.owner));
+                          auto r = writer_->run(
+                              q(("UPDATE {s}.jobs SET state = CASE WHEN attempt + 1 >= max_attempts THEN 4 ELSE 1 "
+                                 "END, attempt = attempt + 1, run_at = " +
+                                 ts(2) + ", finished_at = CASE WHEN attempt + 1 >= max_attempts THEN " + ts(2) +
+                                 " END, dead_reason = CASE WHEN attempt + 1 >= max_attempts THEN 6 ELSE 0 END, "
+                                 "lease_owner = NULL, errors = errors || jsonb_build_array(jsonb_build_object("
+                                 "'attempt', attempt + 1, 'at', $2::int8, 'message', 'the host stopped while this "
+                                 "job was still running: it did not return after cancellation within "
+                                 "shutdown_grace + stuck_grace')) WHERE state = 5 AND lease_owner = $1 RETURNING id, "
+                                 "type")
+                                    .c_str()),
+                              pg::Params().add(options_.owner).add(to_ms(now)));
+                          for (int i = 0; i < r.rows(); ++i)
+                              log::write(log::Level::warning, "store",
+                                         "job " + r.text(i, 0) +
+                                             " was still running when this host stopped; its attempt was charged",
+                                         r.text(i, 1), r.text(i, 0));
+                          writer_->run(q("DELETE FROM {s}.hosts WHERE owner = $1"), pg::Params().add(options_.owner));
+                          notify_ = true;
+                      },
+                      {},
+                      nullptr},
+                   true);
+        } catch (const std::exception& e) {
+            log::write(log::Level::error, "store",
+                       std::string("closing: could not give back this host's jobs (") + e.what() +
+                           "); another host recovers them once this host's lease expires");
+        }
+    }
+    stop_writer();
+    writer_.reset();
+    marks_.reset();
+    std::lock_guard lock(reader_mutex_);
+    reader_.reset();
+}
+
+} // namespace jobhost::store

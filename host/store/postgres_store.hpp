@@ -1,0 +1,155 @@
+// The PostgreSQL engine: one queue for many hosts on many machines. It keeps the contract in store.hpp.
+//
+// Tables live in their own schema (default `jobhost`), created and migrated at open under an advisory lock, so that
+// hosts starting together migrate once. A database from a newer jobhost is refused.
+//
+// Claims. Like SQLite (ReservingStore), a host reserves a few ready jobs per type ahead, with one statement:
+// `FOR UPDATE SKIP LOCKED` over the ready index, best priority first, oldest first within one, so hosts never wait
+// for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
+//
+// Running. begin_run sends `state = running` for the jobs on a connection of its own (in pipeline mode, with
+// synchronous_commit off for that session) and calls the plugin without waiting for the answer: once the statement
+// is in the server's socket, it is applied whether or not this process lives on, so a host that dies in a job is
+// charged exactly the jobs it started. Only a crash of the database server itself in that instant can lose a mark
+// (the job then goes back uncharged).
+//
+// Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
+// recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
+// meanwhile (this host stalled past its lease) is dropped and logged as lost.
+//
+// Hosts and leases. Each host registers in `hosts`, heartbeats every min(lease/4, 1 s) and holds a session advisory
+// lock while its connection lives. A host is dead when its heartbeat is older than `lease` (it stalled, or lost the
+// database), or when its lock is gone and it locked during this server's life (its connection closed: it crashed
+// or was killed). Any live host rescues a dead host's jobs within `liveness` (1 s) of noticing: running jobs are
+// charged an attempt (dead-lettered as crashed_host once out of attempts), reserved ones go back unchanged. A host
+// serves reservations from its cache only while its last heartbeat is younger than half the lease, so a host that
+// wakes from a long pause re-registers before it starts anything.
+//
+// Wake-ups. Enqueues (from hosts and from SQL) notify once per transaction on a channel the hosts LISTEN to, on a
+// connection read by an Asio loop; each host also looks every `poll` in case a notification was lost.
+//
+// Counts. Statement-level triggers append per-type, per-state deltas; a host folds them into `counts` every second
+// (one host at a time, under an advisory lock). counts() sums both: cost grows with recent changes, not the backlog.
+//
+// Faults. A lost connection is reopened with back-off and jitter (50 ms doubling to 2 s); outcomes wait in memory
+// and are written once it is back; enqueues answer an error meanwhile. The host never exits because the database
+// went away.
+#pragma once
+
+#include "common/error.hpp"
+#include "store/pg.hpp"
+#include "store/reserving_store.hpp"
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace jobhost::store {
+
+struct PostgresOptions {
+    std::string url; // a libpq connection string or URL
+    std::string schema = "jobhost";
+    bool host = true;                         // a host reserves, runs, rescues and maintains; the CLI does not
+    std::string owner;                        // lease owner, unique per process (HostRecord::make_owner)
+    std::chrono::milliseconds lease{30'000};  // a host silent this long is dead (stalled or cut off)
+    std::chrono::milliseconds poll{1000};     // fallback look for work in case a notification was lost
+    std::chrono::milliseconds liveness{1000}; // how often to look for dead hosts
+    std::size_t prefetch = 256;               // jobs per type reserved ahead into the cache, at most
+    std::size_t retain_done = 0;
+    std::chrono::milliseconds retain_done_for{0};
+    std::size_t retain_dead = 100'000;
+};
+
+class PostgresStore final : public ReservingStore {
+public:
+    static constexpr int kSchemaVersion = 1;
+
+    static core::Expected<std::unique_ptr<PostgresStore>> open(const PostgresOptions& options);
+    // Without close(), this is what a crash looks like to other hosts.
+    ~PostgresStore() override;
+
+    std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
+    RunToken begin_run(std::span<const JobId> ids) override;
+    ClaimResult claim(const ClaimRequest& request) override;
+    void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
+    std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
+    std::optional<JobRecord> get(JobId id) override;
+    std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;
+    std::size_t replay(std::span<const JobId> ids, TimePoint now) override;
+    std::size_t purge(std::span<const JobId> ids) override;
+    std::size_t purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than) override;
+    std::vector<JobRecord> list(const ListFilter& filter) override;
+    std::map<std::string, TypeCounts> counts() override;
+    void set_type_defaults(const std::map<std::string, TypeDefaults>& defaults) override;
+    void prune() override;
+    void flush() override;
+    void close() override;
+    std::size_t recovered_at_open() const noexcept override { return recovered_at_open_; }
+
+    const std::string& owner() const noexcept { return options_.owner; }
+
+private:
+    explicit PostgresStore(PostgresOptions options);
+
+    void tx_begin() override;
+    void tx_commit() override;
+    void tx_rollback() noexcept override;
+    void maintain(TimePoint now) override;
+    std::chrono::milliseconds idle_wait() override;
+    std::vector<JobRecord> reserve(const std::string& type, std::size_t want, bool aging, int& head) override;
+    bool op_error_aborts_transaction() const noexcept override { return true; }
+    bool is_disconnect(std::exception_ptr e) const noexcept override;
+
+    // Writer thread: (re)opens the writer connection and registers this host; throws pg::Error.
+    void connect_writer();
+    void register_host();
+    void heartbeat();
+    std::size_t rescue(TimePoint now);
+    void refresh_heads();
+    std::size_t promote_due(TimePoint now);
+    void fold_counts();
+    void prune_locked(TimePoint now);
+    void notify();
+
+    // The io thread: LISTEN for enqueues, and read the answers to begin_run's marks.
+    void io_loop();
+    pg::Connection& reader(); // under reader_mutex_
+    void drain_marks_locked(bool wait);
+    // Waits until the start marks sent so far are applied.
+    void settle_marks();
+    JobRecord read_row(const pg::Result& r, int row) const;
+    std::string q(std::string_view sql) const; // the SQL with {s} replaced by the schema
+
+    PostgresOptions options_;
+    std::int32_t lock_space_ = 0; // the first key of this schema's advisory locks
+
+    std::unique_ptr<pg::Connection> writer_; // writer thread (and open)
+    std::mutex reader_mutex_;
+    std::unique_ptr<pg::Connection> reader_;
+    std::mutex marks_mutex_; // guards marks_, marks_pending_
+    std::unique_ptr<pg::Connection> marks_;
+    std::size_t marks_pending_ = 0; // syncs sent whose results are not read yet
+
+    struct Io;
+    std::unique_ptr<Io> io_;
+    std::thread io_thread_;
+
+    std::atomic<bool> db_changed_{false};          // a notification came: look for work
+    std::atomic<std::int64_t> heartbeat_ok_ms_{0}; // steady clock, ms: the last committed heartbeat
+    bool heartbeat_pending_ = false;               // writer: this transaction heartbeats
+    std::optional<std::int64_t> host_id_;          // writer: our row in hosts
+    // writer
+    TimePoint last_poll_{}, last_heartbeat_{}, last_liveness_{}, last_prune_{}, last_fold_{};
+    std::optional<TimePoint> next_due_;
+    bool notify_ = false; // this transaction made jobs ready that other hosts may take
+    std::map<std::string, TypeDefaults> type_defaults_;
+    std::mutex defaults_mutex_;
+
+    std::size_t recovered_at_open_ = 0;
+    std::atomic<bool> closed_{false};
+};
+
+} // namespace jobhost::store
