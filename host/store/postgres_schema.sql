@@ -181,7 +181,7 @@ BEGIN
         RAISE EXCEPTION 'jobhost.enqueue: max_attempts must be at least 1' USING ERRCODE = '22023';
     END IF;
     SELECT b.id INTO v_id FROM {s}.enqueue_batch(ARRAY[enqueue.type], ARRAY[coalesce(enqueue.payload, 'null')],
-        ARRAY[coalesce(v_prio, 1)], ARRAY[enqueue.unique_key], ARRAY[coalesce(enqueue.max_attempts, v_max, 1)],
+        ARRAY[coalesce(v_prio, 1)::smallint], ARRAY[enqueue.unique_key], ARRAY[coalesce(enqueue.max_attempts, v_max, 1)],
         ARRAY[enqueue.run_at], ARRAY[false], ARRAY[NULL::timestamptz], '') b;
     RETURN v_id;
 END $$;
@@ -197,9 +197,9 @@ BEGIN
     END IF;
     SELECT array_agg(e->>'type' ORDER BY k),
            array_agg(coalesce(e->'payload', 'null') ORDER BY k),
-           array_agg(CASE WHEN e->>'priority' IS NULL THEN coalesce(t.priority, 1)
-                          ELSE array_position(ARRAY['low', 'normal', 'medium', 'high', 'critical'],
-                                              lower(e->>'priority')) - 1 END ORDER BY k),
+           array_agg((CASE WHEN e->>'priority' IS NULL THEN coalesce(t.priority, 1)
+                           ELSE array_position(ARRAY['low', 'normal', 'medium', 'high', 'critical'],
+                                               lower(e->>'priority')) - 1 END)::smallint ORDER BY k),
            array_agg(e->>'unique_key' ORDER BY k),
            array_agg(coalesce((e->>'max_attempts')::integer, t.max_attempts, 1) ORDER BY k),
            array_agg((e->>'run_at')::timestamptz ORDER BY k)

@@ -156,14 +156,16 @@ void PostgresStore::register_host() {
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
     w.exec("BEGIN");
-    auto r = w.run(q("INSERT INTO {s}.hosts (owner, hostname, pid) VALUES ($1, $2, $3) ON CONFLICT (owner) DO UPDATE "
-                     "SET heartbeat_at = now(), locked_at = now() RETURNING id"),
+    heartbeat_sent_ms_ = steady_ms();
+    auto r = w.run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, clock_timestamp()) "
+                     "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = clock_timestamp(), locked_at = now() RETURNING "
+                     "id"),
                    pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
     host_id_ = r.int64(0, 0);
     // Held while this connection lives: other hosts see it vanish the moment this process dies.
     w.run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
     w.exec("COMMIT");
-    heartbeat_ok_ms_ = steady_ms();
+    heartbeat_ok_ms_ = heartbeat_sent_ms_;
 }
 
 void PostgresStore::connect_writer() {
@@ -197,7 +199,7 @@ void PostgresStore::tx_commit() {
     if (notify_) notify();
     writer_->exec("COMMIT");
     if (heartbeat_pending_) {
-        heartbeat_ok_ms_ = steady_ms();
+        heartbeat_ok_ms_ = heartbeat_sent_ms_;
         wake_after_batch_ = true; // claims refused while the lease was unsure may go on
     }
 }
@@ -274,9 +276,11 @@ void PostgresStore::heartbeat() {
                    " ms; a pause, or the database out of reach), so other hosts took over its jobs; it registers "
                    "again, and outcomes of runs that were in progress are not recorded");
     clear_caches();
-    auto again = writer_->run(q("INSERT INTO {s}.hosts (owner, hostname, pid) SELECT $1, hostname, pid FROM "
-                                "(VALUES ('', 0)) AS v(hostname, pid) RETURNING id"),
-                              pg::Params().add(options_.owner));
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    auto again = writer_->run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, "
+                                "clock_timestamp()) RETURNING id"),
+                              pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
     host_id_ = again.int64(0, 0);
     writer_->run("SELECT pg_advisory_unlock_all()");
     writer_->run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
@@ -285,7 +289,8 @@ void PostgresStore::heartbeat() {
 
 // Dead hosts: silent for longer than the lease, or whose lock is gone although they locked during this server's
 // life (after a server restart every lock is gone, so only the heartbeat says then). Their rows go, and every job
-// held by an owner without a row is given back: running ones charged, reserved ones unchanged. Guarded by state
+// held by an owner without a row is given back: running ones charged, reserved ones unchanged; both keep their
+// run_at, so they go first among their priority rather than behind the backlog. Guarded by state
 // and owner, and SKIP LOCKED, so two hosts rescuing at once, or an outcome landing meanwhile, do no harm.
 std::size_t PostgresStore::rescue(TimePoint now) {
     auto gone = writer_->run(
@@ -312,9 +317,6 @@ std::size_t PostgresStore::rescue(TimePoint now) {
           "UPDATE {s}.jobs j SET "
           "state = CASE WHEN gone.was = 2 THEN 1 WHEN j.attempt + 1 >= j.max_attempts THEN 4 ELSE 1 END, "
           "attempt = j.attempt + CASE WHEN gone.was = 5 THEN 1 ELSE 0 END, "
-          "run_at = CASE WHEN gone.was = 5 THEN " +
-          ts(3) +
-          " ELSE j.run_at END, "
           "finished_at = CASE WHEN gone.was = 5 AND j.attempt + 1 >= j.max_attempts THEN " +
           ts(3) +
           " END, "

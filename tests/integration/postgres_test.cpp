@@ -1,0 +1,323 @@
+// Several real jobhost hosts on one PostgreSQL database (a server of the test's own, tests/support/pg_server.hpp):
+// kill -9 of random hosts loses nothing and never runs a job on two hosts at once; a schedule ticks once across the
+// cluster; a host paused past its lease does not record outcomes for jobs it lost; the database restarting under
+// load loses nothing; applications enqueue from SQL inside their own transactions.
+#include "support/pg_server.hpp"
+#include "support/process.hpp"
+#include "support/temp_dir.hpp"
+
+#include <boost/json.hpp>
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <thread>
+
+using namespace jobhost::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+struct Cluster {
+    PgServer pg;
+    TempDir dir;
+    std::filesystem::path config, spans;
+    std::string url;
+    // extra: more config; store_extra: more [store] keys; span: more [jobs."fx.span".settings] keys.
+    explicit Cluster(const std::string& extra = {}, const std::string& store_extra = {}, const std::string& span = {}) {
+        copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
+        spans = dir.path() / "spans.txt";
+        url = pg.url();
+        config = dir.write("jobhost.toml", "[http]\nenabled = false\n[host]\nplugin_dir = \"plugins\"\nworkers = 2\n"
+                                           "shutdown_grace = \"1s\"\n[store]\nkind = \"postgres\"\nurl = \"" +
+                                               url + "\"\nlease = \"3s\"\n" + store_extra +
+                                               "\n[jobs.\"fx.span\".settings]\nfile = \"" + spans.string() +
+                                               "\"\n" + span + "\n[jobs.\"fx.record\".settings]\nfile = \"" + spans.string() +
+                                               "\"\n" + extra);
+    }
+    std::vector<std::string> host_args() const { return {JOBHOST_BINARY, "run", "--config", config.string()}; }
+    Finished cli(std::vector<std::string> args) const {
+        args.push_back("--config");
+        args.push_back(config.string());
+        return run_jobhost(args, 60s);
+    }
+    std::string sql(const std::string& q) const { return pg.psql(q); }
+};
+
+struct Span {
+    int pid = 0;
+    long long start = 0, end = 0; // ns since the epoch; end 0: never ended (its host was killed)
+    int attempt = 0;
+};
+
+// Runs by job (payload), in the order they started.
+std::map<int, std::vector<Span>> read_spans(const std::filesystem::path& file) {
+    std::map<int, std::vector<Span>> out;
+    std::map<std::pair<int, int>, std::size_t> open; // (job, pid) -> index of its run without an end yet
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream f(line);
+        int job = 0, pid = 0;
+        std::string what;
+        long long ns = 0;
+        if (!(f >> job >> what >> pid >> ns)) continue;
+        if (what == "S") {
+            Span s{pid, ns, 0, 0};
+            f >> s.attempt;
+            out[job].push_back(s);
+            open[{job, pid}] = out[job].size() - 1;
+        } else if (auto it = open.find({job, pid}); it != open.end()) {
+            out[job][it->second].end = ns;
+            open.erase(it);
+        }
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, none on two hosts at once, "
+          "attempts equal runs") {
+    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\nmax_retries = 1000\n", "retain_done = 1000000\n", "work_us = 4000");
+    constexpr int kJobs = 20000;
+    {
+        std::ofstream lines(c.dir.path() / "jobs.jsonl");
+        for (int i = 0; i < kJobs; ++i) lines << i << "\n";
+    }
+    auto q = c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()});
+    REQUIRE_MESSAGE(q.exit_code == 0, q.err);
+    CHECK(contains(q.out, "queued 20000 job(s)"));
+
+    std::vector<std::unique_ptr<Background>> hosts;
+    for (int i = 0; i < 3; ++i) {
+        hosts.push_back(std::make_unique<Background>(c.host_args()));
+        REQUIRE(hosts.back()->wait_for_output("serving", 30s));
+    }
+    auto finished = [&] { return std::stoi(c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3")) == 0; };
+    std::mt19937 rng(2026);
+    std::vector<long long> kills; // when, ns since the epoch
+    while (kills.size() < 24 && !finished()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 400)(rng)));
+        auto& victim = hosts[std::uniform_int_distribution<std::size_t>(0, 2)(rng)];
+        victim->signal(SIGKILL);
+        kills.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count());
+        REQUIRE(victim->wait(10s));
+        CHECK(victim->term_signal() == SIGKILL);
+        victim = std::make_unique<Background>(c.host_args());
+        REQUIRE(victim->wait_for_output("serving", 30s));
+    }
+    CHECK(kills.size() >= 20); // the work outlasted the kills
+    auto until = std::chrono::steady_clock::now() + 240s;
+    while (!finished() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(200ms);
+    for (auto& h : hosts) h->signal(SIGTERM);
+    for (auto& h : hosts) {
+        REQUIRE(h->wait(30s));
+        CHECK(h->exit_code() == 0);
+        // what the last hosts said of marks and leases (the killed ones' logs went with them)
+        for (const char* what : {"could not record that a run started", "its outcome was not recorded",
+                                 "lease was lost", "recording the start of a run failed"})
+            if (contains(h->err(), what)) MESSAGE("a host logged: " << what);
+    }
+
+    auto runs = read_spans(c.spans);
+    std::map<int, int> charged;
+    {
+        std::istringstream rows(c.sql("SELECT payload::text, attempt, state FROM jobhost.jobs"));
+        std::string row;
+        int not_done = 0;
+        while (std::getline(rows, row)) {
+            auto a = row.find('|'), b = row.rfind('|');
+            charged[std::stoi(row.substr(0, a))] = std::stoi(row.substr(a + 1, b - a - 1));
+            not_done += row.substr(b + 1) != "3";
+        }
+        CHECK(not_done == 0);
+    }
+    int missing = 0, extra = 0, overlaps = 0, overcharged = 0, overcharged_by_more = 0, undercharged = 0;
+    long long worst_rescue = 0;
+    for (int i = 0; i < kJobs; ++i) {
+        auto& r = runs[i];
+        if (r.empty()) {
+            ++missing;
+            continue;
+        }
+        extra += static_cast<int>(r.size()) - 1;
+        for (std::size_t k = 1; k < r.size(); ++k) {
+            // a run that never ended belonged to a killed host; the next run must start after that kill
+            long long prev_end = r[k - 1].end;
+            if (prev_end == 0) {
+                auto kill = std::upper_bound(kills.begin(), kills.end(), r[k - 1].start);
+                prev_end = kill == kills.end() ? r[k - 1].start : *kill;
+                worst_rescue = std::max(worst_rescue, r[k].start - prev_end);
+            }
+            if (r[k].start < prev_end) ++overlaps;
+        }
+        int started = static_cast<int>(r.size());
+        if (charged[i] > started) ++overcharged;
+        if (charged[i] > started + 1) ++overcharged_by_more;
+        if (charged[i] < started && ++undercharged <= 5) {
+            std::string runs_text;
+            for (const auto& x : r)
+                runs_text += " [pid " + std::to_string(x.pid) + " attempt " + std::to_string(x.attempt) +
+                             (x.end ? "" : ", never ended") + "]";
+            MESSAGE("job " << i << " charged " << charged[i] << " for " << started << " runs:" << runs_text);
+        }
+    }
+    MESSAGE("postgres soak: " << kills.size() << " kills, " << kJobs << " jobs, " << missing << " lost, " << extra
+                              << " extra runs, " << overlaps << " overlapping runs, " << overcharged
+                              << " charged beyond their runs, " << undercharged << " charged below them, slowest "
+                              << "rescue " << worst_rescue / 1'000'000 << " ms");
+    CHECK(missing == 0);
+    CHECK(overlaps == 0);
+    CHECK(undercharged == 0); // every run that started was charged
+    // A run starts when the host calls the plugin; the fixture writes its line microseconds later. A kill in
+    // between charges a run that the file does not show: at most one per job, and rarely.
+    CHECK(overcharged <= static_cast<int>(kills.size()) / 5);
+    CHECK(overcharged_by_more == 0);
+    CHECK(static_cast<int>(charged.size()) == kJobs);
+    // The README's bound for a host that dies: its running jobs start again elsewhere within 3 s.
+    CHECK(worst_rescue < 3'000'000'000LL);
+}
+
+TEST_CASE("postgres: a 1 s schedule on 3 hosts runs once a second in total, also while hosts are killed") {
+    Cluster c("\n[jobs.\"fx.span\"]\ninterval = \"1s\"\n");
+    std::vector<std::unique_ptr<Background>> hosts;
+    for (int i = 0; i < 3; ++i) {
+        hosts.push_back(std::make_unique<Background>(c.host_args()));
+        REQUIRE(hosts.back()->wait_for_output("serving", 30s));
+    }
+    auto started = [&] {
+        std::size_t n = 0;
+        for (const auto& [job, runs] : read_spans(c.spans)) n += runs.size();
+        return n;
+    };
+    std::this_thread::sleep_for(1500ms);
+    auto before = started();
+    auto from = std::chrono::steady_clock::now();
+    std::mt19937 rng(7);
+    int kills = 0;
+    while (std::chrono::steady_clock::now() - from < 60s) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(2000, 6000)(rng)));
+        if (std::chrono::steady_clock::now() - from > 57s) break;
+        auto& victim = hosts[std::uniform_int_distribution<std::size_t>(0, 2)(rng)];
+        victim->signal(SIGKILL);
+        REQUIRE(victim->wait(10s));
+        ++kills;
+        victim = std::make_unique<Background>(c.host_args());
+        REQUIRE(victim->wait_for_output("serving", 30s));
+    }
+    while (std::chrono::steady_clock::now() - from < 60s) std::this_thread::sleep_for(50ms);
+    auto ran = started() - before;
+    MESSAGE("a 1 s schedule on 3 hosts, 60 s, " << kills << " kills: " << ran << " runs");
+    CHECK(kills >= 8);
+    CHECK(ran >= 58);
+    CHECK(ran <= 62);
+    for (auto& h : hosts) h->signal(SIGTERM);
+    for (auto& h : hosts) REQUIRE(h->wait(30s));
+}
+
+TEST_CASE("postgres: a host paused past its lease loses its job to another host and does not record its outcome") {
+    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 1\n", "", "work_us = 1500000");
+    Background a(c.host_args());
+    REQUIRE(a.wait_for_output("serving", 30s));
+    REQUIRE(c.cli({"enqueue", "fx.span", "--payload", "7"}).exit_code == 0);
+    REQUIRE(eventually([&] { return !read_spans(c.spans)[7].empty(); }, 10s));
+    a.signal(SIGSTOP); // mid-run, holding the job
+    Background b(c.host_args());
+    REQUIRE(b.wait_for_output("serving", 30s));
+    // after the lease (3 s) B takes the job over: charged once for the run A started, then run by B
+    REQUIRE(eventually([&] { return read_spans(c.spans)[7].size() >= 2; }, 10s));
+    REQUIRE(eventually([&] { return c.sql("SELECT state FROM jobhost.jobs WHERE id = 1") == "3" ||
+                                    c.sql("SELECT count(*) FROM jobhost.jobs") == "0"; },
+                       10s));
+    a.signal(SIGCONT); // A finishes its run, and must not record it
+    REQUIRE(a.wait_for_output("its outcome was not recorded, because this host no longer holds the job", 10s));
+    CHECK(a.wait_for_output("this host's lease was lost", 5s));
+    auto runs = read_spans(c.spans)[7];
+    REQUIRE(runs.size() == 2);
+    CHECK(runs[0].pid != runs[1].pid);
+    CHECK(runs[1].attempt == 2); // A's run was charged when B took it over
+    a.signal(SIGTERM);
+    b.signal(SIGTERM);
+    REQUIRE(a.wait(30s));
+    REQUIRE(b.wait(30s));
+    CHECK(a.exit_code() == 0);
+}
+
+TEST_CASE("postgres: the database restarting under load loses nothing; the host reconnects and never exits") {
+    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\n", "", "work_us = 1000");
+    {
+        std::ofstream lines(c.dir.path() / "jobs.jsonl");
+        for (int i = 0; i < 3000; ++i) lines << i << "\n";
+    }
+    REQUIRE(c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()}).exit_code == 0);
+    Background host(c.host_args());
+    REQUIRE(host.wait_for_output("serving", 30s));
+    REQUIRE(eventually([&] { return read_spans(c.spans).size() > 300; }, 20s));
+    c.pg.stop();
+    // meanwhile the command line says what is wrong and what to do
+    auto refused = c.cli({"enqueue", "fx.span", "--payload", "99999"});
+    CHECK(refused.exit_code != 0);
+    CHECK(contains(refused.err, "cannot connect to PostgreSQL"));
+    CHECK(contains(refused.err, "check [store] url"));
+    std::this_thread::sleep_for(1s);
+    c.pg.start();
+    auto until = std::chrono::steady_clock::now() + 120s;
+    while (std::chrono::steady_clock::now() < until &&
+           c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") != "0")
+        std::this_thread::sleep_for(200ms);
+    auto runs = read_spans(c.spans);
+    int missing = 0;
+    for (int i = 0; i < 3000; ++i) missing += runs[i].empty();
+    CHECK(missing == 0);
+    CHECK(c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") == "0");
+    CHECK(contains(host.err(), "reconnected to PostgreSQL"));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(30s));
+    CHECK(host.exit_code() == 0);
+}
+
+TEST_CASE("postgres: an application enqueues from SQL inside its own transaction, and a host runs it at once") {
+    Cluster c;
+    Background host(c.host_args());
+    REQUIRE(host.wait_for_output("serving", 30s));
+    // rolled back: the job never existed
+    c.sql("BEGIN; SELECT jobhost.enqueue('fx.span', '1'); ROLLBACK;");
+    auto start = std::chrono::steady_clock::now();
+    auto id = c.sql("SELECT jobhost.enqueue('fx.span', '2', priority => 'high')");
+    CHECK(std::stoll(id) > 0);
+    REQUIRE(eventually([&] { return !read_spans(c.spans)[2].empty(); }, 5s));
+    CHECK(std::chrono::steady_clock::now() - start < 1500ms); // woken by NOTIFY, not a poll
+    CHECK(read_spans(c.spans)[1].empty());
+    // the bulk form
+    auto ids = c.sql("SELECT * FROM jobhost.enqueue_many('[{\"type\":\"fx.span\",\"payload\":3},"
+                     "{\"type\":\"fx.span\",\"payload\":4,\"unique_key\":\"k\"}]')");
+    CHECK(count_occurrences(ids, "\n") == 1);
+    REQUIRE(eventually([&] { return !read_spans(c.spans)[4].empty(); }, 5s));
+    // a bad priority is refused with jobhost's words
+    auto bad = run({"/usr/bin/psql", "-X", "-At", "-h", c.pg.dir().string(), "-U", "postgres", "-d", "postgres", "-c",
+                    "SELECT jobhost.enqueue('fx.span', '5', priority => 'urgent')"});
+    CHECK(bad.exit_code != 0);
+    CHECK(contains(bad.err, "unknown priority \"urgent\""));
+    // the command line reads the same store; the type's configured attempts (fx.span: 1 + 1000 retries) are the
+    // default of an enqueue from SQL
+    auto later = c.sql("SELECT jobhost.enqueue('fx.span', '6', run_at => now() + interval '1 hour')");
+    auto listed = c.cli({"jobs", "--state", "scheduled", "--json"});
+    REQUIRE(listed.exit_code == 0);
+    auto arr = json::parse(listed.out).as_array();
+    REQUIRE(arr.size() == 1);
+    CHECK(arr[0].as_object().at("id").to_number<long long>() == std::stoll(later));
+    CHECK(c.sql("SELECT max_attempts FROM jobhost.jobs WHERE id = " + later) == "1001");
+    auto one = c.cli({"job", later});
+    CHECK(one.exit_code == 0);
+    CHECK(contains(one.out, "scheduled"));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(30s));
+    CHECK(host.exit_code() == 0);
+}
