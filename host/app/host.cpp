@@ -55,6 +55,20 @@ core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config
     return std::unique_ptr<store::JobStore>(std::move(*s));
 }
 
+std::string describe_store(const config::StoreSection& store) {
+    switch (store.kind) {
+    case config::StoreSection::Kind::memory: return "in memory";
+    case config::StoreSection::Kind::postgres: {
+        std::string url = store.url;
+        if (url.empty())
+            if (const char* env = std::getenv(store.url_env.c_str())) url = env;
+        return "PostgreSQL " + store::pg::redact(url) + " (schema " + store.schema + ")";
+    }
+    case config::StoreSection::Kind::sqlite: break;
+    }
+    return store.path.string();
+}
+
 std::vector<std::string> preflight(const config::Config& config) {
     namespace fs = std::filesystem;
     std::vector<std::string> out;
@@ -519,9 +533,7 @@ int Host::run() {
     JH_LOG(info, "host") << "serving " << registry_.types().size() << " job type(s) with "
                          << (options_.executor ? options_.executor->workers
                                                : static_cast<std::size_t>(config_.host.workers))
-                         << " worker(s), store "
-                         << (config_.store.kind == config::StoreSection::Kind::memory ? std::string("in memory")
-                                                                                      : config_.store.path.string())
+                         << " worker(s), store " << describe_store(config_.store)
                          << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
     io_.run();
     if (drainer.joinable()) drainer.join();

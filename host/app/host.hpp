@@ -57,6 +57,9 @@ class Server;
 
 namespace jobhost::app {
 
+// What the log says the store is: a file, "in memory", or a PostgreSQL URL without its password.
+std::string describe_store(const config::StoreSection& store);
+
 // Opens the configured store. `host`: this process runs jobs (it reserves, recovers, keeps a host record);
 // otherwise it is the command line. `create`: a missing file is created (always for a host).
 core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host,

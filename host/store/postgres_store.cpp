@@ -95,7 +95,7 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
     try {
         store->writer_ = pg::Connection::open(o.url);
         auto& w = *store->writer_;
-        w.exec("SET application_name = 'jobhost'");
+        store->configure_writer();
         // Migrate once across hosts that start together: a transaction-scoped advisory lock.
         w.exec("BEGIN");
         w.run("SELECT pg_advisory_xact_lock($1, 0)", pg::Params().add(std::int64_t{store->lock_space_}));
@@ -157,20 +157,42 @@ void PostgresStore::register_host() {
     ::gethostname(name, sizeof name - 1);
     w.exec("BEGIN");
     heartbeat_sent_ms_ = steady_ms();
-    auto r = w.run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, clock_timestamp()) "
-                     "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = clock_timestamp(), locked_at = now() RETURNING "
-                     "id"),
-                   pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
+    auto r =
+        w.run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, clock_timestamp()) "
+                "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = clock_timestamp(), locked_at = now() RETURNING "
+                "id, xmax = 0"),
+              pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
+    bool again = host_id_.has_value() && r.text(0, 1) == "t"; // our row was gone: other hosts took our jobs
     host_id_ = r.int64(0, 0);
     // Held while this connection lives: other hosts see it vanish the moment this process dies.
     w.run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
     w.exec("COMMIT");
     heartbeat_ok_ms_ = heartbeat_sent_ms_;
+    if (again) lost_lease();
+}
+
+void PostgresStore::lost_lease() {
+    log::write(log::Level::error, "store",
+               "this host's lease was lost: it was silent for longer than [store] lease (" +
+                   std::to_string(options_.lease.count()) +
+                   " ms; a pause, or the database out of reach), so other hosts took over its jobs; it registers "
+                   "again, and outcomes of runs that were in progress are not recorded");
+    clear_caches();
+}
+
+// A host that stalls inside a transaction (SIGSTOP, a frozen VM) would hold its row locks, and every other host's
+// rescue would wait on them: the server ends such a session after half the lease, which also drops the host's
+// advisory lock, so the others rescue its jobs. No statement waits on a lock for longer than 10 s.
+void PostgresStore::configure_writer() {
+    auto idle = std::max<std::int64_t>(options_.lease.count() / 2, 500);
+    writer_->exec("SET application_name = 'jobhost'; SET lock_timeout = '10s'; SET "
+                  "idle_in_transaction_session_timeout = " +
+                  std::to_string(idle));
 }
 
 void PostgresStore::connect_writer() {
     writer_ = pg::Connection::open(options_.url);
-    writer_->exec("SET application_name = 'jobhost'");
+    configure_writer();
     if (options_.host) {
         register_host();
         clear_caches(); // what we reserved may have been given back while we were away
@@ -182,7 +204,8 @@ bool PostgresStore::is_disconnect(std::exception_ptr e) const noexcept {
     try {
         std::rethrow_exception(e);
     } catch (const pg::Error& x) {
-        return x.disconnect();
+        // and the transient ones: a lock wait timed out, a deadlock or a serialization failure: retry the batch
+        return x.disconnect() || x.sqlstate() == "55P03" || x.sqlstate() == "40P01" || x.sqlstate() == "40001";
     } catch (...) {
         return false;
     }
@@ -262,20 +285,19 @@ void PostgresStore::maintain(TimePoint now) {
 }
 
 void PostgresStore::heartbeat() {
-    auto r =
-        writer_->run(q("UPDATE {s}.hosts SET heartbeat_at = now() WHERE owner = $1"), pg::Params().add(options_.owner));
+    // The time this host counts its lease from is taken before the statement, and the database stamps the row
+    // with its clock as the statement runs (not at the transaction's start): the row is never older than what
+    // the host believes, so the host stops serving reservations (claim) before any other host could rescue them.
+    heartbeat_sent_ms_ = steady_ms();
+    auto r = writer_->run(q("UPDATE {s}.hosts SET heartbeat_at = clock_timestamp() WHERE owner = $1"),
+                          pg::Params().add(options_.owner));
     if (r.affected() == 1) {
         heartbeat_pending_ = true;
         return;
     }
     // Another host found us dead (we stalled, or lost the database, for longer than the lease) and gave our jobs
     // to others: drop what we reserved, and register again. Runs still going will find their jobs lost.
-    log::write(log::Level::error, "store",
-               "this host's lease was lost: it was silent for longer than [store] lease (" +
-                   std::to_string(options_.lease.count()) +
-                   " ms; a pause, or the database out of reach), so other hosts took over its jobs; it registers "
-                   "again, and outcomes of runs that were in progress are not recorded");
-    clear_caches();
+    lost_lease();
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
     auto again = writer_->run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, "

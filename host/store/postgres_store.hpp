@@ -105,6 +105,8 @@ private:
 
     // Writer thread: (re)opens the writer connection and registers this host; throws pg::Error.
     void connect_writer();
+    void configure_writer();
+    void lost_lease(); // logs it and drops the reservations
     void register_host();
     void heartbeat();
     std::size_t rescue(TimePoint now);
@@ -140,7 +142,7 @@ private:
     std::atomic<bool> db_changed_{false};          // a notification came: look for work
     std::atomic<std::int64_t> heartbeat_ok_ms_{0}; // steady clock, ms: the last committed heartbeat
     bool heartbeat_pending_ = false;               // writer: this transaction heartbeats
-    std::int64_t heartbeat_sent_ms_ = 0; // writer: steady clock, ms, just before that heartbeat
+    std::int64_t heartbeat_sent_ms_ = 0;           // writer: steady clock, ms, just before that heartbeat
     std::optional<std::int64_t> host_id_;          // writer: our row in hosts
     // writer
     TimePoint last_poll_{}, last_heartbeat_{}, last_liveness_{}, last_prune_{}, last_fold_{};

@@ -148,7 +148,7 @@ TEST_CASE("a [jobs.x] naming a type no plugin provides stops start-up with its p
     }
 }
 
-TEST_CASE("jobhost check fails on any plugin problem; --strict makes plugin problems fatal for run") {
+TEST_CASE("jobhost check fails on any plugin problem, --strict makes plugin problems fatal for run") {
     TempDir dir;
     copy_fixtures(dir.path(), {"fx_good.so", "abi_major.so"});
     auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
@@ -169,7 +169,7 @@ TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIG
                          (dir.path() / "store.db").string(), "--listen", "127.0.0.1:0"});
         REQUIRE(host.wait_for_output("serving", 20s));
         std::string log = host.err();
-        CHECK(contains(log, "found 22 job type(s) (20 usable) in 5 libraries"));
+        CHECK(contains(log, "found 23 job type(s) (21 usable) in 5 libraries"));
         CHECK(contains(log, "skipped 17"));
         CHECK(contains(log, "not_elf.so: not a shared library"));
         host.signal(signo);

@@ -70,10 +70,10 @@ TEST_CASE("every endpoint answers: health, readiness, status, types, jobs, event
 
     auto status = h.get_json("/api/v1/status").as_object();
     CHECK(status.at("health") == "healthy");
-    CHECK(status.at("types").as_array().size() == 18);
+    CHECK(status.at("types").as_array().size() == 19);
 
     auto types = h.get_json("/api/v1/types").as_array();
-    CHECK(types.size() == 18);
+    CHECK(types.size() == 19);
     auto ok_type = h.get_json("/api/v1/types/fx.ok").as_object();
     CHECK(ok_type.at("settings").as_object().at("concurrency") == 1);
     CHECK(request(h.port, "GET", "/api/v1/types/fx.nope").status == 404);

@@ -71,8 +71,8 @@ unsigned short port_of(const Background& host) {
 
 } // namespace
 
-TEST_CASE("a library copied over in place under load is swapped: no job lost, old code never called after the swap; "
-          "removed, its queued jobs wait; added again, they run") {
+TEST_CASE("a library copied over in place under load is swapped: no job lost, old code never called after the swap, "
+          "removed, its queued jobs wait, added again, they run") {
     Setup s;
     s.put("fx_v1.so", "fx_version.so");
     Background host({JOBHOST_BINARY, "run", "--config", s.config.string()});

@@ -35,7 +35,7 @@ TEST_CASE("a good plugin's job types are all discovered with their declared meta
     CHECK(d.libraries_loaded == 1);
     std::vector<std::string> types;
     for (const auto& t : d.types) types.push_back(t.type);
-    CHECK(types.size() == 18);
+    CHECK(types.size() == 19);
     auto it = std::find_if(d.types.begin(), d.types.end(), [](const auto& t) { return t.type == "fx.throw"; });
     REQUIRE(it != d.types.end());
     CHECK(it->descriptor.max_retries == 2);
@@ -121,7 +121,7 @@ TEST_CASE("a plugin file writable by others is refused unless allow_insecure_plu
     CHECK(contains(p, "allow_insecure_plugins"));
     auto allowed = loader::discover({dir.path(), true});
     CHECK(allowed.problems.empty());
-    CHECK(allowed.types.size() == 18);
+    CHECK(allowed.types.size() == 19);
 }
 
 TEST_CASE("a plugin folder writable by others is refused as a whole") {
@@ -208,7 +208,7 @@ TEST_CASE("a library whose static constructor throws, aborts or exits is refused
     test::copy_fixtures(dir.path(), {"static_throw.so", "static_exit.so", "static_abort.so", "fx_good.so"});
     auto d = loader::discover({dir.path(), false}); // this process survives: the probe took the blows
     CHECK(d.libraries_loaded == 1);
-    CHECK(d.types.size() == 18);
+    CHECK(d.types.size() == 19);
     std::map<std::string, std::string> why;
     for (const auto& p : d.problems) why[p.file.filename().string()] = p.message;
     REQUIRE(why.size() == 3);
@@ -229,7 +229,7 @@ TEST_CASE("the probe names the file that killed it and goes on with the next one
     CHECK(results[2] == "ended with exit(3)");
 }
 
-TEST_CASE("a symlinked plugin is checked like the file it points to and its folder; a dangling or looping link is "
+TEST_CASE("a symlinked plugin is checked like the file it points to and its folder, a dangling or looping link is "
           "reported") {
     TempDir dir;
     auto plugins = dir.path() / "plugins";

@@ -60,7 +60,7 @@ TEST_CASE("a failure is retried with backoff until its last attempt, then dead-l
     CHECK(decide(RunReport{}, 1, 3).error == "the task reported no result");
 }
 
-TEST_CASE("permanent failures and a should_retry that says no stop at once; a timeout on the last attempt is its "
+TEST_CASE("permanent failures and a should_retry that says no stop at once, a timeout on the last attempt is its "
           "own reason") {
     auto permanent = decide({true, JH_PERMANENT, 0, "bad input"}, 1, 5);
     CHECK(permanent.kind == Decision::Kind::dead);
@@ -73,7 +73,7 @@ TEST_CASE("permanent failures and a should_retry that says no stop at once; a ti
     CHECK(decide({true, JH_PERMANENT, 0, "x"}, 1, 2, true).kind == Decision::Kind::retry);
 }
 
-TEST_CASE("without dead_letter a finished failure is dropped; a shutdown releases a run that did not succeed") {
+TEST_CASE("without dead_letter a finished failure is dropped, a shutdown releases a run that did not succeed") {
     auto s = settings();
     s.dead_letter = false;
     auto dropped = decide(failed(), 3, 3, false, false, s);

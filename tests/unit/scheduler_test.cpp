@@ -80,7 +80,7 @@ TEST_CASE("interval ticks fire once each, on the epoch's multiples, with a clock
     }
 }
 
-TEST_CASE("a reload keeps an unchanged schedule's timer and phase; a changed interval keeps the epoch's phase") {
+TEST_CASE("a reload keeps an unchanged schedule's timer and phase, a changed interval keeps the epoch's phase") {
     boost::asio::io_context io;
     Scheduler s(io, [](const std::string&, SystemTime) {});
     s.set("p", periodic(10s), true);

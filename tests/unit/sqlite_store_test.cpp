@@ -186,7 +186,7 @@ TEST_CASE("a store locked by another process is reported as locked") {
     CHECK(s.error().message.find("is locked by another process") != std::string::npos);
 }
 
-TEST_CASE("replay puts dead letters back to ready with attempts reset and history kept; purge deletes them") {
+TEST_CASE("replay puts dead letters back to ready with attempts reset and history kept, purge deletes them") {
     TempDir dir;
     auto s = open_store(dir / "jobs.db", "t:1");
     std::vector<store::NewJob> jobs{job("a", "1"), job("a", "2"), job("b", "3")};
@@ -234,7 +234,7 @@ TEST_CASE("finished jobs are deleted by default and kept up to retain_done when 
     }
 }
 
-TEST_CASE("finished jobs older than retain_done_for are pruned; younger ones stay") {
+TEST_CASE("finished jobs older than retain_done_for are pruned, younger ones stay") {
     TempDir dir;
     store::SqliteOptions o;
     o.path = dir / "jobs.db";

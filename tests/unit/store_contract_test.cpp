@@ -391,7 +391,7 @@ pid_t crash_host(E& e, std::size_t reserve, std::size_t run, int how, bool reap 
 
 } // namespace
 
-TEST_CASE_TEMPLATE("after a crash, only the jobs that were running are charged; reserved ones come back unchanged", E,
+TEST_CASE_TEMPLATE("after a crash, only the jobs that were running are charged, reserved ones come back unchanged", E,
                    SqliteContract, PostgresContract) {
     E e;
     {
@@ -464,7 +464,7 @@ TEST_CASE_TEMPLATE("a dead host is recognised by its lock, not its pid: a zombie
     s->close();
 }
 
-TEST_CASE_TEMPLATE("a live host's jobs are left alone; when it dies an idle host recovers and runs them within 2 s", E,
+TEST_CASE_TEMPLATE("a live host's jobs are left alone, when it dies an idle host recovers and runs them within 2 s", E,
                    SqliteContract, PostgresContract) {
     E e;
     {
