@@ -59,7 +59,11 @@ std::string redact(const std::string& url) {
 }
 
 std::unique_ptr<Connection> Connection::open(const std::string& url) {
-    PGconn* c = PQconnectdb(url.c_str());
+    // A server that does not answer (a partition, a host that is down) fails the attempt within 5 s rather than
+    // never; a connect_timeout in the URL itself wins, as it comes later.
+    const char* keys[] = {"connect_timeout", "dbname", nullptr};
+    const char* values[] = {"5", url.c_str(), nullptr};
+    PGconn* c = PQconnectdbParams(keys, values, 1);
     if (!c) throw Error("cannot connect to PostgreSQL at " + redact(url) + ": out of memory", "", true);
     if (PQstatus(c) != CONNECTION_OK) {
         std::string msg = PQerrorMessage(c);

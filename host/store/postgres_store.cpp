@@ -222,8 +222,9 @@ void PostgresStore::tx_commit() {
     if (notify_) notify();
     writer_->exec("COMMIT");
     if (heartbeat_pending_) {
-        heartbeat_ok_ms_ = heartbeat_sent_ms_;
-        wake_after_batch_ = true; // claims refused while the lease was unsure may go on
+        auto before = heartbeat_ok_ms_.exchange(heartbeat_sent_ms_);
+        // claims refused while the lease was unsure (see claim) may go on
+        if (steady_ms() - before > options_.lease.count() / 2) wake_after_batch_ = true;
     }
 }
 

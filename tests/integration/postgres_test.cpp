@@ -84,7 +84,7 @@ std::map<int, std::vector<Span>> read_spans(const std::filesystem::path& file) {
 TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, none on two hosts at once, "
           "attempts equal runs") {
     Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\nmax_retries = 1000\n", "retain_done = 1000000\n",
-              "work_us = 4000");
+              "work_us = 8000");
     constexpr int kJobs = 20000;
     {
         std::ofstream lines(c.dir.path() / "jobs.jsonl");
@@ -103,7 +103,7 @@ TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, n
     std::mt19937 rng(2026);
     std::vector<long long> kills; // when, ns since the epoch
     while (kills.size() < 24 && !finished()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(100, 400)(rng)));
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(80, 300)(rng)));
         auto& victim = hosts[std::uniform_int_distribution<std::size_t>(0, 2)(rng)];
         victim->signal(SIGKILL);
         kills.push_back(
