@@ -393,7 +393,16 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         index.push_back(i);
     }
     if (jobs.empty() && refused_payloads == 0) return results;
-    auto out = jobs.empty() ? std::vector<store::EnqueueOutcome>{} : store_.enqueue(jobs);
+    std::vector<store::EnqueueOutcome> out;
+    try {
+        if (!jobs.empty()) out = store_.enqueue(jobs);
+    } catch (const std::exception& e) { // the store cannot take them now (its database is away): nothing queued
+        for (std::size_t i : index) {
+            results[i].unavailable = true;
+            results[i].error = e.what();
+        }
+        return results;
+    }
     bool delayed = false, queued = false;
     for (std::size_t i = 0; i < requests.size(); ++i)
         if (lanes[i] && !results[i].error.empty() && results[i].error.rfind("the payload", 0) == 0)

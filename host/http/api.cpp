@@ -249,7 +249,9 @@ Response enqueue(Services& sv, const Request& req) {
     if (!sv.registry.find(r.type)) return error(404, "unknown job type '" + r.type + "'");
     auto result = sv.executor.enqueue(r);
     if (result.duplicate) return json_response(409, json::object{{"error", result.error}, {"id", result.id}});
-    if (!result.ok) return error(result.error.find("shutting down") != std::string::npos ? 503 : 422, result.error);
+    if (!result.ok)
+        return error(result.unavailable || result.error.find("shutting down") != std::string::npos ? 503 : 422,
+                     result.error);
     return json_response(201, json::object{{"id", result.id}});
 }
 

@@ -1,6 +1,6 @@
 -- The jobhost schema for PostgreSQL, version 1. {s} is the schema's name ([store] schema, default jobhost).
--- Applied by the first host that starts, under an advisory lock. States: 0 scheduled, 1 ready, 2 reserved (held
--- ahead by a host, not charged), 3 done, 4 dead, 5 running (charged).
+-- Applied by the first host that starts, under an advisory lock. States: 0 scheduled, 1 ready, 2 held by a host
+-- (reserved ahead, or running when {s}.running says so), 3 done, 4 dead.
 CREATE SCHEMA IF NOT EXISTS {s};
 
 CREATE TABLE {s}.jobs (
@@ -24,7 +24,16 @@ CREATE TABLE {s}.jobs (
 -- Partial indexes: each holds only the rows of the state it serves, so a long history costs the queue nothing.
 CREATE INDEX jobs_ready ON {s}.jobs (type, priority DESC, run_at, id) WHERE state = 1;
 CREATE INDEX jobs_due ON {s}.jobs (run_at) WHERE state = 0;
-CREATE INDEX jobs_held ON {s}.jobs (lease_owner) WHERE state IN (2, 5);
+-- held jobs, by id: small, and no rival to the primary key for statements that name ids and an owner (an index
+-- on lease_owner made the planner scan every job a host held, dead index entries included, for each one)
+CREATE INDEX jobs_held ON {s}.jobs (id) WHERE state IN (2, 5);
+
+-- Which held jobs are running: a row per run that started (the attempt it is on), written by the host just before
+-- it calls the plugin, without waiting for the answer. Kept apart from jobs, so that writing it never waits on a
+-- job's row lock (an outcome being committed) and costs no index change on jobs; unlogged, because it only has to
+-- outlive a host, not the server (a server crash empties it: those jobs then go back uncharged).
+CREATE UNLOGGED TABLE {s}.running (id bigint NOT NULL, owner text NOT NULL, attempt integer NOT NULL);
+CREATE INDEX running_id ON {s}.running (id);
 CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at) WHERE state IN (3, 4);
 CREATE UNIQUE INDEX jobs_unique ON {s}.jobs (type, unique_key) WHERE unique_key IS NOT NULL AND state IN (0, 1, 2, 5);
 
@@ -35,17 +44,15 @@ CREATE TABLE {s}.count_deltas (type text NOT NULL, state smallint NOT NULL, n bi
 
 CREATE FUNCTION {s}.count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {s}.count_deltas (type, state, n)
-        SELECT type, state, count(*) FROM new_rows GROUP BY 1, 2
-        UNION ALL SELECT type, -1, count(*) FROM new_rows GROUP BY 1;
+    INSERT INTO {s}.count_deltas (type, state, n) SELECT type, state, count(*) FROM new_rows GROUP BY 1, 2;
+    INSERT INTO {s}.count_deltas (type, state, n) SELECT type, -1, count(*) FROM new_rows GROUP BY 1;
     RETURN NULL;
 END $$;
 CREATE FUNCTION {s}.count_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO {s}.count_deltas (type, state, n)
-        SELECT type, state, sum(n) FROM (
-            SELECT type, state, -1 AS n FROM old_rows UNION ALL SELECT type, state, 1 FROM new_rows) d
-        GROUP BY 1, 2 HAVING sum(n) <> 0;
+    -- two plain statements: a UNION with HAVING here cost 0.25 ms on every one-row update
+    INSERT INTO {s}.count_deltas (type, state, n) SELECT type, state, -count(*) FROM old_rows GROUP BY 1, 2;
+    INSERT INTO {s}.count_deltas (type, state, n) SELECT type, state, count(*) FROM new_rows GROUP BY 1, 2;
     RETURN NULL;
 END $$;
 CREATE FUNCTION {s}.count_delete() RETURNS trigger LANGUAGE plpgsql AS $$

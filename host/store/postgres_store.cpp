@@ -45,11 +45,17 @@ std::string ts(int n) {
 std::string ms(const std::string& col) {
     return "(extract(epoch from " + col + ") * 1000)::int8";
 }
+// Whether the held job `j` is running: its host marked this attempt started.
+std::string running_of(const std::string& j) {
+    return "EXISTS (SELECT 1 FROM {s}.running r WHERE r.id = " + j + "id AND r.owner = " + j +
+           "lease_owner AND r.attempt = " + j + "attempt + 1)";
+}
+
 std::string columns(const std::string& p = "") {
     return p + "id, " + p + "type, " + p + "payload, " + p + "priority, " + p + "unique_key, " + p + "attempt, " + p +
-           "max_attempts, " + p + "state, " + ms(p + "run_at") + ", " + ms(p + "created_at") + ", " +
-           ms(p + "started_at") + ", " + ms(p + "finished_at") + ", " + p + "lease_owner, " + p + "from_schedule, " +
-           p + "dead_reason, " + p + "errors";
+           "max_attempts, CASE WHEN " + p + "state = 2 AND " + running_of(p) + " THEN 5 ELSE " + p + "state END, " +
+           ms(p + "run_at") + ", " + ms(p + "created_at") + ", " + ms(p + "started_at") + ", " + ms(p + "finished_at") +
+           ", " + p + "lease_owner, " + p + "from_schedule, " + p + "dead_reason, " + p + "errors";
 }
 
 // What an enqueue answers while the database is away: say what, and what to do.
@@ -124,11 +130,7 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             store->promote_due(now);
             w.exec("COMMIT");
             store->last_liveness_ = now;
-            store->marks_ = pg::Connection::open(o.url);
-            store->marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
-            if (PQenterPipelineMode(store->marks_->get()) != 1 || PQsetnonblocking(store->marks_->get(), 1) != 0)
-                return core::Error{
-                    "cannot use pipeline mode on the PostgreSQL connection: libpq 14 or newer is needed"};
+            store->open_marks();
             store->io_ = std::make_unique<Io>();
             store->io_thread_ = std::thread([s = store.get()] { s->io_loop(); });
         }
@@ -274,6 +276,10 @@ void PostgresStore::maintain(TimePoint now) {
     if (now - last_fold_ >= std::chrono::seconds(1)) {
         last_fold_ = now;
         fold_counts();
+        // start marks that landed after their job's outcome (they are written without waiting)
+        writer_->run(q("DELETE FROM {s}.running r WHERE r.owner = $1 AND NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE "
+                       "j.id = r.id AND j.state = 2 AND j.lease_owner = r.owner AND j.attempt + 1 = r.attempt)"),
+                     pg::Params().add(options_.owner));
     }
     if (now - last_prune_ >= std::chrono::seconds(30)) {
         last_prune_ = now;
@@ -334,7 +340,9 @@ std::size_t PostgresStore::rescue(TimePoint now) {
                                    : "the host died while this job was running (host " + owners.back() + ")");
     }
     auto r = writer_->run(
-        q("WITH gone AS (SELECT j.id, j.state AS was FROM {s}.jobs j WHERE j.state IN (2, 5) AND NOT EXISTS "
+        q("WITH gone AS (SELECT j.id, CASE WHEN " + running_of("j.") +
+          " THEN 5 ELSE 2 END AS was FROM {s}.jobs j "
+          "WHERE j.state IN (2, 5) AND NOT EXISTS "
           "(SELECT 1 FROM {s}.hosts h WHERE h.owner = j.lease_owner) FOR UPDATE OF j SKIP LOCKED), "
           "msg AS (SELECT * FROM unnest($1::text[], $2::text[]) AS m(owner, message)) "
           "UPDATE {s}.jobs j SET "
@@ -353,6 +361,9 @@ std::size_t PostgresStore::rescue(TimePoint now) {
           "RETURNING j.id, j.type, gone.was, j.attempt, j.max_attempts, j.state")
             .c_str(),
         pg::Params().add(pg::text_array(owners)).add(pg::text_array(messages)).add(to_ms(now)));
+    if (r.rows() > 0)
+        writer_->exec(q("DELETE FROM {s}.running r WHERE NOT EXISTS (SELECT 1 FROM {s}.hosts h WHERE h.owner = "
+                        "r.owner)"));
     std::size_t running = 0;
     for (int i = 0; i < r.rows(); ++i) {
         if (r.int64(i, 2) != kRunning) continue;
@@ -615,30 +626,39 @@ std::vector<EnqueueOutcome> PostgresStore::enqueue(std::span<const NewJob> jobs)
     return out;
 }
 
+// The connection of start marks: asynchronous commits (a mark must outlive the host, not the server), the statement
+// prepared once (planning it cost more than running it), then pipeline mode, so marks are sent without waiting.
+void PostgresStore::open_marks() {
+    marks_ = pg::Connection::open(options_.url);
+    marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
+    // read, not locked: a job whose outcome is being committed right now gets a row the sweep removes later
+    pg::Result r(PQprepare(marks_->get(), "mark",
+                           q("INSERT INTO {s}.running (id, owner, attempt) SELECT id, $2, attempt + 1 FROM {s}.jobs "
+                             "WHERE id = ANY($1::int8[]) AND state = 2 AND lease_owner = $2")
+                               .c_str(),
+                           0, nullptr));
+    marks_->check(r);
+    if (PQenterPipelineMode(marks_->get()) != 1 || PQsetnonblocking(marks_->get(), 1) != 0)
+        throw pg::Error("cannot use pipeline mode on the PostgreSQL connection (libpq 14 or newer is needed)", "",
+                        false);
+    marks_pending_ = 0;
+}
+
 RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
     if (!marks_ || ids.empty()) return {};
     std::vector<std::int64_t> v(ids.begin(), ids.end());
     std::lock_guard lock(marks_mutex_);
     try {
         if (!marks_->ok()) {
-            marks_ = pg::Connection::open(options_.url);
-            marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
-            PQenterPipelineMode(marks_->get());
-            PQsetnonblocking(marks_->get(), 1);
-            marks_pending_ = 0;
+            open_marks();
             if (io_)
                 boost::asio::post(io_->context, [this] {
                     io_->marks_socket.reset(); // the io loop watches the new socket from its next round
                 });
         }
-        static const std::string sql =
-            "UPDATE %s.jobs SET state = 5, started_at = now() WHERE id = ANY($1::int8[]) AND state = 2 AND "
-            "lease_owner = $2";
-        std::string stmt = sql;
-        stmt.replace(stmt.find("%s"), 2, options_.schema);
         auto values = pg::Params().add(pg::int_array(v)).add(options_.owner);
         std::vector<const char*> p{values.values[0]->c_str(), values.values[1]->c_str()};
-        if (!PQsendQueryParams(marks_->get(), stmt.c_str(), 2, nullptr, p.data(), nullptr, nullptr, 0) ||
+        if (!PQsendQueryPrepared(marks_->get(), "mark", 2, p.data(), nullptr, nullptr, 0) ||
             !PQpipelineSync(marks_->get()))
             throw marks_->error("cannot send the start of a run: ");
         ++marks_pending_;
@@ -765,6 +785,10 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
                         lost.emplace_back(std::to_string(o.id), o.type);
             }
         }
+        std::vector<std::int64_t> all;
+        for (const auto& o : *copy) all.push_back(static_cast<std::int64_t>(o.id));
+        writer_->run(q("DELETE FROM {s}.running WHERE id = ANY($1::int8[]) AND owner = $2"),
+                     pg::Params().add(pg::int_array(all)).add(options_.owner));
         for (const auto& [id, type] : lost)
             log::write(log::Level::warning, "store",
                        "job " + id +
@@ -816,7 +840,7 @@ pg::Connection& PostgresStore::reader() {
 std::optional<JobRecord> PostgresStore::get(JobId id) {
     settle_marks(); // this object's own start marks are seen by its reads
     std::lock_guard lock(reader_mutex_);
-    auto r = reader().run(q(("SELECT " + columns() + " FROM {s}.jobs WHERE id = $1").c_str()),
+    auto r = reader().run(q(("SELECT " + columns("j.") + " FROM {s}.jobs j WHERE j.id = $1").c_str()),
                           pg::Params().add(static_cast<std::int64_t>(id)));
     if (r.rows() == 0) return std::nullopt;
     auto j = read_row(r, 0);
@@ -826,26 +850,24 @@ std::optional<JobRecord> PostgresStore::get(JobId id) {
 
 std::vector<JobRecord> PostgresStore::list(const ListFilter& f) {
     settle_marks();
-    std::string sql = "SELECT " + columns() + " FROM {s}.jobs WHERE true";
+    std::string sql = "SELECT " + columns("j.") + " FROM {s}.jobs j WHERE true";
     pg::Params p;
     if (f.type) {
         p.add(*f.type);
-        sql += " AND type = $" + std::to_string(p.values.size());
+        sql += " AND j.type = $" + std::to_string(p.values.size());
     }
     if (f.state) {
-        int s = 0;
         switch (*f.state) {
-        case JobState::scheduled: s = kScheduled; break;
-        case JobState::ready: s = kReady; break;
-        case JobState::reserved: s = kReserved; break;
-        case JobState::running: s = kRunning; break;
-        case JobState::done: s = kDone; break;
-        case JobState::dead: s = kDead; break;
+        case JobState::scheduled: sql += " AND j.state = 0"; break;
+        case JobState::ready: sql += " AND j.state = 1"; break;
+        case JobState::reserved: sql += " AND j.state = 2 AND NOT " + running_of("j."); break;
+        case JobState::running: sql += " AND j.state = 2 AND " + running_of("j."); break;
+        case JobState::done: sql += " AND j.state = 3"; break;
+        case JobState::dead: sql += " AND j.state = 4"; break;
         }
-        sql += " AND state = " + std::to_string(s);
     }
     p.add(static_cast<std::int64_t>(f.limit));
-    sql += " ORDER BY id DESC LIMIT $" + std::to_string(p.values.size());
+    sql += " ORDER BY j.id DESC LIMIT $" + std::to_string(p.values.size());
     std::lock_guard lock(reader_mutex_);
     auto r = reader().run(q(sql.c_str()), p);
     std::vector<JobRecord> out;
@@ -946,6 +968,15 @@ std::map<std::string, TypeCounts> PostgresStore::counts() {
         case kDone: c.done = n; break;
         default: c.dead = n; break;
         }
+    }
+    // held jobs are reserved unless their host marked them started: few rows, whatever the backlog
+    auto run = reader().exec(q("SELECT j.type, count(*) FROM {s}.running r JOIN {s}.jobs j ON j.id = r.id AND "
+                               "j.state = 2 AND j.lease_owner = r.owner AND j.attempt + 1 = r.attempt GROUP BY 1"));
+    for (int i = 0; i < run.rows(); ++i) {
+        auto& c = out[run.text(i, 0)];
+        auto n = static_cast<std::size_t>(run.int64(i, 1));
+        c.running = std::min(n, c.reserved);
+        c.reserved -= c.running;
     }
     std::vector<std::string> waiting;
     for (const auto& [type, c] : out)
@@ -1094,10 +1125,7 @@ void PostgresStore::close() {
         try {
             submit(Op{[this] {
                           auto now = Clock::now();
-                          writer_->run(
-                              q("UPDATE {s}.jobs SET state = 1, lease_owner = NULL WHERE state = 2 AND lease_owner = "
-                                "$1"),
-                              pg::Params().add(options_.owner));
+                          // what still runs is charged first; what is left was only reserved, and goes back
                           auto r = writer_->run(
                               q(("UPDATE {s}.jobs SET state = CASE WHEN attempt + 1 >= max_attempts THEN 4 ELSE 1 "
                                  "END, attempt = attempt + 1, run_at = " +
@@ -1106,10 +1134,15 @@ void PostgresStore::close() {
                                  "lease_owner = NULL, errors = errors || jsonb_build_array(jsonb_build_object("
                                  "'attempt', attempt + 1, 'at', $2::int8, 'message', 'the host stopped while this "
                                  "job was still running: it did not return after cancellation within "
-                                 "shutdown_grace + stuck_grace')) WHERE state = 5 AND lease_owner = $1 RETURNING id, "
-                                 "type")
+                                 "shutdown_grace + stuck_grace')) WHERE state = 2 AND lease_owner = $1 AND " +
+                                 running_of("{s}.jobs.") + " RETURNING id, type")
                                     .c_str()),
                               pg::Params().add(options_.owner).add(to_ms(now)));
+                          writer_->run(
+                              q("UPDATE {s}.jobs SET state = 1, lease_owner = NULL WHERE state = 2 AND lease_owner = "
+                                "$1"),
+                              pg::Params().add(options_.owner));
+                          writer_->run(q("DELETE FROM {s}.running WHERE owner = $1"), pg::Params().add(options_.owner));
                           for (int i = 0; i < r.rows(); ++i)
                               log::write(log::Level::warning, "store",
                                          "job " + r.text(i, 0) +

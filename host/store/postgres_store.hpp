@@ -7,11 +7,12 @@
 // `FOR UPDATE SKIP LOCKED` over the ready index, best priority first, oldest first within one, so hosts never wait
 // for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
 //
-// Running. begin_run sends `state = running` for the jobs on a connection of its own (in pipeline mode, with
-// synchronous_commit off for that session) and calls the plugin without waiting for the answer: once the statement
-// is in the server's socket, it is applied whether or not this process lives on, so a host that dies in a job is
-// charged exactly the jobs it started. Only a crash of the database server itself in that instant can lose a mark
-// (the job then goes back uncharged).
+// Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own (in
+// pipeline mode, asynchronous commit, its statement prepared once) and calls the plugin without waiting for the
+// answer: once the statement is in the server's socket it is applied whether or not this process lives on, so a
+// host that dies in a job is charged exactly the jobs it started. The job's own row stays "held" (state 2): a mark
+// never waits on the job's row lock, and costs no index change on jobs. Only a crash of the database server itself
+// can lose marks (an unlogged table is emptied then): those jobs go back uncharged.
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
@@ -107,6 +108,7 @@ private:
     void connect_writer();
     void configure_writer();
     void lost_lease(); // logs it and drops the reservations
+    void open_marks(); // under marks_mutex_ (or in open)
     void register_host();
     void heartbeat();
     std::size_t rescue(TimePoint now);

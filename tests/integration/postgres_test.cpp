@@ -2,6 +2,7 @@
 // kill -9 of random hosts loses nothing and never runs a job on two hosts at once; a schedule ticks once across the
 // cluster; a host paused past its lease does not record outcomes for jobs it lost; the database restarting under
 // load loses nothing; applications enqueue from SQL inside their own transactions.
+#include "support/http_client.hpp"
 #include "support/pg_server.hpp"
 #include "support/process.hpp"
 #include "support/temp_dir.hpp"
@@ -261,15 +262,28 @@ TEST_CASE("postgres: the database restarting under load loses nothing, the host 
         for (int i = 0; i < 3000; ++i) lines << i << "\n";
     }
     REQUIRE(c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()}).exit_code == 0);
-    Background host(c.host_args());
+    auto args = c.host_args();
+    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    Background host(args);
     REQUIRE(host.wait_for_output("serving", 30s));
+    auto log = host.err();
+    const std::string at = "http listening on 127.0.0.1:";
+    REQUIRE(contains(log, at));
+    int port = std::stoi(log.substr(log.find(at) + at.size()));
+    CHECK(request(port, "GET", "/readyz").status == 200);
     REQUIRE(eventually([&] { return read_spans(c.spans).size() > 300; }, 20s));
     c.pg.stop();
-    // meanwhile the command line says what is wrong and what to do
+    // meanwhile intake says what is wrong and what to do, and the host is not ready
     auto refused = c.cli({"enqueue", "fx.span", "--payload", "99999"});
     CHECK(refused.exit_code != 0);
     CHECK(contains(refused.err, "cannot connect to PostgreSQL"));
     CHECK(contains(refused.err, "check [store] url"));
+    auto posted = request(port, "POST", "/api/v1/jobs", R"({"type":"fx.span","payload":99998})");
+    CHECK(posted.status == 503);
+    CHECK(contains(posted.body, "the PostgreSQL store is unavailable"));
+    auto ready = request(port, "GET", "/readyz");
+    CHECK(ready.status == 503);
+    CHECK(contains(ready.body, "the store does not answer"));
     std::this_thread::sleep_for(1s);
     c.pg.start();
     auto until = std::chrono::steady_clock::now() + 120s;
@@ -282,6 +296,8 @@ TEST_CASE("postgres: the database restarting under load loses nothing, the host 
     CHECK(missing == 0);
     CHECK(c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") == "0");
     CHECK(contains(host.err(), "reconnected to PostgreSQL"));
+    CHECK(eventually([&] { return request(port, "GET", "/readyz").status == 200; }, 10s));
+    CHECK(request(port, "POST", "/api/v1/jobs", R"({"type":"fx.span","payload":99997})").status == 201);
     host.signal(SIGTERM);
     REQUIRE(host.wait(30s));
     CHECK(host.exit_code() == 0);

@@ -28,10 +28,7 @@ std::unique_ptr<store::PostgresStore> open_store(const std::string& url, const s
     o.schema = schema;
     o.host = host;
     auto s = store::PostgresStore::open(o);
-    if (!s) {
-        std::fprintf(stderr, "%s\n", s.error().message.c_str());
-        std::exit(1);
-    }
+    if (!s) throw std::runtime_error(s.error().message);
     return std::move(*s);
 }
 
@@ -54,7 +51,9 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         HostSetup setup;
         setup.workers = slots;
         Host host(*s, setup);
-        std::uint64_t before = host.runs();
+        // each host loads a private copy of the plugin, so its run counter starts at 0 (reading it after the start
+        // would miss the jobs run meanwhile)
+        std::uint64_t before = 0;
         auto start = Clock::now();
         std::size_t pending = backlog;
         while (pending > 0) {
@@ -64,11 +63,9 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         }
         double secs = std::chrono::duration<double>(Clock::now() - start).count();
         std::uint64_t ran = host.runs() - before;
-        if (ran != backlog) {
-            std::fprintf(stderr, "drain: the store says %zu jobs drained but the plugin ran %llu\n", backlog,
-                         static_cast<unsigned long long>(ran));
-            std::exit(1);
-        }
+        if (ran != backlog)
+            throw std::runtime_error("drain: the store says " + std::to_string(backlog) +
+                                     " jobs drained but the plugin ran " + std::to_string(ran));
         rate = static_cast<double>(backlog) / secs;
     }
     s->close();
@@ -100,16 +97,14 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
             }
         });
     for (auto& t : threads) t.join();
-    if (done != backlog) {
-        std::fprintf(stderr, "bare drain: %zu of %zu\n", done.load(), backlog);
-        std::exit(1);
-    }
+    if (done != backlog)
+        throw std::runtime_error("bare drain: " + std::to_string(done.load()) + " of " + std::to_string(backlog));
     return static_cast<double>(backlog) / std::chrono::duration<double>(Clock::now() - start).count();
 }
 
 } // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
     std::size_t backlog = argc > 1 ? std::stoul(argv[1]) : 100000;
     int rounds = argc > 2 ? std::stoi(argv[2]) : 3;
     log::configure({log::Level::error, log::Format::text, std::nullopt});
@@ -146,4 +141,13 @@ int main(int argc, char** argv) {
     std::printf("  bare libpq claim 100 + delete, 2 conns %6.0f jobs/s\n", median(bare2));
     std::printf("  on disk per pending job             %9.0f bytes (table, indexes, TOAST)\n", bytes_per_job);
     return 0;
+}
+
+int main(int argc, char** argv) {
+    try { // so that the server is stopped whatever happens
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_postgres: %s\n", e.what());
+        return 1;
+    }
 }
