@@ -104,7 +104,8 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
         store->configure_writer();
         // Migrate once across hosts that start together: a transaction-scoped advisory lock.
         w.exec("BEGIN");
-        w.run("SELECT pg_advisory_xact_lock($1, 0)", pg::Params().add(std::int64_t{store->lock_space_}));
+        // (the one-key form: a key space apart from the hosts' two-key locks)
+        w.run("SELECT pg_advisory_xact_lock($1::int8 * 4)", pg::Params().add(std::int64_t{store->lock_space_}));
         auto exists = w.run("SELECT to_regclass($1) IS NOT NULL", pg::Params().add(o.schema + ".meta"));
         std::int64_t version = 0;
         if (exists.text(0, 0) == "t")
@@ -377,7 +378,7 @@ std::size_t PostgresStore::rescue(TimePoint now) {
     }
     for (std::size_t i = 0; i < owners.size(); ++i)
         log::write(log::Level::warning, "store",
-                   "host " + owners[i] + " is gone: " + messages[i].substr(0, 0) +
+                   "host " + owners[i] + " is gone: " +
                        (messages[i].find("lease") != std::string::npos
                             ? "it was silent for longer than the lease"
                             : "its connection closed (it crashed or was killed)"));
@@ -419,7 +420,8 @@ std::size_t PostgresStore::promote_due(TimePoint now) {
 
 void PostgresStore::fold_counts() {
     // One host at a time; the others skip this round.
-    auto got = writer_->run("SELECT pg_try_advisory_xact_lock($1, 1)", pg::Params().add(std::int64_t{lock_space_}));
+    auto got =
+        writer_->run("SELECT pg_try_advisory_xact_lock($1::int8 * 4 + 1)", pg::Params().add(std::int64_t{lock_space_}));
     if (got.text(0, 0) != "t") return;
     writer_->exec(q("WITH d AS (DELETE FROM {s}.count_deltas RETURNING type, state, n), "
                     "s AS (SELECT type, state, sum(n) AS n FROM d GROUP BY 1, 2) "
@@ -703,102 +705,33 @@ void PostgresStore::drain_marks_locked(bool wait) {
     }
 }
 
+// Outcomes are written together: each finish() adds to a list that one queued op writes, however many runs
+// ended while the last transaction committed, with one statement for every job that finished and is deleted.
 void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
     if (closed_) return;
-    auto copy = std::make_shared<std::vector<Outcome>>(outcomes.begin(), outcomes.end());
+    bool queue = false;
+    {
+        std::lock_guard lock(outcomes_mutex_);
+        pending_outcomes_.insert(pending_outcomes_.end(), outcomes.begin(), outcomes.end());
+        queue = !outcomes_queued_;
+        outcomes_queued_ = true;
+    }
+    if (!queue) return;
+    auto mine = std::make_shared<std::vector<Outcome>>();
     Op op;
-    op.keep_on_disconnect = true;
-    op.in_transaction = [this, copy] {
-        std::vector<std::int64_t> deleted;
-        std::vector<std::pair<std::string, std::string>> lost; // (id, type)
-        bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
-        const std::string held = " AND state IN (2, 5) AND lease_owner = $2";
-        for (const auto& o : *copy) {
-            if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
-                deleted.push_back(static_cast<std::int64_t>(o.id));
-                continue;
-            }
-            auto id = static_cast<std::int64_t>(o.id);
-            pg::Result r;
-            auto entry = "jsonb_build_array(jsonb_build_object('attempt', attempt + 1, 'at', $3::int8, 'message', "
-                         "$4::text))";
-            switch (o.kind) {
-            case Outcome::Kind::done:
-                r = writer_->run(q(("UPDATE {s}.jobs SET state = 3, attempt = attempt + 1, started_at = " + ts(3) +
-                                    ", finished_at = " + ts(4) + ", lease_owner = NULL WHERE id = $1" + held)
-                                       .c_str()),
-                                 pg::Params().add(id).add(options_.owner).add(to_ms(o.started)).add(to_ms(o.at)));
-                break;
-            case Outcome::Kind::retry: {
-                bool later = o.retry_at > o.at;
-                r = writer_->run(q(("UPDATE {s}.jobs SET state = $5::smallint, attempt = attempt + 1, run_at = " +
-                                    ts(6) + ", started_at = " + ts(7) + ", lease_owner = NULL, errors = errors || " +
-                                    entry + " WHERE id = $1" + held)
-                                       .c_str()),
-                                 pg::Params()
-                                     .add(id)
-                                     .add(options_.owner)
-                                     .add(to_ms(o.at))
-                                     .add(o.error)
-                                     .add(std::int64_t{later ? kScheduled : kReady})
-                                     .add(to_ms(o.retry_at))
-                                     .add(to_ms(o.started)));
-                if (later && r.affected() > 0 && (!next_due_ || o.retry_at < *next_due_)) next_due_ = o.retry_at;
-                if (!later && r.affected() > 0) notify_ = true;
-                break;
-            }
-            case Outcome::Kind::released:
-                r = writer_->run(q(("UPDATE {s}.jobs SET state = 1, lease_owner = NULL, errors = errors || " +
-                                    std::string(entry) + " WHERE id = $1" + held)
-                                       .c_str()),
-                                 pg::Params().add(id).add(options_.owner).add(to_ms(o.at)).add(o.error));
-                if (r.affected() > 0) notify_ = true;
-                break;
-            case Outcome::Kind::dead:
-                r = writer_->run(q(("UPDATE {s}.jobs SET state = 4, attempt = attempt + 1, started_at = " + ts(6) +
-                                    ", finished_at = " + ts(3) +
-                                    ", dead_reason = $5::smallint, lease_owner = NULL, errors = errors || " + entry +
-                                    " WHERE id = $1" + held)
-                                       .c_str()),
-                                 pg::Params()
-                                     .add(id)
-                                     .add(options_.owner)
-                                     .add(to_ms(o.at))
-                                     .add(o.error)
-                                     .add(static_cast<std::int64_t>(o.reason))
-                                     .add(to_ms(o.started)));
-                break;
-            default: break;
-            }
-            if (r.affected() == 0) lost.emplace_back(std::to_string(o.id), o.type);
+    op.keep_on_disconnect = true; // kept, with what came meanwhile, until the database takes them
+    op.in_transaction = [this, mine] {
+        {
+            std::lock_guard lock(outcomes_mutex_);
+            mine->insert(mine->end(), pending_outcomes_.begin(), pending_outcomes_.end());
+            pending_outcomes_.clear();
+            outcomes_queued_ = false;
         }
-        if (!deleted.empty()) {
-            auto r = writer_->run(q("DELETE FROM {s}.jobs WHERE id = ANY($1::int8[]) AND state IN (2, 5) AND "
-                                    "lease_owner = $2 RETURNING id"),
-                                  pg::Params().add(pg::int_array(deleted)).add(options_.owner));
-            if (r.rows() < static_cast<int>(deleted.size())) {
-                std::set<std::int64_t> got;
-                for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
-                for (const auto& o : *copy)
-                    if (std::find(deleted.begin(), deleted.end(), static_cast<std::int64_t>(o.id)) != deleted.end() &&
-                        !got.count(static_cast<std::int64_t>(o.id)))
-                        lost.emplace_back(std::to_string(o.id), o.type);
-            }
-        }
-        std::vector<std::int64_t> all;
-        for (const auto& o : *copy) all.push_back(static_cast<std::int64_t>(o.id));
-        writer_->run(q("DELETE FROM {s}.running WHERE id = ANY($1::int8[]) AND owner = $2"),
-                     pg::Params().add(pg::int_array(all)).add(options_.owner));
-        for (const auto& [id, type] : lost)
-            log::write(log::Level::warning, "store",
-                       "job " + id +
-                           ": its outcome was not recorded, because this host no longer holds the job (it was "
-                           "silent for longer than [store] lease, and another host took the job over)",
-                       type, id);
+        write_outcomes(*mine);
     };
-    op.after_commit = [this, copy] {
+    op.after_commit = [this, mine] {
         std::lock_guard lock(cache_mutex_);
-        for (const auto& o : *copy) {
+        for (const auto& o : *mine) {
             bool ready = o.kind == Outcome::Kind::released || (o.kind == Outcome::Kind::retry && o.retry_at <= o.at);
             if (!ready) continue;
             auto& c = cache_locked(o.type);
@@ -812,6 +745,95 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
     } catch (const std::exception& e) {
         log::write(log::Level::warning, "store", std::string("an outcome came after the store closed: ") + e.what());
     }
+}
+
+void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
+    std::vector<std::int64_t> deleted;
+    std::vector<std::pair<std::string, std::string>> lost; // (id, type)
+    bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
+    const std::string held = " AND state IN (2, 5) AND lease_owner = $2";
+    for (const auto& o : outcomes) {
+        if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
+            deleted.push_back(static_cast<std::int64_t>(o.id));
+            continue;
+        }
+        auto id = static_cast<std::int64_t>(o.id);
+        pg::Result r;
+        auto entry = "jsonb_build_array(jsonb_build_object('attempt', attempt + 1, 'at', $3::int8, 'message', "
+                     "$4::text))";
+        switch (o.kind) {
+        case Outcome::Kind::done:
+            r = writer_->run(q(("UPDATE {s}.jobs SET state = 3, attempt = attempt + 1, started_at = " + ts(3) +
+                                ", finished_at = " + ts(4) + ", lease_owner = NULL WHERE id = $1" + held)
+                                   .c_str()),
+                             pg::Params().add(id).add(options_.owner).add(to_ms(o.started)).add(to_ms(o.at)));
+            break;
+        case Outcome::Kind::retry: {
+            bool later = o.retry_at > o.at;
+            r = writer_->run(q(("UPDATE {s}.jobs SET state = $5::smallint, attempt = attempt + 1, run_at = " + ts(6) +
+                                ", started_at = " + ts(7) + ", lease_owner = NULL, errors = errors || " + entry +
+                                " WHERE id = $1" + held)
+                                   .c_str()),
+                             pg::Params()
+                                 .add(id)
+                                 .add(options_.owner)
+                                 .add(to_ms(o.at))
+                                 .add(o.error)
+                                 .add(std::int64_t{later ? kScheduled : kReady})
+                                 .add(to_ms(o.retry_at))
+                                 .add(to_ms(o.started)));
+            if (later && r.affected() > 0 && (!next_due_ || o.retry_at < *next_due_)) next_due_ = o.retry_at;
+            if (!later && r.affected() > 0) notify_ = true;
+            break;
+        }
+        case Outcome::Kind::released:
+            r = writer_->run(q(("UPDATE {s}.jobs SET state = 1, lease_owner = NULL, errors = errors || " +
+                                std::string(entry) + " WHERE id = $1" + held)
+                                   .c_str()),
+                             pg::Params().add(id).add(options_.owner).add(to_ms(o.at)).add(o.error));
+            if (r.affected() > 0) notify_ = true;
+            break;
+        case Outcome::Kind::dead:
+            r = writer_->run(q(("UPDATE {s}.jobs SET state = 4, attempt = attempt + 1, started_at = " + ts(6) +
+                                ", finished_at = " + ts(3) +
+                                ", dead_reason = $5::smallint, lease_owner = NULL, errors = errors || " + entry +
+                                " WHERE id = $1" + held)
+                                   .c_str()),
+                             pg::Params()
+                                 .add(id)
+                                 .add(options_.owner)
+                                 .add(to_ms(o.at))
+                                 .add(o.error)
+                                 .add(static_cast<std::int64_t>(o.reason))
+                                 .add(to_ms(o.started)));
+            break;
+        default: break;
+        }
+        if (r.affected() == 0) lost.emplace_back(std::to_string(o.id), o.type);
+    }
+    std::vector<std::int64_t> all;
+    for (const auto& o : outcomes) all.push_back(static_cast<std::int64_t>(o.id));
+    {
+        // one statement: the finished jobs that are deleted, and every run's start mark
+        auto r = writer_->run(q("WITH d AS (DELETE FROM {s}.jobs WHERE id = ANY($1::int8[]) AND state IN (2, 5) AND "
+                                "lease_owner = $2 RETURNING id), m AS (DELETE FROM {s}.running WHERE id = "
+                                "ANY($3::int8[]) AND owner = $2) SELECT id FROM d"),
+                              pg::Params().add(pg::int_array(deleted)).add(options_.owner).add(pg::int_array(all)));
+        if (r.rows() < static_cast<int>(deleted.size())) {
+            std::set<std::int64_t> got;
+            for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
+            for (const auto& o : outcomes)
+                if (std::find(deleted.begin(), deleted.end(), static_cast<std::int64_t>(o.id)) != deleted.end() &&
+                    !got.count(static_cast<std::int64_t>(o.id)))
+                    lost.emplace_back(std::to_string(o.id), o.type);
+        }
+    }
+    for (const auto& [id, type] : lost)
+        log::write(log::Level::warning, "store",
+                   "job " + id +
+                       ": its outcome was not recorded, because this host no longer holds the job (it was "
+                       "silent for longer than [store] lease, and another host took the job over)",
+                   type, id);
 }
 
 std::optional<TimePoint> PostgresStore::next_due(const std::set<std::string>&, TimePoint) {
@@ -838,7 +860,6 @@ pg::Connection& PostgresStore::reader() {
 }
 
 std::optional<JobRecord> PostgresStore::get(JobId id) {
-    settle_marks(); // this object's own start marks are seen by its reads
     std::lock_guard lock(reader_mutex_);
     auto r = reader().run(q(("SELECT " + columns("j.") + " FROM {s}.jobs j WHERE j.id = $1").c_str()),
                           pg::Params().add(static_cast<std::int64_t>(id)));
@@ -849,7 +870,6 @@ std::optional<JobRecord> PostgresStore::get(JobId id) {
 }
 
 std::vector<JobRecord> PostgresStore::list(const ListFilter& f) {
-    settle_marks();
     std::string sql = "SELECT " + columns("j.") + " FROM {s}.jobs j WHERE true";
     pg::Params p;
     if (f.type) {
@@ -950,7 +970,6 @@ std::size_t PostgresStore::purge_dead(const std::optional<std::string>& type, st
 }
 
 std::map<std::string, TypeCounts> PostgresStore::counts() {
-    settle_marks(); // this object's own start marks are seen by its reads
     std::map<std::string, TypeCounts> out;
     std::lock_guard lock(reader_mutex_);
     auto r = reader().exec(q("SELECT type, state, sum(n)::int8 FROM (SELECT type, state, n FROM {s}.counts UNION ALL "

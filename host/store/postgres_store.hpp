@@ -107,8 +107,9 @@ private:
     // Writer thread: (re)opens the writer connection and registers this host; throws pg::Error.
     void connect_writer();
     void configure_writer();
-    void lost_lease(); // logs it and drops the reservations
-    void open_marks(); // under marks_mutex_ (or in open)
+    void lost_lease();                                         // logs it and drops the reservations
+    void open_marks();                                         // under marks_mutex_ (or in open)
+    void write_outcomes(const std::vector<Outcome>& outcomes); // inside a writer transaction
     void register_host();
     void heartbeat();
     std::size_t rescue(TimePoint now);
@@ -140,6 +141,10 @@ private:
     struct Io;
     std::unique_ptr<Io> io_;
     std::thread io_thread_;
+
+    std::mutex outcomes_mutex_; // guards pending_outcomes_, outcomes_queued_
+    std::vector<Outcome> pending_outcomes_;
+    bool outcomes_queued_ = false;
 
     std::atomic<bool> db_changed_{false};          // a notification came: look for work
     std::atomic<std::int64_t> heartbeat_ok_ms_{0}; // steady clock, ms: the last committed heartbeat

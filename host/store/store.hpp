@@ -141,7 +141,7 @@ public:
     virtual ClaimResult claim(const ClaimRequest& request) = 0;
 
     // Marks claimed jobs as running: from here on a crash of this process charges them an attempt. Pass the token
-    // to finish() or release().
+    // to finish() or release(). An engine may write the mark without waiting for it: reads see it after flush().
     virtual RunToken begin_run(std::span<const JobId> ids) {
         (void)ids;
         return {};

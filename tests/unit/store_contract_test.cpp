@@ -179,6 +179,7 @@ TEST_CASE_TEMPLATE("an attempt is charged when a run ends, never when a job is f
     REQUIRE(got.jobs.size() == 1);
     CHECK(got.jobs[0].attempt == 1); // the attempt it is about to run
     auto token = s->begin_run(std::vector{id});
+    s->flush(); // begin_run may write without waiting; a flush makes it visible to reads
     auto running = s->get(id);
     REQUIRE(running);
     CHECK(running->state == JobState::running);
@@ -315,6 +316,7 @@ TEST_CASE_TEMPLATE("counts are kept by state, and every enqueue is counted whoev
     auto got = claim_all(*s, "a", 2);
     REQUIRE(got.size() == 2);
     auto token = s->begin_run(std::vector{got[0].id, got[1].id});
+    s->flush();
     c = s->counts()["a"];
     CHECK(c.running == 2);
     CHECK(c.ready == 0);
