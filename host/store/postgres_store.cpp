@@ -69,7 +69,7 @@ std::string columns(const std::string& p = "") {
 struct PostgresStore::Io {
     boost::asio::io_context context;
     std::unique_ptr<pg::Connection> listener;
-    std::unique_ptr<boost::asio::posix::stream_descriptor> listen_socket, marks_socket;
+    std::unique_ptr<boost::asio::posix::stream_descriptor> listen_socket;
     boost::asio::steady_timer retry{context};
     std::chrono::milliseconds backoff{0};
 };
@@ -643,36 +643,32 @@ void PostgresStore::open_marks() {
     if (PQenterPipelineMode(marks_->get()) != 1 || PQsetnonblocking(marks_->get(), 1) != 0)
         throw pg::Error("cannot use pipeline mode on the PostgreSQL connection (libpq 14 or newer is needed)", "",
                         false);
-    marks_pending_ = 0;
+    marks_acked_ = marks_sent_; // those sent on a lost connection are nobody's to wait for
 }
 
 RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
     if (!marks_ || ids.empty()) return {};
     std::vector<std::int64_t> v(ids.begin(), ids.end());
-    std::lock_guard lock(marks_mutex_);
+    std::unique_lock lock(marks_mutex_);
     try {
-        if (!marks_->ok()) {
-            open_marks();
-            if (io_)
-                boost::asio::post(io_->context, [this] {
-                    io_->marks_socket.reset(); // the io loop watches the new socket from its next round
-                });
-        }
+        if (!marks_->ok()) open_marks();
         auto values = pg::Params().add(pg::int_array(v)).add(options_.owner);
         std::vector<const char*> p{values.values[0]->c_str(), values.values[1]->c_str()};
         if (!PQsendQueryPrepared(marks_->get(), "mark", 2, p.data(), nullptr, nullptr, 0) ||
             !PQpipelineSync(marks_->get()))
             throw marks_->error("cannot send the start of a run: ");
-        ++marks_pending_;
-        // The mark must be in the kernel before the plugin runs: a crash after this point is charged.
+        auto seq = ++marks_sent_;
         for (;;) {
             int f = PQflush(marks_->get());
             if (f == 0) break;
             if (f < 0) throw marks_->error("cannot send the start of a run: ");
             pollfd pfd{marks_->socket(), POLLOUT | POLLIN, 0};
             ::poll(&pfd, 1, 100);
-            if (pfd.revents & POLLIN) drain_marks_locked(false);
+            if (pfd.revents & POLLIN) drain_marks_locked();
         }
+        // The run starts only once its mark is applied: a backend whose client died stops at its next reply, and
+        // drops the marks it had not applied yet. Runs starting together share the wait (pipelined).
+        wait_marks_locked(lock, seq);
     } catch (const std::exception& e) {
         log::write(log::Level::warning, "store",
                    std::string("could not record that a run started (") + e.what() +
@@ -681,27 +677,45 @@ RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
     return {};
 }
 
-void PostgresStore::drain_marks_locked(bool wait) {
+void PostgresStore::wait_marks_locked(std::unique_lock<std::mutex>& lock, std::uint64_t seq) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (marks_acked_ < seq) {
+        if (std::chrono::steady_clock::now() > until)
+            throw std::runtime_error("the database did not answer within 5 s");
+        if (marks_reading_) { // another run reads the answers for both of us
+            marks_cv_.wait_until(lock, until);
+            continue;
+        }
+        if (!marks_ || !marks_->ok()) throw std::runtime_error("the connection of start marks was lost");
+        marks_reading_ = true;
+        int fd = marks_->socket();
+        lock.unlock();
+        pollfd pfd{fd, POLLIN, 0};
+        ::poll(&pfd, 1, 100);
+        lock.lock();
+        marks_reading_ = false;
+        drain_marks_locked();
+        marks_cv_.notify_all();
+    }
+}
+
+void PostgresStore::drain_marks_locked() {
     if (!marks_) return;
     PGconn* c = marks_->get();
-    while (marks_pending_ > 0) {
-        if (!PQconsumeInput(c)) return;
-        while (!PQisBusy(c)) {
-            PGresult* r = PQgetResult(c);
-            if (!r) continue; // the end of one statement's results
-            auto status = PQresultStatus(r);
-            if (status == PGRES_PIPELINE_SYNC) {
-                --marks_pending_;
-            } else if (status == PGRES_FATAL_ERROR) {
-                log::write(log::Level::warning, "store",
-                           std::string("recording the start of a run failed: ") + PQresultErrorMessage(r));
-            }
-            PQclear(r);
-            if (marks_pending_ == 0) break;
-        }
-        if (!wait || marks_pending_ == 0) return;
-        pollfd pfd{marks_->socket(), POLLIN, 0};
-        if (::poll(&pfd, 1, 1000) <= 0) return;
+    if (!PQconsumeInput(c)) {
+        marks_acked_ = marks_sent_; // lost with the connection: nobody waits for them any more
+        return;
+    }
+    while (marks_acked_ < marks_sent_ && !PQisBusy(c)) {
+        PGresult* r = PQgetResult(c);
+        if (!r) continue; // the end of one statement's results
+        auto status = PQresultStatus(r);
+        if (status == PGRES_PIPELINE_SYNC)
+            ++marks_acked_;
+        else if (status == PGRES_FATAL_ERROR)
+            log::write(log::Level::warning, "store",
+                       std::string("recording the start of a run failed: ") + PQresultErrorMessage(r));
+        PQclear(r);
     }
 }
 
@@ -752,9 +766,16 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     std::vector<std::pair<std::string, std::string>> lost; // (id, type)
     bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
     const std::string held = " AND state IN (2, 5) AND lease_owner = $2";
+    std::vector<std::int64_t> kept, kept_started, kept_finished; // done, and kept (retain_done)
     for (const auto& o : outcomes) {
         if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
             deleted.push_back(static_cast<std::int64_t>(o.id));
+            continue;
+        }
+        if (o.kind == Outcome::Kind::done) {
+            kept.push_back(static_cast<std::int64_t>(o.id));
+            kept_started.push_back(to_ms(o.started));
+            kept_finished.push_back(to_ms(o.at));
             continue;
         }
         auto id = static_cast<std::int64_t>(o.id);
@@ -762,12 +783,6 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
         auto entry = "jsonb_build_array(jsonb_build_object('attempt', attempt + 1, 'at', $3::int8, 'message', "
                      "$4::text))";
         switch (o.kind) {
-        case Outcome::Kind::done:
-            r = writer_->run(q(("UPDATE {s}.jobs SET state = 3, attempt = attempt + 1, started_at = " + ts(3) +
-                                ", finished_at = " + ts(4) + ", lease_owner = NULL WHERE id = $1" + held)
-                                   .c_str()),
-                             pg::Params().add(id).add(options_.owner).add(to_ms(o.started)).add(to_ms(o.at)));
-            break;
         case Outcome::Kind::retry: {
             bool later = o.retry_at > o.at;
             r = writer_->run(q(("UPDATE {s}.jobs SET state = $5::smallint, attempt = attempt + 1, run_at = " + ts(6) +
@@ -811,6 +826,24 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
         }
         if (r.affected() == 0) lost.emplace_back(std::to_string(o.id), o.type);
     }
+    if (!kept.empty()) { // one statement for every finished job that is kept
+        auto r = writer_->run(q("UPDATE {s}.jobs j SET state = 3, attempt = j.attempt + 1, started_at = "
+                                "to_timestamp(u.s::float8 / 1000), finished_at = to_timestamp(u.f::float8 / 1000), "
+                                "lease_owner = NULL FROM unnest($1::int8[], $3::int8[], $4::int8[]) AS u(id, s, f) "
+                                "WHERE j.id = u.id AND j.state IN (2, 5) AND j.lease_owner = $2 RETURNING j.id"),
+                              pg::Params()
+                                  .add(pg::int_array(kept))
+                                  .add(options_.owner)
+                                  .add(pg::int_array(kept_started))
+                                  .add(pg::int_array(kept_finished)));
+        if (r.rows() < static_cast<int>(kept.size())) {
+            std::set<std::int64_t> got;
+            for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
+            for (const auto& o : outcomes)
+                if (o.kind == Outcome::Kind::done && !got.count(static_cast<std::int64_t>(o.id)))
+                    lost.emplace_back(std::to_string(o.id), o.type);
+        }
+    }
     std::vector<std::int64_t> all;
     for (const auto& o : outcomes) all.push_back(static_cast<std::int64_t>(o.id));
     {
@@ -841,8 +874,11 @@ std::optional<TimePoint> PostgresStore::next_due(const std::set<std::string>&, T
 }
 
 void PostgresStore::settle_marks() {
-    std::lock_guard lock(marks_mutex_);
-    drain_marks_locked(true);
+    std::unique_lock lock(marks_mutex_);
+    try {
+        wait_marks_locked(lock, marks_sent_);
+    } catch (const std::exception&) { // already logged by the run that waited
+    }
 }
 
 void PostgresStore::flush() {
@@ -1043,7 +1079,7 @@ void PostgresStore::io_loop() {
     using boost::asio::posix::stream_descriptor;
     auto& io = *io_;
     const std::string channel = options_.schema + "_jobs";
-    std::function<void()> listen, watch_marks, reconnect_later;
+    std::function<void()> listen, reconnect_later;
     reconnect_later = [&] {
         io.listen_socket.reset();
         io.listener.reset();
@@ -1092,40 +1128,9 @@ void PostgresStore::io_loop() {
             listen();
         });
     };
-    watch_marks = [&] {
-        int fd = -1;
-        {
-            std::lock_guard lock(marks_mutex_);
-            drain_marks_locked(false);
-            if (marks_ && marks_->ok()) fd = marks_->socket();
-        }
-        if (fd < 0) {
-            io.retry.expires_after(std::chrono::milliseconds(100));
-            return;
-        }
-        if (!io.marks_socket) io.marks_socket = std::make_unique<stream_descriptor>(io.context, ::dup(fd));
-        io.marks_socket->async_wait(stream_descriptor::wait_read, [&](boost::system::error_code ec) {
-            if (ec) return;
-            watch_marks();
-        });
-    };
     listen();
-    watch_marks();
-    // a slow tick that re-arms the marks watch after a reconnect of that connection
-    boost::asio::steady_timer tick(io.context);
-    std::function<void()> every;
-    every = [&] {
-        tick.expires_after(std::chrono::milliseconds(500));
-        tick.async_wait([&](boost::system::error_code ec) {
-            if (ec) return;
-            if (!io.marks_socket) watch_marks();
-            every();
-        });
-    };
-    every();
     io.context.run();
     io.listen_socket.reset();
-    io.marks_socket.reset();
     io.listener.reset();
 }
 
@@ -1137,10 +1142,7 @@ void PostgresStore::close() {
     }
     if (options_.host) {
         clear_caches();
-        {
-            std::lock_guard lock(marks_mutex_);
-            drain_marks_locked(true); // every start mark is applied before we give jobs back
-        }
+        settle_marks(); // every start mark is applied before we give jobs back
         try {
             submit(Op{[this] {
                           auto now = Clock::now();

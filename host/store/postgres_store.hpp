@@ -7,12 +7,13 @@
 // `FOR UPDATE SKIP LOCKED` over the ready index, best priority first, oldest first within one, so hosts never wait
 // for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
 //
-// Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own (in
-// pipeline mode, asynchronous commit, its statement prepared once) and calls the plugin without waiting for the
-// answer: once the statement is in the server's socket it is applied whether or not this process lives on, so a
-// host that dies in a job is charged exactly the jobs it started. The job's own row stays "held" (state 2): a mark
-// never waits on the job's row lock, and costs no index change on jobs. Only a crash of the database server itself
-// can lose marks (an unlogged table is emptied then): those jobs go back uncharged.
+// Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own (pipeline
+// mode, asynchronous commit, its statement prepared once) and calls the plugin once the server answered: one round
+// trip, shared by runs that start together. (Not waiting was tried: a backend whose client died stops at its next
+// reply and drops the marks it had not applied, so a killed host's last runs went uncharged.) The job's own row
+// stays "held" (state 2): a mark never waits on the job's row lock, and costs no index change on jobs. A host killed
+// between the answer and the plugin call is charged a run that did not start (the safe side, by one). Only a crash
+// of the database server itself loses marks (an unlogged table is emptied then): those jobs go back uncharged.
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
@@ -42,6 +43,7 @@
 #include "store/reserving_store.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -119,10 +121,12 @@ private:
     void prune_locked(TimePoint now);
     void notify();
 
-    // The io thread: LISTEN for enqueues, and read the answers to begin_run's marks.
+    // The io thread: LISTEN for enqueues.
     void io_loop();
-    pg::Connection& reader(); // under reader_mutex_
-    void drain_marks_locked(bool wait);
+    pg::Connection& reader();  // under reader_mutex_
+    void drain_marks_locked(); // reads the answers that arrived
+    // Waits until the start mark numbered `seq` is answered (applied), reading answers or letting another run read.
+    void wait_marks_locked(std::unique_lock<std::mutex>& lock, std::uint64_t seq);
     // Waits until the start marks sent so far are applied.
     void settle_marks();
     JobRecord read_row(const pg::Result& r, int row) const;
@@ -134,9 +138,11 @@ private:
     std::unique_ptr<pg::Connection> writer_; // writer thread (and open)
     std::mutex reader_mutex_;
     std::unique_ptr<pg::Connection> reader_;
-    std::mutex marks_mutex_; // guards marks_, marks_pending_
+    std::mutex marks_mutex_; // guards marks_, marks_sent_, marks_acked_, marks_reading_
+    std::condition_variable marks_cv_;
     std::unique_ptr<pg::Connection> marks_;
-    std::size_t marks_pending_ = 0; // syncs sent whose results are not read yet
+    std::uint64_t marks_sent_ = 0, marks_acked_ = 0; // start marks sent, and answered
+    bool marks_reading_ = false;                     // a run reads the answers (the others wait on marks_cv_)
 
     struct Io;
     std::unique_ptr<Io> io_;

@@ -125,7 +125,7 @@ TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, n
         // what the last hosts said of marks and leases (the killed ones' logs went with them)
         for (const char* what : {"could not record that a run started", "its outcome was not recorded",
                                  "lease was lost", "recording the start of a run failed"})
-            if (contains(h->err(), what)) MESSAGE("a host logged: " << what);
+            if (contains(h->err(), what)) MESSAGE("a host logged: " << std::string(what));
     }
 
     auto runs = read_spans(c.spans);
@@ -178,9 +178,11 @@ TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, n
     CHECK(missing == 0);
     CHECK(overlaps == 0);
     CHECK(undercharged == 0); // every run that started was charged
-    // A run starts when the host calls the plugin; the fixture writes its line microseconds later. A kill in
-    // between charges a run that the file does not show: at most one per job, and rarely.
-    CHECK(overcharged <= static_cast<int>(kills.size()) / 5);
+    // A run is charged once the database has its start mark, which the host waits for (one round trip) before it
+    // calls the plugin, and the fixture writes its line just after. A kill in between charges a run that the file
+    // does not show: at most the host's 2 slots at each kill, each by one. (Charging reservations, the bug this
+    // guards against, overcharges by the hundred.)
+    CHECK(overcharged <= 2 * static_cast<int>(kills.size()));
     CHECK(overcharged_by_more == 0);
     CHECK(static_cast<int>(charged.size()) == kJobs);
     // The README's bound for a host that dies: its running jobs start again elsewhere within 3 s.
