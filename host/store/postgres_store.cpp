@@ -131,6 +131,9 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             store->promote_due(now);
             w.exec("COMMIT");
             store->last_liveness_ = now;
+            store->mark_sql_ = store->q(
+                "INSERT INTO {s}.running (id, owner, attempt) SELECT id, $2, attempt + 1 FROM {s}.jobs WHERE id = "
+                "ANY($1::int8[]) AND state = 2 AND lease_owner = $2");
             store->open_marks();
             store->io_ = std::make_unique<Io>();
             store->io_thread_ = std::thread([s = store.get()] { s->io_loop(); });
@@ -184,10 +187,10 @@ void PostgresStore::lost_lease() {
 }
 
 // A host that stalls inside a transaction (SIGSTOP, a frozen VM) would hold its row locks, and every other host's
-// rescue would wait on them: the server ends such a session after half the lease, which also drops the host's
+// rescue would wait on them: the server ends such a session after the lease, which also drops the host's
 // advisory lock, so the others rescue its jobs. No statement waits on a lock for longer than 10 s.
 void PostgresStore::configure_writer() {
-    auto idle = std::max<std::int64_t>(options_.lease.count() / 2, 500);
+    auto idle = std::max<std::int64_t>(options_.lease.count(), 1000);
     writer_->exec("SET application_name = 'jobhost'; SET lock_timeout = '10s'; SET "
                   "idle_in_transaction_session_timeout = " +
                   std::to_string(idle));
@@ -628,95 +631,45 @@ std::vector<EnqueueOutcome> PostgresStore::enqueue(std::span<const NewJob> jobs)
     return out;
 }
 
-// The connection of start marks: asynchronous commits (a mark must outlive the host, not the server), the statement
-// prepared once (planning it cost more than running it), then pipeline mode, so marks are sent without waiting.
+// The connection of start marks: asynchronous commits (a mark must outlive the host, not the server).
 void PostgresStore::open_marks() {
     marks_ = pg::Connection::open(options_.url);
     marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
-    // read, not locked: a job whose outcome is being committed right now gets a row the sweep removes later
-    pg::Result r(PQprepare(marks_->get(), "mark",
-                           q("INSERT INTO {s}.running (id, owner, attempt) SELECT id, $2, attempt + 1 FROM {s}.jobs "
-                             "WHERE id = ANY($1::int8[]) AND state = 2 AND lease_owner = $2")
-                               .c_str(),
-                           0, nullptr));
-    marks_->check(r);
-    if (PQenterPipelineMode(marks_->get()) != 1 || PQsetnonblocking(marks_->get(), 1) != 0)
-        throw pg::Error("cannot use pipeline mode on the PostgreSQL connection (libpq 14 or newer is needed)", "",
-                        false);
-    marks_acked_ = marks_sent_; // those sent on a lost connection are nobody's to wait for
 }
 
+// Start marks are group-committed: a run adds its ids to the open group and waits; the first to find nobody
+// writing takes the whole group and writes it with one statement (the others wait on marks_cv_), so runs that start
+// together share one round trip, however many slots there are.
 RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
-    if (!marks_ || ids.empty()) return {};
-    std::vector<std::int64_t> v(ids.begin(), ids.end());
+    if (!reserving_ || ids.empty()) return {};
     std::unique_lock lock(marks_mutex_);
-    try {
-        if (!marks_->ok()) open_marks();
-        auto values = pg::Params().add(pg::int_array(v)).add(options_.owner);
-        std::vector<const char*> p{values.values[0]->c_str(), values.values[1]->c_str()};
-        if (!PQsendQueryPrepared(marks_->get(), "mark", 2, p.data(), nullptr, nullptr, 0) ||
-            !PQpipelineSync(marks_->get()))
-            throw marks_->error("cannot send the start of a run: ");
-        auto seq = ++marks_sent_;
-        for (;;) {
-            int f = PQflush(marks_->get());
-            if (f == 0) break;
-            if (f < 0) throw marks_->error("cannot send the start of a run: ");
-            pollfd pfd{marks_->socket(), POLLOUT | POLLIN, 0};
-            ::poll(&pfd, 1, 100);
-            if (pfd.revents & POLLIN) drain_marks_locked();
-        }
-        // The run starts only once its mark is applied: a backend whose client died stops at its next reply, and
-        // drops the marks it had not applied yet. Runs starting together share the wait (pipelined).
-        wait_marks_locked(lock, seq);
-    } catch (const std::exception& e) {
-        log::write(log::Level::warning, "store",
-                   std::string("could not record that a run started (") + e.what() +
-                       "); it runs anyway, and a crash during it would not be charged");
-    }
-    return {};
-}
-
-void PostgresStore::wait_marks_locked(std::unique_lock<std::mutex>& lock, std::uint64_t seq) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (marks_acked_ < seq) {
-        if (std::chrono::steady_clock::now() > until)
-            throw std::runtime_error("the database did not answer within 5 s");
-        if (marks_reading_) { // another run reads the answers for both of us
-            marks_cv_.wait_until(lock, until);
+    mark_queue_.insert(mark_queue_.end(), ids.begin(), ids.end());
+    const std::uint64_t mine = marks_open_;
+    while (marks_done_ <= mine) {
+        if (marking_) {
+            marks_cv_.wait(lock);
             continue;
         }
-        if (!marks_ || !marks_->ok()) throw std::runtime_error("the connection of start marks was lost");
-        marks_reading_ = true;
-        int fd = marks_->socket();
+        marking_ = true;
+        std::vector<std::int64_t> group(mark_queue_.begin(), mark_queue_.end());
+        mark_queue_.clear();
+        const std::uint64_t number = marks_open_++;
         lock.unlock();
-        pollfd pfd{fd, POLLIN, 0};
-        ::poll(&pfd, 1, 100);
+        try {
+            if (!marks_ || !marks_->ok()) open_marks();
+            marks_->run(mark_sql_, pg::Params().add(pg::int_array(group)).add(options_.owner));
+        } catch (const std::exception& e) {
+            marks_.reset(); // reopened by the next group
+            log::write(log::Level::warning, "store",
+                       std::string("could not record that ") + std::to_string(group.size()) + " run(s) started (" +
+                           e.what() + "); they run anyway, and a crash during them would not be charged");
+        }
         lock.lock();
-        marks_reading_ = false;
-        drain_marks_locked();
+        marking_ = false;
+        marks_done_ = number + 1;
         marks_cv_.notify_all();
     }
-}
-
-void PostgresStore::drain_marks_locked() {
-    if (!marks_) return;
-    PGconn* c = marks_->get();
-    if (!PQconsumeInput(c)) {
-        marks_acked_ = marks_sent_; // lost with the connection: nobody waits for them any more
-        return;
-    }
-    while (marks_acked_ < marks_sent_ && !PQisBusy(c)) {
-        PGresult* r = PQgetResult(c);
-        if (!r) continue; // the end of one statement's results
-        auto status = PQresultStatus(r);
-        if (status == PGRES_PIPELINE_SYNC)
-            ++marks_acked_;
-        else if (status == PGRES_FATAL_ERROR)
-            log::write(log::Level::warning, "store",
-                       std::string("recording the start of a run failed: ") + PQresultErrorMessage(r));
-        PQclear(r);
-    }
+    return {};
 }
 
 // Outcomes are written together: each finish() adds to a list that one queued op writes, however many runs
@@ -873,17 +826,8 @@ std::optional<TimePoint> PostgresStore::next_due(const std::set<std::string>&, T
     return std::nullopt; // the writer promotes due jobs itself and wakes the executor
 }
 
-void PostgresStore::settle_marks() {
-    std::unique_lock lock(marks_mutex_);
-    try {
-        wait_marks_locked(lock, marks_sent_);
-    } catch (const std::exception&) { // already logged by the run that waited
-    }
-}
-
 void PostgresStore::flush() {
-    settle_marks();
-    ReservingStore::flush();
+    ReservingStore::flush(); // (a start mark is applied before begin_run returns)
 }
 
 pg::Connection& PostgresStore::reader() {
@@ -1142,7 +1086,6 @@ void PostgresStore::close() {
     }
     if (options_.host) {
         clear_caches();
-        settle_marks(); // every start mark is applied before we give jobs back
         try {
             submit(Op{[this] {
                           auto now = Clock::now();

@@ -7,13 +7,14 @@
 // `FOR UPDATE SKIP LOCKED` over the ready index, best priority first, oldest first within one, so hosts never wait
 // for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
 //
-// Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own (pipeline
-// mode, asynchronous commit, its statement prepared once) and calls the plugin once the server answered: one round
-// trip, shared by runs that start together. (Not waiting was tried: a backend whose client died stops at its next
-// reply and drops the marks it had not applied, so a killed host's last runs went uncharged.) The job's own row
-// stays "held" (state 2): a mark never waits on the job's row lock, and costs no index change on jobs. A host killed
-// between the answer and the plugin call is charged a run that did not start (the safe side, by one). Only a crash
-// of the database server itself loses marks (an unlogged table is emptied then): those jobs go back uncharged.
+// Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own
+// (asynchronous commit, statement prepared once) and calls the plugin once the server answered. Marks are
+// group-committed: runs that start while a group is being written form the next group, one statement and one round
+// trip for all of them. (Not waiting was tried: a backend whose client died stops at its next reply and drops the
+// marks it had not applied, so a killed host's last runs went uncharged.) The job's own row stays "held" (state 2):
+// a mark never waits on the job's row lock, and costs no index change on jobs. A host killed between the answer and
+// the plugin call is charged a run that did not start (the safe side, by one). Only a crash of the database server
+// itself loses marks (an unlogged table is emptied then): those jobs go back uncharged.
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
@@ -123,12 +124,7 @@ private:
 
     // The io thread: LISTEN for enqueues.
     void io_loop();
-    pg::Connection& reader();  // under reader_mutex_
-    void drain_marks_locked(); // reads the answers that arrived
-    // Waits until the start mark numbered `seq` is answered (applied), reading answers or letting another run read.
-    void wait_marks_locked(std::unique_lock<std::mutex>& lock, std::uint64_t seq);
-    // Waits until the start marks sent so far are applied.
-    void settle_marks();
+    pg::Connection& reader(); // under reader_mutex_
     JobRecord read_row(const pg::Result& r, int row) const;
     std::string q(std::string_view sql) const; // the SQL with {s} replaced by the schema
 
@@ -138,11 +134,13 @@ private:
     std::unique_ptr<pg::Connection> writer_; // writer thread (and open)
     std::mutex reader_mutex_;
     std::unique_ptr<pg::Connection> reader_;
-    std::mutex marks_mutex_; // guards marks_, marks_sent_, marks_acked_, marks_reading_
+    std::mutex marks_mutex_; // guards mark_queue_, marks_open_, marks_done_, marking_
     std::condition_variable marks_cv_;
-    std::unique_ptr<pg::Connection> marks_;
-    std::uint64_t marks_sent_ = 0, marks_acked_ = 0; // start marks sent, and answered
-    bool marks_reading_ = false;                     // a run reads the answers (the others wait on marks_cv_)
+    std::unique_ptr<pg::Connection> marks_; // used by the run that writes a group (marking_) only
+    std::string mark_sql_;
+    std::vector<JobId> mark_queue_;                 // ids of the open group
+    std::uint64_t marks_open_ = 0, marks_done_ = 0; // the open group's number; groups written
+    bool marking_ = false;                          // a run is writing a group
 
     struct Io;
     std::unique_ptr<Io> io_;
