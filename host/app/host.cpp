@@ -247,6 +247,7 @@ PluginChanges Host::reload_plugins(std::string_view why) {
         it = files_.erase(it);
     }
     if (!changes.any()) JH_LOG(debug, "plugins") << "plugin folder rescanned (" << why << "): nothing changed";
+    if (!changes.added.empty() || !changes.replaced.empty()) publish_type_defaults();
     return changes;
 }
 

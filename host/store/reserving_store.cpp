@@ -4,6 +4,7 @@
 #include "store/priority_levels.hpp"
 
 #include <algorithm>
+#include <random>
 #include <tuple>
 
 namespace jobhost::store {
@@ -51,6 +52,8 @@ void ReservingStore::poke_writer() {
 void ReservingStore::writer_loop() {
     std::deque<Op> keep;                  // ops to retry after a lost connection
     std::chrono::milliseconds backoff{0}; // before retrying them
+    std::minstd_rand rng{std::random_device{}()};
+    bool stopping = false;
     for (;;) {
         std::deque<Op> batch;
         {
@@ -58,6 +61,7 @@ void ReservingStore::writer_loop() {
             auto wait = keep.empty() ? idle_wait() : backoff;
             queue_cv_.wait_for(lock, wait, [&] { return stopping_ || poked_ || (!queue_.empty() && keep.empty()); });
             if (stopping_ && queue_.empty() && keep.empty()) break;
+            stopping = stopping_;
             poked_ = false;
             batch.swap(keep);
             for (auto& op : queue_) batch.push_back(std::move(op));
@@ -65,7 +69,7 @@ void ReservingStore::writer_loop() {
         }
         run_batch(batch, keep);
         if (!keep.empty()) {
-            if (stopping_) { // nobody will retry them: fail what waits, drop the rest (the next host recovers them)
+            if (stopping) { // nobody will retry them: fail what waits, drop the rest (the next host recovers them)
                 for (auto& op : keep) {
                     if (op.after_failure) op.after_failure();
                     if (op.done)
@@ -74,7 +78,9 @@ void ReservingStore::writer_loop() {
                 keep.clear();
                 continue;
             }
+            // back-off with jitter, so that hosts that lost the database together do not come back in step
             backoff = std::clamp(backoff * 2, std::chrono::milliseconds(50), std::chrono::milliseconds(2000));
+            backoff += std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 50)(rng));
         } else {
             backoff = std::chrono::milliseconds(0);
         }
