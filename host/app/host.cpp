@@ -19,18 +19,26 @@
 
 namespace jobhost::app {
 
+namespace {
+// The PostgreSQL URL: [store] url, else the variable [store] url_env names; empty when neither is set.
+std::string postgres_url(const config::StoreSection& store) {
+    if (!store.url.empty()) return store.url;
+    const char* env = std::getenv(store.url_env.c_str());
+    return env ? env : "";
+}
+std::string postgres_url_missing(const config::StoreSection& store) {
+    return "[store] kind = \"postgres\" needs a database: set " + store.url_env +
+           " (named by [store] url_env) to its URL, e.g. postgresql://jobhost@db.example/jobs, or set [store] url";
+}
+} // namespace
+
 core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config& config, bool host, bool create) {
     if (config.store.kind == config::StoreSection::Kind::memory)
         return std::unique_ptr<store::JobStore>(std::make_unique<store::MemoryStore>());
     if (config.store.kind == config::StoreSection::Kind::postgres) {
         store::PostgresOptions po;
-        po.url = config.store.url;
-        if (po.url.empty())
-            if (const char* env = std::getenv(config.store.url_env.c_str())) po.url = env;
-        if (po.url.empty())
-            return core::Error{"[store] kind = \"postgres\" needs a database: set " + config.store.url_env +
-                               " (named by [store] url_env) to its URL, e.g. postgresql://jobhost@db.example/jobs, "
-                               "or set [store] url"};
+        po.url = postgres_url(config.store);
+        if (po.url.empty()) return core::Error{postgres_url_missing(config.store)};
         po.schema = config.store.schema;
         po.host = host;
         po.lease = config.store.lease;
@@ -58,12 +66,8 @@ core::Expected<std::unique_ptr<store::JobStore>> open_store(const config::Config
 std::string describe_store(const config::StoreSection& store) {
     switch (store.kind) {
     case config::StoreSection::Kind::memory: return "in memory";
-    case config::StoreSection::Kind::postgres: {
-        std::string url = store.url;
-        if (url.empty())
-            if (const char* env = std::getenv(store.url_env.c_str())) url = env;
-        return "PostgreSQL " + store::pg::redact(url) + " (schema " + store.schema + ")";
-    }
+    case config::StoreSection::Kind::postgres:
+        return "PostgreSQL " + store::pg::redact(postgres_url(store)) + " (schema " + store.schema + ")";
     case config::StoreSection::Kind::sqlite: break;
     }
     return store.path.string();
@@ -81,6 +85,8 @@ std::vector<std::string> preflight(const config::Config& config) {
     if (config.http.enabled) {
         if (auto token = http::load_token(config.http); !token) out.push_back(token.error().message);
     }
+    if (config.store.kind == config::StoreSection::Kind::postgres && postgres_url(config.store).empty())
+        out.push_back(postgres_url_missing(config.store));
     if (config.store.kind == config::StoreSection::Kind::sqlite) {
         const auto& path = config.store.path;
         if (fs::exists(path, ec)) {

@@ -223,6 +223,8 @@ TEST_CASE("jobhost check refuses what jobhost run refuses, and neither creates a
         {"store that cannot be created", "[store]\npath = \"plugins/fx_good.so/jobs.db\"\n",
          "cannot create the store " + (dir.path() / "plugins/fx_good.so/jobs.db").string()},
         {"missing plugin folder", "[host]\nplugin_dir = \"no-such-folder\"\n", "no-such-folder does not exist"},
+        {"postgres without a database", "[store]\nkind = \"postgres\"\nurl_env = \"JOBHOST_NO_SUCH_URL\"\n",
+         "[store] kind = \"postgres\" needs a database: set JOBHOST_NO_SUCH_URL"},
     };
     for (const auto& c : cases) {
         CAPTURE(c.name);
