@@ -88,7 +88,8 @@ TEST_CASE("when one of two hosts dies, the other runs its jobs within 2 s, charg
                 ++n;
         return n;
     };
-    for (int i = 0; i < 2; ++i) REQUIRE(s.cli({"enqueue", "fx.slow", "--payload", "{\"ms\":3000}"}).exit_code == 0);
+    // long enough to outlast the command-line calls below (about half a second each under sanitizers)
+    for (int i = 0; i < 2; ++i) REQUIRE(s.cli({"enqueue", "fx.slow", "--payload", "{\"ms\":8000}"}).exit_code == 0);
     auto until = std::chrono::steady_clock::now() + 15s; // slow under sanitizers on a loaded machine
     while (running_on(a) + running_on(b) < 2 && std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(20ms);
