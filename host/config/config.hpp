@@ -54,7 +54,7 @@ struct StoreSection {
     std::string url;
     std::string url_env = "JOBHOST_DATABASE_URL";
     std::string schema = "jobhost";
-    bool full_sync = false;                        // synchronous = "full"
+    bool full_sync = false; // synchronous = "full"
     std::int64_t retain_done = 0;
     core::Duration retain_done_for{0};
     std::int64_t retain_dead = 100'000;
