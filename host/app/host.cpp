@@ -84,6 +84,7 @@ std::vector<std::string> preflight(const config::Config& config) {
                       "; create it, or set [host] plugin_dir (or --plugin-dir)");
     if (config.http.enabled) {
         if (auto token = http::load_token(config.http); !token) out.push_back(token.error().message);
+        if (auto token = http::load_read_token(config.http); !token) out.push_back(token.error().message);
     }
     if (config.store.kind == config::StoreSection::Kind::postgres && postgres_url(config.store).empty())
         out.push_back(postgres_url_missing(config.store));
@@ -350,6 +351,7 @@ std::optional<core::Error> Host::open() {
         eo.workers = static_cast<std::size_t>(config_.host.workers);
         eo.stuck_grace = config_.host.stuck_grace;
         eo.aging = config_.host.aging;
+        eo.max_result = static_cast<std::size_t>(config_.store.max_result);
     }
     if (!eo.observer) eo.observer = monitor_.get();
     executor_ = std::make_unique<executor::Executor>(io_, registry_, *store_, eo);
@@ -365,12 +367,16 @@ std::optional<core::Error> Host::open() {
                        store::Clock::now(),
                        options_.plugins_skipped,
                        {},
+                       {},
                        &stopping_,
                        [this] { return reload_plugins("POST /api/v1/plugins/reload"); }});
     if (options_.http && config_.http.enabled) {
         auto token = http::load_token(config_.http);
         if (!token) return token.error();
         services_->token = *token;
+        auto read_token = http::load_read_token(config_.http);
+        if (!read_token) return read_token.error();
+        services_->read_token = *read_token;
         server_ = std::make_unique<http::Server>(io_, *services_, config_.http);
         auto ep = server_->start();
         if (!ep) return ep.error();

@@ -80,7 +80,9 @@ void print_job(const store::JobRecord& j) {
     if (j.dead_reason != store::DeadReason::none)
         std::cout << "  stopped      " << store::dead_reason_name(j.dead_reason) << "\n";
     std::cout << "  priority     " << registry::priority_name(j.priority) << "\n";
-    std::cout << "  attempt      " << j.attempt << " of " << j.max_attempts << "\n";
+    std::cout << "  attempt      " << j.attempt << " of " << j.max_attempts;
+    if (j.attempts_before) std::cout << " (" << j.attempts_before << " before its retry from the dead-letter queue)";
+    std::cout << "\n";
     if (!j.unique_key.empty()) std::cout << "  unique key   " << j.unique_key << "\n";
     std::cout << "  created      " << iso(j.created_at) << "\n";
     std::cout << "  run at       " << iso(j.run_at) << "\n";
@@ -88,6 +90,14 @@ void print_job(const store::JobRecord& j) {
     std::cout << "  finished     " << iso(j.finished_at) << "\n";
     if (!j.lease_owner.empty()) std::cout << "  held by      " << j.lease_owner << "\n";
     std::cout << "  payload      " << j.payload << "\n";
+    if (j.progress)
+        std::cout << "  progress     " << j.progress->percent << "%" << (j.progress->message.empty() ? "" : " ")
+                  << j.progress->message << " (at " << iso(j.progress->at) << ")\n";
+    if (j.result) {
+        std::cout << "  result       " << (j.result->message.empty() ? "(no message)" : j.result->message) << "\n";
+        if (!j.result->output.empty()) std::cout << "  output       " << j.result->output << "\n";
+        if (!j.result->note.empty()) std::cout << "  note         " << j.result->note << "\n";
+    }
     std::cout << "  errors       " << j.errors.size() << "\n";
     for (const auto& e : j.errors)
         std::cout << "    attempt " << e.attempt << " at " << iso(e.at) << ": " << e.message << "\n";

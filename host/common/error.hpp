@@ -8,8 +8,20 @@
 
 namespace jobhost::core {
 
+// What kind of failure an Error is, for callers that answer differently by kind (HTTP status codes, exit codes):
+// never read it from the message's text.
+enum class Code {
+    failed,        // anything else (an I/O error, a broken file): the caller's fault is not established
+    invalid,       // the input is malformed or out of bounds
+    not_found,     // what was named does not exist
+    conflict,      // it exists already, or is held by something else
+    unprocessable, // well-formed, but cannot be acted on now (a disabled or unusable job type)
+    unavailable,   // try again later: the host is shutting down, the database does not answer
+};
+
 struct Error {
     std::string message;
+    Code code = Code::failed;
 };
 
 // Either a T or an Error. Access the value only after checking ok().

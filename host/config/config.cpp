@@ -291,8 +291,8 @@ void parse_log(Validator& v, const toml::table& t, LogSection& log) {
 
 void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
     v.known_keys(t, "store",
-                 {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead", "lease", "url",
-                  "url_env", "schema"});
+                 {"kind", "path", "synchronous", "retain_done", "retain_done_for", "retain_dead", "max_result", "lease",
+                  "url", "url_env", "schema"});
     if (auto n = t.get("kind"))
         if (auto s = v.string(*n, "kind")) {
             if (*s == "sqlite")
@@ -345,6 +345,8 @@ void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
         if (auto d = v.duration(*n, "retain_done_for")) store.retain_done_for = *d;
     if (auto n = t.get("retain_dead"))
         if (auto i = v.integer(*n, "retain_dead", 1, 1'000'000'000)) store.retain_dead = *i;
+    if (auto n = t.get("max_result"))
+        if (auto i = v.integer(*n, "max_result", 0, 16 << 20)) store.max_result = *i;
     if (auto n = t.get("lease"))
         if (auto d = v.duration(*n, "lease")) {
             if (*d < core::Duration(1000))
@@ -355,9 +357,9 @@ void parse_store(Validator& v, const toml::table& t, StoreSection& store) {
 }
 
 void parse_http(Validator& v, const toml::table& t, HttpSection& http) {
-    v.known_keys(
-        t, "http",
-        {"enabled", "listen", "token_file", "token_env", "max_body", "max_header", "max_connections", "idle_timeout"});
+    v.known_keys(t, "http",
+                 {"enabled", "listen", "token_file", "token_env", "max_body", "max_header", "max_connections",
+                  "idle_timeout", "header_timeout", "threads", "read_token_file", "read_token_env"});
     if (auto n = t.get("enabled"))
         if (auto b = v.boolean(*n, "enabled")) http.enabled = *b;
     if (auto n = t.get("listen"))
@@ -383,6 +385,14 @@ void parse_http(Validator& v, const toml::table& t, HttpSection& http) {
         if (auto i = v.integer(*n, "max_connections", 1, 100000)) http.max_connections = *i;
     if (auto n = t.get("idle_timeout"))
         if (auto d = v.duration(*n, "idle_timeout")) http.idle_timeout = *d;
+    if (auto n = t.get("header_timeout"))
+        if (auto d = v.duration(*n, "header_timeout")) http.header_timeout = *d;
+    if (auto n = t.get("threads"))
+        if (auto i = v.integer(*n, "threads", 1, 64)) http.threads = *i;
+    if (auto n = t.get("read_token_file"))
+        if (auto s = v.string(*n, "read_token_file")) http.read_token_file = v.path(*s);
+    if (auto n = t.get("read_token_env"))
+        if (auto s = v.string(*n, "read_token_env")) http.read_token_env = *s;
 }
 
 void parse_monitor(Validator& v, const toml::table& t, MonitorSection& m) {

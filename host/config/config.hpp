@@ -58,6 +58,7 @@ struct StoreSection {
     std::int64_t retain_done = 0;
     core::Duration retain_done_for{0};
     std::int64_t retain_dead = 100'000;
+    std::int64_t max_result = 65'536; // bytes of a run's result message, and of its JSON output, kept with the job
     // How long a host's hold on a job lasts without renewal (renewed every third of it while the host lives): after
     // it, a host that stalled (SIGSTOP, a frozen VM) loses its jobs to the others. A host that died is noticed by
     // its lock within a second, whatever the lease.
@@ -69,10 +70,15 @@ struct HttpSection {
     std::string listen = "127.0.0.1:8080";           // host:port; port 0 picks a free one (logged)
     std::optional<std::filesystem::path> token_file; // bearer token for mutating endpoints, read from this file
     std::string token_env = "JOBHOST_HTTP_TOKEN";    // ... or from this environment variable
-    std::int64_t max_body = 65'536;
+    std::int64_t max_body = 4 << 20;                 // a batch of 1,000 jobs with small payloads fits well inside
     std::int64_t max_header = 8'192;
-    std::int64_t max_connections = 64;
-    core::Duration idle_timeout{10'000}; // a connection silent this long is closed (slow clients included)
+    std::int64_t max_connections = 64;   // when full, the connection that has waited longest for its headers makes room
+    core::Duration idle_timeout{10'000}; // a connection silent this long between requests is closed
+    core::Duration header_timeout{5'000}; // a request's headers must arrive within this, however slowly they trickle
+    std::int64_t threads = 2;             // I/O threads serving HTTP (the host's own thread keeps the schedules)
+    // Reads (the API's GETs, the dashboard's data) need this token too when set; payloads may hold secrets.
+    std::optional<std::filesystem::path> read_token_file;
+    std::string read_token_env = "JOBHOST_HTTP_READ_TOKEN";
 };
 
 struct MonitorSection {

@@ -132,6 +132,35 @@ std::string_view event_kind_name(JobEventKind k) {
 
 namespace {
 
+// The longest prefix of `s` of at most `limit` bytes that does not cut a UTF-8 sequence.
+std::string_view utf8_prefix(std::string_view s, std::size_t limit) {
+    if (s.size() <= limit) return s;
+    std::size_t n = limit;
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+    return s.substr(0, n);
+}
+
+// What a successful run returned, bounded by max_result; nullopt when it returned nothing.
+std::optional<store::JobResult> bounded_result(const std::string& message, const std::string& output,
+                                               std::size_t limit) {
+    if (message.empty() && output.empty()) return std::nullopt;
+    store::JobResult r;
+    r.message = std::string(utf8_prefix(message, limit));
+    if (r.message.size() < message.size())
+        r.note = "the message was cut to " + std::to_string(r.message.size()) + " of its " +
+                 std::to_string(message.size()) + " bytes ([store] max_result = " + std::to_string(limit) + ")";
+    if (output.size() <= limit) {
+        r.output = output;
+    } else {
+        if (!r.note.empty()) r.note += "; ";
+        r.note += "the output (" + std::to_string(output.size()) +
+                  " bytes) was not kept: it is larger than [store] "
+                  "max_result = " +
+                  std::to_string(limit) + " bytes";
+    }
+    return r;
+}
+
 double uniform(double lo, double hi) {
     thread_local std::mt19937_64 rng{std::random_device{}()};
     return std::uniform_real_distribution<double>(lo, hi)(rng);
@@ -149,10 +178,10 @@ public:
     RunningJob(RunContext& run, JobRecord& job) : run_(run), job_(job), id_text_(std::to_string(job.id)) {}
     void log(std::int32_t level, std::string_view message) override;
     bool cancelled() override;
-    void progress(std::int32_t percent, std::string_view message) override {
-        log::write(log::Level::debug, "job", "progress " + std::to_string(percent) + "% " + std::string(message),
-                   job_.type, id_text_);
-    }
+    // Kept in the store at most once a second per job (the first report, and 100 %, at once); a report held back
+    // is written when the run ends (flush_progress), so the store ends with the latest one.
+    void progress(std::int32_t percent, std::string_view message) override;
+    void flush_progress();
     jh_status enqueue(std::string_view type, std::string_view payload, const jh_enqueue_options* options,
                       std::string& id, std::string& error) override;
     void set_result(jh_status status, std::uint32_t flags, std::string_view message, std::string_view output) override {
@@ -167,6 +196,8 @@ public:
     const std::string& id_text() const { return id_text_; }
 
     bool has_result = false;
+    std::optional<store::Progress> pending_progress;
+    std::chrono::steady_clock::time_point progress_written{};
     jh_status status = JH_FAILED;
     std::uint32_t flags = 0;
     std::string message;
@@ -197,6 +228,29 @@ public:
 void RunningJob::log(std::int32_t level, std::string_view message) {
     log::write(static_cast<log::Level>(std::clamp<std::int32_t>(level, JH_LOG_TRACE, JH_LOG_ERROR)), "job", message,
                job_.type, id_text_);
+}
+
+void RunningJob::progress(std::int32_t percent, std::string_view message) {
+    log::write(log::Level::debug, "job", "progress " + std::to_string(percent) + "% " + std::string(message), job_.type,
+               id_text_);
+    constexpr std::size_t kMaxMessage = 1024;
+    store::Progress p{std::clamp<std::int32_t>(percent, 0, 100), std::string(utf8_prefix(message, kMaxMessage)),
+                      Clock::now()};
+    auto now = std::chrono::steady_clock::now();
+    bool first = progress_written == std::chrono::steady_clock::time_point{};
+    if (first || p.percent == 100 || now - progress_written >= std::chrono::seconds(1)) {
+        progress_written = now;
+        pending_progress.reset();
+        run_.ex.store_.progress(job_.id, p);
+    } else {
+        pending_progress = std::move(p);
+    }
+}
+
+void RunningJob::flush_progress() {
+    if (!pending_progress) return;
+    run_.ex.store_.progress(job_.id, *pending_progress);
+    pending_progress.reset();
 }
 
 bool RunningJob::cancelled() {
@@ -357,23 +411,28 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         Lane* ln = lanes[i];
         if (!ln) {
             result.error = "unknown job type '" + request.type + "'; nothing was queued (see 'jobhost plugins')";
+            result.code = core::Code::not_found;
             continue;
         }
         if (!accepting && !request.from_job) {
             result.error = "the host is shutting down; nothing was queued";
+            result.code = core::Code::unavailable;
             continue;
         }
         if (!unusable[i].empty()) {
             result.error = "job type '" + request.type + "' is unusable (" + unusable[i] + "); nothing was queued";
+            result.code = core::Code::unprocessable;
             continue;
         }
         if (!settings[i]->enabled) {
             result.error = "job type '" + request.type + "' is disabled (enabled = false); nothing was queued";
+            result.code = core::Code::unprocessable;
             continue;
         }
         if (request.payload != "null") {
             if (auto why = payload_error(request.payload)) {
                 result.error = "the payload is not valid JSON (" + *why + "); nothing was queued";
+                result.code = core::Code::invalid;
                 ++refused_payloads;
                 continue;
             }
@@ -400,6 +459,7 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         for (std::size_t i : index) {
             results[i].unavailable = true;
             results[i].error = e.what();
+            results[i].code = core::Code::unavailable;
         }
         return results;
     }
@@ -415,12 +475,14 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         if (out[k].tick_taken) {
             result.tick_taken = true;
             result.error = "this tick of the schedule was queued already";
+            result.code = core::Code::conflict;
             continue;
         }
         if (!out[k].created && requests[i].from_schedule) {
             result.duplicate = true;
             result.error = "the previous run from the schedule is still pending or running (job " +
                            std::to_string(result.id) + "); tick coalesced";
+            result.code = core::Code::conflict;
             ln->m.coalesced.fetch_add(1, std::memory_order_relaxed);
             emit(JobEventKind::coalesced, ln->type, 0);
             continue;
@@ -429,6 +491,7 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
             result.duplicate = true;
             result.error = "a job of type '" + requests[i].type + "' with unique key '" + requests[i].unique_key +
                            "' is already pending or running: job " + std::to_string(result.id) + "; nothing was queued";
+            result.code = core::Code::conflict;
             ln->m.refused.fetch_add(1, std::memory_order_relaxed);
             continue;
         }
@@ -697,6 +760,7 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
     TypeMetrics d; // deltas
     bool retry_scheduled = false;
     for (auto& h : handles) {
+        h.flush_progress(); // before the outcome, so that the store ends with the latest report
         JobRecord& job = h.job();
         auto decision = decide_outcome({h.has_result, h.status, h.flags, h.message}, job.attempt, job.max_attempts,
                                        timed_out, cancelled_by_shutdown, settings, uniform);
@@ -705,7 +769,15 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
         if (decision.kind == Decision::Kind::succeeded) {
             d.succeeded += 1;
             emit(JobEventKind::succeeded, job.type, job.id, job.attempt, ran);
-            outcomes.push_back({job.id, job.type, Outcome::Kind::done, now, {}, {}, store::DeadReason::none, started});
+            outcomes.push_back({job.id,
+                                job.type,
+                                Outcome::Kind::done,
+                                now,
+                                {},
+                                {},
+                                store::DeadReason::none,
+                                started,
+                                bounded_result(h.message, h.output, options_.max_result)});
             continue;
         }
         d.failed += 1;

@@ -31,6 +31,7 @@
 // Retries, delayed jobs and runner back-off are woken by timers on the io_context.
 #pragma once
 
+#include "common/error.hpp"
 #include "executor/metrics.hpp"
 #include "executor/observer.hpp"
 #include "registry/registry.hpp"
@@ -65,6 +66,7 @@ struct ExecutorOptions {
     Duration lease{30'000};      // lease length asked of the store (an engine may keep its own); renewed while it runs
     std::string owner = "jobhost";
     ExecutorObserver* observer = nullptr; // told about every job event; must outlive the executor
+    std::size_t max_result = 65'536;      // bytes of a run's result message and of its output kept ([store] max_result)
 };
 
 struct EnqueueRequest {
@@ -86,6 +88,7 @@ struct EnqueueResult {
     bool tick_taken = false;  // a schedule's tick was queued already, by this host or another one
     bool unavailable = false; // the store could not take it now (a database that is down): try again later
     std::string error;        // why nothing was queued
+    core::Code code = core::Code::failed; // the kind of `error`
 };
 
 class RunContext;

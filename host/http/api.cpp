@@ -1,5 +1,7 @@
 #include "http/api.hpp"
 
+#include "http/dashboard.hpp"
+#include "log/log.hpp"
 #include "store/job_json.hpp"
 
 #include <boost/json.hpp>
@@ -156,6 +158,9 @@ json::object type_json(Services& sv, const std::string& type, const std::map<std
     if (t) {
         o["generation"] = t->generation; // 1 at start, +1 for each version loaded while running
         o["loaded_at"] = store::iso(t->loaded_at);
+        json::object from; // where each setting came from: the plugin, or a config line
+        for (const auto& [field, where] : t->provenance.fields) from[field] = where;
+        o["provenance"] = std::move(from);
         if (t->task) o["isolation"] = std::string(runner::isolation_name(t->task->isolation()));
         if (t->task && t->task->isolation() == runner::Isolation::process)
             o["workers"] = json::object{{"started", t->task->workers_started()}, {"lost", t->task->workers_lost()}};
@@ -215,80 +220,169 @@ Response readyz(Services& sv) {
     return json_response(503, json::object{{"ready", false}, {"reasons", reasons}});
 }
 
-Response enqueue(Services& sv, const Request& req) {
-    json::error_code ec;
-    auto body = json::parse(req.body, ec);
-    if (ec || !body.is_object())
-        return error(400, "the body must be a JSON object such as {\"type\": \"shell\", \"payload\": {...}}");
-    const auto& o = body.as_object();
-    for (const auto& [k, v] : o)
+// One job of an enqueue request, checked as the executor would take it; an error names the field.
+std::optional<std::string> parse_enqueue(const json::value& v, executor::EnqueueRequest& r) {
+    if (!v.is_object()) return "a job must be a JSON object such as {\"type\": \"shell\", \"payload\": {...}}";
+    const auto& o = v.as_object();
+    for (const auto& [k, x] : o)
         if (k != "type" && k != "payload" && k != "priority" && k != "delay" && k != "unique_key")
-            return error(400,
-                         "unknown field '" + std::string(k) + "'; known: type, payload, priority, delay, unique_key");
+            return "unknown field '" + std::string(k) + "'; known: type, payload, priority, delay, unique_key";
     auto* type = o.if_contains("type");
-    if (!type || !type->is_string()) return error(400, "'type' (a string) is required");
-    executor::EnqueueRequest r;
+    if (!type || !type->is_string()) return "'type' (a string) is required";
     r.type = std::string(type->as_string());
     if (auto* p = o.if_contains("payload")) r.payload = json::serialize(*p);
     if (auto* p = o.if_contains("priority")) {
         if (!p->is_string() || !registry::parse_priority(p->as_string()))
-            return error(400, "'priority' must be low, normal, medium, high or critical");
+            return "'priority' must be low, normal, medium, high or critical";
         r.priority = registry::parse_priority(p->as_string());
     }
     if (auto* d = o.if_contains("delay")) {
-        auto parsed = d->is_string() ? core::parse_duration(d->as_string()) : std::nullopt;
-        if (!parsed)
-            return error(400, "'delay' " + (d->is_string() ? *core::duration_error(d->as_string())
-                                                           : std::string("must be a duration string such as \"30s\"")));
+        // A string duration, or whole seconds as everywhere else in jobhost.
+        std::string text;
+        if (d->is_string())
+            text = std::string(d->as_string());
+        else if (d->is_int64())
+            text = std::to_string(d->as_int64());
+        else if (d->is_uint64())
+            text = std::to_string(d->as_uint64());
+        else
+            return "'delay' must be a duration string such as \"30s\" or a whole number of seconds";
+        auto parsed = core::parse_duration(text);
+        if (!parsed) return "'delay' " + *core::duration_error(text);
         r.delay = *parsed;
     }
     if (auto* u = o.if_contains("unique_key")) {
-        if (!u->is_string()) return error(400, "'unique_key' must be a string");
+        if (!u->is_string()) return "'unique_key' must be a string";
         r.unique_key = std::string(u->as_string());
     }
-    if (!sv.registry.find(r.type)) return error(404, "unknown job type '" + r.type + "'");
-    auto result = sv.executor.enqueue(r);
+    return std::nullopt;
+}
+
+Response enqueue_result(const executor::EnqueueResult& result) {
     if (result.duplicate) return json_response(409, json::object{{"error", result.error}, {"id", result.id}});
-    if (!result.ok)
-        return error(result.unavailable || result.error.find("shutting down") != std::string::npos ? 503 : 422,
-                     result.error);
+    if (!result.ok) return error(status_for(result.code), result.error);
     return json_response(201, json::object{{"id", result.id}});
 }
 
+// POST /api/v1/jobs: one job (a JSON object), or many (a JSON array, or NDJSON with Content-Type
+// application/x-ndjson: one object per line). A batch is all or nothing: when any job is invalid, nothing is queued
+// and each invalid job is named by its index. A job whose unique key is held is reported, and the others are queued.
+Response enqueue(Services& sv, const Request& req) {
+    bool ndjson =
+        req.content_type.rfind("application/x-ndjson", 0) == 0 || req.content_type.rfind("application/jsonl", 0) == 0;
+    std::vector<json::value> items;
+    bool batch = ndjson;
+    if (ndjson) {
+        std::string_view rest(req.body);
+        for (std::size_t line = 1; !rest.empty(); ++line) {
+            auto nl = rest.find('\n');
+            auto text = rest.substr(0, nl);
+            rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+            if (text.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+            json::error_code ec;
+            auto v = json::parse(text, ec);
+            if (ec)
+                return error(400, "line " + std::to_string(line) + " is not JSON (" + ec.message() +
+                                      "); nothing was queued");
+            items.push_back(std::move(v));
+        }
+    } else {
+        json::error_code ec;
+        auto body = json::parse(req.body, ec);
+        if (ec)
+            return error(400, "the body is not JSON (" + ec.message() +
+                                  "); send {\"type\": \"...\", \"payload\": {...}} or an array of such objects");
+        if (body.is_array()) {
+            batch = true;
+            for (auto& v : body.as_array()) items.push_back(std::move(v));
+        } else {
+            items.push_back(std::move(body));
+        }
+    }
+    if (!batch) {
+        executor::EnqueueRequest r;
+        if (auto why = parse_enqueue(items.front(), r)) return error(400, *why);
+        return enqueue_result(sv.executor.enqueue(r));
+    }
+    if (items.empty()) return error(400, "the batch is empty; nothing was queued");
+    std::vector<executor::EnqueueRequest> requests(items.size());
+    json::array errors;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        auto why = parse_enqueue(items[i], requests[i]);
+        if (!why) {
+            auto settings = sv.executor.settings(requests[i].type);
+            if (!settings)
+                why = "unknown job type '" + requests[i].type + "'";
+            else if (!settings->enabled)
+                why = "job type '" + requests[i].type + "' is disabled (enabled = false)";
+        }
+        if (why && errors.size() < 100)
+            errors.push_back(json::object{{"index", i}, {"error", *why}});
+        else if (why)
+            errors.push_back(json::object{{"index", i}});
+    }
+    if (!errors.empty()) {
+        auto r = json_response(
+            400, json::object{{"error", std::to_string(errors.size()) + " of " + std::to_string(items.size()) +
+                                            " jobs are invalid; nothing was queued"},
+                              {"errors", std::move(errors)}});
+        return r;
+    }
+    auto results = sv.executor.enqueue(requests);
+    json::array ids, duplicates, failed;
+    std::size_t queued = 0;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        const auto& res = results[i];
+        if (res.ok) {
+            ++queued;
+            ids.push_back(res.id);
+        } else if (res.duplicate) {
+            ids.push_back(nullptr);
+            duplicates.push_back(json::object{{"index", i}, {"id", res.id}, {"error", res.error}});
+        } else {
+            if (res.unavailable || res.code == core::Code::unavailable) return error(503, res.error);
+            ids.push_back(nullptr);
+            failed.push_back(json::object{{"index", i}, {"error", res.error}});
+        }
+    }
+    json::object o{{"queued", queued}, {"ids", std::move(ids)}};
+    if (!duplicates.empty()) o["duplicates"] = std::move(duplicates);
+    if (!failed.empty()) o["errors"] = std::move(failed);
+    return json_response(queued > 0 ? 201 : 409, o);
+}
+
 // ids from {"ids": [..]} or every dead letter (of "type") with {"all": true}
-std::optional<std::vector<store::JobId>> dead_ids(Services& sv, const std::string& body, std::string& why) {
+core::Expected<std::vector<store::JobId>> dead_ids(Services& sv, const std::string& body) {
     json::error_code ec;
     auto v = json::parse(body, ec);
-    if (ec || !v.is_object()) {
-        why = "the body must be {\"ids\": [1, 2]} or {\"all\": true, \"type\": \"...\"}";
-        return std::nullopt;
-    }
+    if (ec || !v.is_object())
+        return core::Error{"the body must be {\"ids\": [1, 2]} or {\"all\": true, \"type\": \"...\"}",
+                           core::Code::invalid};
     const auto& o = v.as_object();
     std::vector<store::JobId> ids;
     if (auto* all = o.if_contains("all"); all && all->is_bool() && all->as_bool()) {
         std::optional<std::string> type;
-        if (auto* t = o.if_contains("type"); t && t->is_string()) type = std::string(t->as_string());
+        if (auto* t = o.if_contains("type")) {
+            if (!t->is_string()) return core::Error{"'type' must be a string", core::Code::invalid};
+            type = std::string(t->as_string());
+        }
         for (const auto& j : sv.store.dead_letters({type, std::numeric_limits<std::size_t>::max()}))
             ids.push_back(j.id);
         return ids;
     }
     auto* list = o.if_contains("ids");
-    if (!list || !list->is_array() || list->as_array().empty()) {
-        why = "give \"ids\": [..] or \"all\": true";
-        return std::nullopt;
-    }
+    if (!list || !list->is_array() || list->as_array().empty())
+        return core::Error{"give \"ids\": [..] or \"all\": true", core::Code::invalid};
     for (const auto& x : list->as_array()) {
-        if (!x.is_int64() && !x.is_uint64()) {
-            why = "ids must be whole numbers";
-            return std::nullopt;
-        }
-        auto id = static_cast<store::JobId>(x.to_number<std::uint64_t>());
-        auto j = sv.store.get(id);
-        if (!j || j->state != store::JobState::dead) {
-            why = "no dead letter " + std::to_string(id);
-            return std::nullopt;
-        }
-        ids.push_back(id);
+        std::optional<store::JobId> id;
+        if (x.is_int64() && x.as_int64() > 0) id = static_cast<store::JobId>(x.as_int64());
+        if (x.is_uint64() && x.as_uint64() > 0) id = static_cast<store::JobId>(x.as_uint64());
+        if (!id)
+            return core::Error{"ids must be positive whole numbers, got " + json::serialize(x), core::Code::invalid};
+        auto j = sv.store.get(*id);
+        if (!j || j->state != store::JobState::dead)
+            return core::Error{"no dead letter " + std::to_string(*id), core::Code::not_found};
+        ids.push_back(*id);
     }
     return ids;
 }
@@ -343,7 +437,25 @@ Response route(const Request& req, Services& sv) {
                                                {"refused", list(c.refused)}});
     }
     if (what == "alerts" && n == 3) return get ? json_response(200, alerts_json(sv)) : not_allowed("GET");
-    if (what == "types" && (n == 3 || n == 4)) {
+    if (what == "types" && (n == 3 || n == 4 || n == 5)) {
+        if (n == 5 && (parts[4] == "enable" || parts[4] == "disable" || parts[4] == "run")) {
+            if (m != "POST") return not_allowed("POST");
+            auto settings = sv.executor.settings(parts[3]);
+            if (!settings) return error(404, "unknown job type '" + parts[3] + "'");
+            if (parts[4] == "run") { // a run now, with the body as its payload (empty: null)
+                executor::EnqueueRequest r;
+                r.type = parts[3];
+                if (req.body.find_first_not_of(" \t\r\n") != std::string::npos) r.payload = req.body;
+                return enqueue_result(sv.executor.enqueue(r));
+            }
+            auto changed = *settings;
+            changed.enabled = parts[4] == "enable";
+            sv.executor.update_settings(parts[3], changed);
+            JH_LOG(info, "http") << "job type '" << parts[3] << "' " << (changed.enabled ? "enabled" : "disabled")
+                                 << " through the API (until the next reload or restart)";
+            return json_response(200, json::object{{"type", parts[3]}, {"enabled", changed.enabled}});
+        }
+        if (n == 5) return error(404, "no such path: " + std::string(path));
         if (!get) return not_allowed("GET");
         auto counts = sv.store.counts();
         if (n == 4) {
@@ -392,6 +504,10 @@ Response route(const Request& req, Services& sv) {
             auto limit = parse_limit(query, 100);
             if (!limit) return error(400, "'limit' must be a whole number from 1 to 100000");
             f.limit = *limit;
+            if (query.count("before")) {
+                f.before = store::parse_job_id(query["before"]);
+                if (!f.before) return error(400, "'before' must be a job id");
+            }
             json::array a;
             for (const auto& j : sv.store.list(f)) a.push_back(store::to_json(j));
             return json_response(200, a);
@@ -419,9 +535,8 @@ Response route(const Request& req, Services& sv) {
         }
         if (n == 4 && (parts[3] == "retry" || parts[3] == "purge")) {
             if (m != "POST") return not_allowed("POST");
-            std::string why;
-            auto ids = dead_ids(sv, req.body, why);
-            if (!ids) return error(why.rfind("no dead letter", 0) == 0 ? 404 : 400, why);
+            auto ids = dead_ids(sv, req.body);
+            if (!ids) return error(status_for(ids.error().code), ids.error().message);
             std::size_t count = parts[3] == "retry" ? sv.store.replay(*ids, Clock::now()) : sv.store.purge(*ids);
             if (parts[3] == "retry") sv.executor.poke();
             return json_response(200, json::object{{parts[3] == "retry" ? "retried" : "purged", count}});
@@ -453,23 +568,72 @@ Response route(const Request& req, Services& sv) {
 
 } // namespace
 
+int status_for(core::Code code) {
+    switch (code) {
+    case core::Code::invalid: return 400;
+    case core::Code::not_found: return 404;
+    case core::Code::conflict: return 409;
+    case core::Code::unprocessable: return 422;
+    case core::Code::unavailable: return 503;
+    case core::Code::failed: break;
+    }
+    return 500;
+}
+
+namespace {
+
+bool is_probe(std::string_view path) {
+    return path == "/healthz" || path == "/readyz";
+}
+
+std::string_view path_of(std::string_view target) {
+    return target.substr(0, target.find('?'));
+}
+
+bool bearer_is(std::string_view authorization, const std::string& token) {
+    constexpr std::string_view prefix = "Bearer ";
+    return authorization.substr(0, prefix.size()) == prefix &&
+           constant_time_equal(authorization.substr(prefix.size()), token);
+}
+
+Response unauthorized(const std::string& message) {
+    auto r = error(401, message);
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return r;
+}
+
+} // namespace
+
+bool runs_on_host_thread(const Request& req) {
+    auto path = path_of(req.target);
+    // What reads the registry: status, types, readiness, metrics, plugin reloads.
+    return path == "/readyz" || path == "/metrics" || path == "/api/v1/status" || path.rfind("/api/v1/types", 0) == 0 ||
+           path.rfind("/api/v1/plugins", 0) == 0;
+}
+
 Response handle(const Request& req, Services& sv) {
     bool mutating = req.method != "GET" && req.method != "HEAD";
     static const std::set<std::string> known{"GET", "HEAD", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"};
     if (!known.count(req.method)) return not_allowed("GET, POST, DELETE");
-    if (mutating && !sv.token.empty()) {
-        constexpr std::string_view prefix = "Bearer ";
-        std::string_view auth(req.authorization);
-        if (auth.substr(0, prefix.size()) != prefix || !constant_time_equal(auth.substr(prefix.size()), sv.token)) {
-            auto r = error(401, "this request changes state and needs 'Authorization: Bearer <token>'");
-            r.headers.emplace_back("WWW-Authenticate", "Bearer");
-            return r;
-        }
-    }
+    auto path = path_of(req.target);
+    if (mutating && !sv.token.empty() && !bearer_is(req.authorization, sv.token))
+        return unauthorized(req.authorization.empty()
+                                ? "this request changes state and needs 'Authorization: Bearer <token>'"
+                                : "the bearer token is wrong; this request changes state and needs the [http] token");
+    // Reads need the read token (or the mutating one) when one is set; probes and the dashboard's own files do not.
+    if (!mutating && !sv.read_token.empty() && !is_probe(path) && !is_dashboard_asset(path) &&
+        !bearer_is(req.authorization, sv.read_token) && !(sv.token.size() && bearer_is(req.authorization, sv.token)))
+        return unauthorized(req.authorization.empty()
+                                ? "reading needs 'Authorization: Bearer <token>' ([http] read_token_file is set)"
+                                : "the bearer token is wrong; reading needs the [http] read token");
     try {
+        if (auto asset = dashboard_asset(path, req.method)) return std::move(*asset);
         return route(req, sv);
     } catch (const std::exception& e) {
-        return error(500, std::string("internal error: ") + e.what());
+        // The text may name a source file or a database's internals: it goes to the log, not to the client.
+        JH_LOG(error, "http") << req.method << " " << path << " failed: " << e.what();
+        return error(500, "internal error while answering " + req.method + " " + std::string(path) +
+                              "; the host's log has the details");
     }
 }
 

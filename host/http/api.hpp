@@ -25,7 +25,8 @@ struct Services {
     monitor::Monitor& monitor;
     store::TimePoint started;
     std::size_t plugins_skipped = 0;
-    std::string token;                                       // bearer token for mutating requests; empty: none required
+    std::string token;      // bearer token for mutating requests (and reads); empty: none required
+    std::string read_token; // bearer token for reads ([http] read_token_file); empty: reads are open
     const std::atomic<bool>* stopping = nullptr;             // the host is shutting down
     std::function<registry::PluginChanges()> reload_plugins; // rescans the plugin folder (on the io thread)
 };
@@ -34,6 +35,7 @@ struct Request {
     std::string method;
     std::string target;
     std::string authorization;
+    std::string content_type;
     std::string body;
 };
 
@@ -44,7 +46,13 @@ struct Response {
     std::vector<std::pair<std::string, std::string>> headers;
 };
 
+// Answers a request. Thread-safe for the requests that runs_on_host_thread() says need not run on the host's thread;
+// the others (those that read the registry) must run there.
 Response handle(const Request& request, Services& services);
+bool runs_on_host_thread(const Request& request);
+
+// The HTTP status for an error of this kind.
+int status_for(core::Code code);
 
 // The Prometheus text exposition of every metric.
 std::string prometheus_text(Services& services);

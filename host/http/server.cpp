@@ -2,7 +2,7 @@
 
 #include "log/log.hpp"
 
-#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -17,6 +17,7 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
 
 class Session : public std::enable_shared_from_this<Session> {
 public:
@@ -30,11 +31,21 @@ public:
         read();
     }
 
+    // From any thread: closes the connection on its own strand.
+    void close_soon() {
+        asio::post(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+    }
+
+    // Only while no thread runs the server (after stop), or on the strand.
     void close() {
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
         stream_.close();
     }
+
+    // Since when it has been waiting for a request's headers (idle between requests included); zero while a
+    // request is being read, handled or answered.
+    std::int64_t waiting_since() const noexcept { return waiting_since_.load(std::memory_order_relaxed); }
 
 private:
     static Response error_response(int status, const std::string& message) {
@@ -48,14 +59,35 @@ private:
         parser_.emplace();
         parser_->header_limit(static_cast<std::uint32_t>(server_.options_.max_header));
         parser_->body_limit(static_cast<std::uint64_t>(server_.options_.max_body));
+        waiting_since_.store(SteadyClock::now().time_since_epoch().count(), std::memory_order_relaxed);
+        if (buffer_.size() > 0) return read_header();
+        // Idle until the first byte of the next request (idle_timeout), then header_timeout for the headers.
         stream_.expires_after(server_.options_.idle_timeout);
-        bhttp::async_read(stream_, buffer_, *parser_,
-                          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+        stream_.async_read_some(buffer_.prepare(4096),
+                                [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                                    if (ec) return self->on_read(ec);
+                                    self->buffer_.commit(n);
+                                    self->read_header();
+                                });
+    }
+
+    void read_header() {
+        stream_.expires_after(std::min(server_.options_.header_timeout, server_.options_.idle_timeout));
+        bhttp::async_read_header(
+            stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                if (ec) return self->on_read(ec);
+                self->waiting_since_.store(0, std::memory_order_relaxed);
+                if (self->parser_->is_done()) return self->on_read(ec);
+                self->stream_.expires_after(self->server_.options_.idle_timeout);
+                bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
+                                  [self](beast::error_code ec2, std::size_t) { self->on_read(ec2); });
+            });
     }
 
     void on_read(beast::error_code ec) {
+        waiting_since_.store(0, std::memory_order_relaxed);
         if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted || ec == beast::error::timeout ||
-            ec == asio::error::connection_reset || ec == asio::error::eof)
+            ec == asio::error::connection_reset || ec == asio::error::eof || ec == asio::error::bad_descriptor)
             return finish();
         if (ec == bhttp::error::body_limit)
             return respond(error_response(413, "the request body is larger than [http] max_body = " +
@@ -72,10 +104,20 @@ private:
         r.method = std::string(req.method_string());
         r.target = std::string(req.target());
         r.authorization = std::string(req[bhttp::field::authorization]);
+        r.content_type = std::string(req[bhttp::field::content_type]);
         r.body = std::move(req.body());
         bool head = req.method() == bhttp::verb::head;
-        Response res = handle(r, server_.services_);
-        respond(std::move(res), req.keep_alive(), head);
+        bool keep_alive = req.keep_alive();
+        if (!runs_on_host_thread(r)) return respond(handle(r, server_.services_), keep_alive, head);
+        // The registry is the host thread's: answer there, then write the response back on this strand.
+        std::weak_ptr<Session> weak = shared_from_this();
+        asio::post(server_.host_io_, [weak, r = std::move(r), keep_alive, head, &services = server_.services_] {
+            auto self = weak.lock();
+            if (!self) return;
+            auto res = std::make_shared<Response>(handle(r, services));
+            asio::post(self->stream_.get_executor(),
+                       [self, res, keep_alive, head] { self->respond(std::move(*res), keep_alive, head); });
+        });
     }
 
     void respond(Response r, bool keep_alive, bool head = false) {
@@ -99,17 +141,18 @@ private:
 
     void finish() {
         close();
-        server_.sessions_.erase(shared_from_this());
+        server_.forget(this);
     }
 
     Server& server_;
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+    std::atomic<std::int64_t> waiting_since_{0};
 };
 
-Server::Server(asio::io_context& io, Services& services, const config::HttpSection& options)
-    : io_(io), services_(services), options_(options), acceptor_(io) {}
+Server::Server(asio::io_context& host_io, Services& services, const config::HttpSection& options)
+    : host_io_(host_io), services_(services), options_(options), acceptor_(asio::make_strand(io_)) {}
 
 Server::~Server() {
     stop();
@@ -129,28 +172,49 @@ core::Expected<tcp::endpoint> parse_listen(const std::string& listen) {
     return tcp::endpoint(addr, port);
 }
 
-core::Expected<std::string> load_token(const config::HttpSection& o) {
+namespace {
+
+constexpr std::size_t kMinTokenBytes = 16;
+
+core::Expected<std::string> read_token(const std::optional<std::filesystem::path>& file, const std::string& env,
+                                       const char* key) {
     std::string token;
-    if (o.token_file) {
-        std::ifstream in(*o.token_file);
-        if (!in) return core::Error{"[http] token_file " + o.token_file->string() + " cannot be read"};
+    if (file) {
+        std::ifstream in(*file);
+        if (!in) return core::Error{std::string("[http] ") + key + " " + file->string() + " cannot be read"};
         std::stringstream s;
         s << in.rdbuf();
         token = s.str();
         while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
             token.pop_back();
-        if (token.empty()) return core::Error{"[http] token_file " + o.token_file->string() + " is empty"};
-    } else if (const char* env = std::getenv(o.token_env.c_str()); env && *env) {
-        token = env;
+        if (token.empty()) return core::Error{std::string("[http] ") + key + " " + file->string() + " is empty"};
+    } else if (const char* e = std::getenv(env.c_str()); e && *e) {
+        token = e;
     }
+    return token;
+}
+
+} // namespace
+
+core::Expected<std::string> load_token(const config::HttpSection& o) {
+    auto token = read_token(o.token_file, o.token_env, "token_file");
+    if (!token) return token;
     auto ep = parse_listen(o.listen);
     if (!ep) return ep.error();
-    if (!ep->address().is_loopback() && token.empty())
+    if (!ep->address().is_loopback() && token->empty())
         return core::Error{"[http] listen = \"" + o.listen +
                            "\" is reachable from other machines, so mutating requests need a bearer token: set [http] "
                            "token_file or the environment variable " +
                            o.token_env + ", or listen on 127.0.0.1"};
+    if (!ep->address().is_loopback() && token->size() < kMinTokenBytes)
+        return core::Error{"[http] listen = \"" + o.listen + "\" is reachable from other machines, and its token has " +
+                           std::to_string(token->size()) + " byte(s): use at least " + std::to_string(kMinTokenBytes) +
+                           " (for example: head -c 24 /dev/urandom | base64)"};
     return token;
+}
+
+core::Expected<std::string> load_read_token(const config::HttpSection& o) {
+    return read_token(o.read_token_file, o.read_token_env, "read_token_file");
 }
 
 core::Expected<tcp::endpoint> Server::start() {
@@ -162,31 +226,71 @@ core::Expected<tcp::endpoint> Server::start() {
     if (!ec) acceptor_.bind(*ep, ec);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return core::Error{"cannot listen on " + options_.listen + ": " + ec.message() + " ([http] listen)"};
+    auto bound = acceptor_.local_endpoint();
     accept();
-    return acceptor_.local_endpoint();
+    for (std::int64_t i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { io_.run(); });
+    return bound;
 }
 
 void Server::accept() {
-    acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
         if (stopped_ || ec == asio::error::operation_aborted) return;
-        if (!ec) {
-            bool over = sessions_.size() >= static_cast<std::size_t>(options_.max_connections);
-            auto s = std::make_shared<Session>(*this, std::move(socket));
-            sessions_.insert(s);
-            s->start(over);
-        }
+        if (!ec) admit(std::make_shared<Session>(*this, std::move(socket)));
         accept();
     });
 }
 
+void Server::admit(std::shared_ptr<Session> session) {
+    bool over = false;
+    std::shared_ptr<Session> evicted;
+    {
+        std::lock_guard lock(mutex_);
+        if (sessions_.size() >= static_cast<std::size_t>(options_.max_connections)) {
+            // Make room by closing the connection that has waited longest for its headers; a request that is
+            // being handled is never cut. Only when every connection is busy is the new one refused.
+            std::int64_t oldest = 0;
+            for (const auto& [p, s] : sessions_) {
+                auto since = s->waiting_since();
+                if (since != 0 && (oldest == 0 || since < oldest)) {
+                    oldest = since;
+                    evicted = s;
+                }
+            }
+            if (evicted)
+                sessions_.erase(evicted.get());
+            else
+                over = true;
+        }
+        sessions_.emplace(session.get(), session);
+    }
+    if (evicted) evicted->close_soon();
+    session->start(over);
+}
+
+void Server::forget(Session* session) {
+    std::lock_guard lock(mutex_);
+    sessions_.erase(session);
+}
+
+std::size_t Server::connections() const {
+    std::lock_guard lock(mutex_);
+    return sessions_.size();
+}
+
 void Server::stop() {
-    if (stopped_) return;
-    stopped_ = true;
+    if (stopped_.exchange(true)) return;
+    io_.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    // No thread runs the server's io_context now: close everything directly.
     beast::error_code ec;
     acceptor_.close(ec);
-    auto sessions = sessions_;
-    for (const auto& s : sessions) s->close();
-    sessions_.clear();
+    std::map<Session*, std::shared_ptr<Session>> sessions;
+    {
+        std::lock_guard lock(mutex_);
+        sessions.swap(sessions_);
+    }
+    for (const auto& [p, s] : sessions) s->close();
 }
 
 } // namespace jobhost::http

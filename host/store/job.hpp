@@ -47,6 +47,20 @@ struct AttemptError {
     std::string message;
 };
 
+// The latest progress a running job reported (Context::progress), kept after the job ends.
+struct Progress {
+    int percent = 0; // 0..100
+    std::string message;
+    TimePoint at;
+};
+
+// What a successful run returned (Result::success(message, output)), bounded by [store] max_result.
+struct JobResult {
+    std::string message;
+    std::string output; // JSON text; empty: none
+    std::string note;   // why the output or message was cut short, when it was
+};
+
 struct JobRecord {
     JobId id = 0;
     std::string type;
@@ -66,6 +80,12 @@ struct JobRecord {
     bool from_schedule = false; // enqueued by the scheduler (for tick coalescing)
     std::vector<AttemptError> errors;
     DeadReason dead_reason = DeadReason::none;
+    // Attempts charged before its last retry from the dead-letter queue: such a retry gives the job a fresh set of
+    // attempts (max_attempts grows by the set it had), and its attempts go on counting, so each error in its history
+    // keeps a number of its own.
+    std::uint32_t attempts_before = 0;
+    std::optional<JobResult> result;  // done jobs, where the store keeps them
+    std::optional<Progress> progress; // the latest one reported, if any
 };
 
 // What an enqueue asks for.

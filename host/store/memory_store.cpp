@@ -261,7 +261,9 @@ std::size_t MemoryStore::replay(std::span<const JobId> ids, TimePoint now) {
             if (!inserted) continue; // another job holds the key now
         }
         auto& q = queues(job.type);
-        job.attempt = 0;
+        // a fresh set of attempts, the same size as the one it had; the count goes on
+        job.max_attempts = job.attempt + (job.max_attempts - std::min(job.max_attempts, job.attempts_before));
+        job.attempts_before = job.attempt;
         job.dead_reason = DeadReason::none;
         job.run_at = now;
         make_ready(job, q, now);
@@ -269,6 +271,12 @@ std::size_t MemoryStore::replay(std::span<const JobId> ids, TimePoint now) {
         ++n;
     }
     return n;
+}
+
+void MemoryStore::progress(JobId id, const Progress& progress) {
+    std::lock_guard lock(mutex_);
+    auto it = jobs_.find(id);
+    if (it != jobs_.end() && it->second.state == JobState::running) it->second.progress = progress;
 }
 
 std::size_t MemoryStore::purge(std::span<const JobId> ids) {
@@ -306,6 +314,7 @@ std::vector<JobRecord> MemoryStore::list(const ListFilter& filter) {
     for (const auto& [id, job] : jobs_) {
         if (filter.type && job.type != *filter.type) continue;
         if (filter.state && job.state != *filter.state) continue;
+        if (filter.before && id >= *filter.before) continue;
         out.push_back(job);
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id > b.id; });

@@ -24,6 +24,7 @@ public:
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;
     std::size_t replay(std::span<const JobId> ids, TimePoint now) override;
+    void progress(JobId id, const Progress& progress) override;
     std::size_t purge(std::span<const JobId> ids) override;
     std::size_t purge_dead(const std::optional<std::string>& type, std::optional<TimePoint> older_than) override;
     std::vector<JobRecord> list(const ListFilter& filter) override;

@@ -1,4 +1,4 @@
--- The jobhost schema for PostgreSQL, version 1. {s} is the schema's name ([store] schema, default jobhost).
+-- The jobhost schema for PostgreSQL, version 2 (version 1 lacked attempts_before, result and progress). {s} is the schema's name ([store] schema, default jobhost).
 -- Applied by the first host that starts, under an advisory lock. States: 0 scheduled, 1 ready, 2 held by a host
 -- (reserved ahead, or running when {s}.running says so), 3 done, 4 dead.
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -19,7 +19,10 @@ CREATE TABLE {s}.jobs (
     lease_owner text,
     from_schedule boolean NOT NULL DEFAULT false,
     dead_reason smallint NOT NULL DEFAULT 0,
-    errors jsonb NOT NULL DEFAULT '[]'
+    errors jsonb NOT NULL DEFAULT '[]',
+    attempts_before integer NOT NULL DEFAULT 0, -- attempts charged before its last retry from the dead-letter queue
+    result jsonb,   -- what a successful run returned: {"message", "output" (JSON text), "note"}
+    progress jsonb  -- the latest progress reported: {"percent", "message", "at" (unix ms)}
 );
 -- Partial indexes: each holds only the rows of the state it serves, so a long history costs the queue nothing.
 CREATE INDEX jobs_ready ON {s}.jobs (type, priority DESC, run_at, id) WHERE state = 1;
@@ -222,4 +225,4 @@ BEGIN
 END $$;
 
 CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL);
-INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '1');
+INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '2');

@@ -1,5 +1,7 @@
 #include "store/postgres_store.hpp"
 
+#include "store/job_json.hpp"
+
 #include "log/log.hpp"
 #include "store/host_record.hpp"
 
@@ -55,7 +57,8 @@ std::string columns(const std::string& p = "") {
     return p + "id, " + p + "type, " + p + "payload, " + p + "priority, " + p + "unique_key, " + p + "attempt, " + p +
            "max_attempts, CASE WHEN " + p + "state = 2 AND " + running_of(p) + " THEN 5 ELSE " + p + "state END, " +
            ms(p + "run_at") + ", " + ms(p + "created_at") + ", " + ms(p + "started_at") + ", " + ms(p + "finished_at") +
-           ", " + p + "lease_owner, " + p + "from_schedule, " + p + "dead_reason, " + p + "errors";
+           ", " + p + "lease_owner, " + p + "from_schedule, " + p + "dead_reason, " + p + "errors, " + p +
+           "attempts_before, " + p + "result, " + p + "progress";
 }
 
 // What an enqueue answers while the database is away: say what, and what to do.
@@ -121,6 +124,11 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             w.exec(store->q(kPostgresSchemaSql));
             log::write(log::Level::info, "store",
                        "created the jobhost schema " + o.schema + " (version " + std::to_string(kSchemaVersion) + ")");
+        } else if (version == 1) { // 1 -> 2: results, progress, attempts counted across dead-letter retries
+            w.exec(store->q("ALTER TABLE {s}.jobs ADD COLUMN attempts_before integer NOT NULL DEFAULT 0, "
+                            "ADD COLUMN result jsonb, ADD COLUMN progress jsonb; "
+                            "UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'"));
+            log::write(log::Level::info, "store", "migrated the jobhost schema " + o.schema + " from version 1 to 2");
         }
         w.exec("COMMIT");
         if (o.host) {
@@ -549,6 +557,9 @@ JobRecord PostgresStore::read_row(const pg::Result& r, int row) const {
     } catch (const std::exception&) {
         j.errors.push_back({0, {}, "(the error history of this job could not be read)"});
     }
+    j.attempts_before = static_cast<std::uint32_t>(r.int64(row, 16));
+    if (!r.null(row, 17)) j.result = result_from_json(r.text(row, 17));
+    if (!r.null(row, 18)) j.progress = progress_from_json(r.text(row, 18));
     return j;
 }
 
@@ -720,6 +731,7 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
     const std::string held = " AND state IN (2, 5) AND lease_owner = $2";
     std::vector<std::int64_t> kept, kept_started, kept_finished; // done, and kept (retain_done)
+    std::vector<std::string> kept_results;                       // JSON text, or empty for none
     for (const auto& o : outcomes) {
         if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
             deleted.push_back(static_cast<std::int64_t>(o.id));
@@ -729,6 +741,7 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
             kept.push_back(static_cast<std::int64_t>(o.id));
             kept_started.push_back(to_ms(o.started));
             kept_finished.push_back(to_ms(o.at));
+            kept_results.push_back(o.result ? result_json(*o.result) : std::string());
             continue;
         }
         auto id = static_cast<std::int64_t>(o.id);
@@ -782,13 +795,15 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     if (!kept.empty()) { // one statement for every finished job that is kept
         auto r = writer_->run(q("UPDATE {s}.jobs j SET state = 3, attempt = j.attempt + 1, started_at = "
                                 "to_timestamp(u.s::float8 / 1000), finished_at = to_timestamp(u.f::float8 / 1000), "
-                                "lease_owner = NULL FROM unnest($1::int8[], $3::int8[], $4::int8[]) AS u(id, s, f) "
+                                "lease_owner = NULL, result = nullif(u.r, '')::jsonb "
+                                "FROM unnest($1::int8[], $3::int8[], $4::int8[], $5::text[]) AS u(id, s, f, r) "
                                 "WHERE j.id = u.id AND j.state IN (2, 5) AND j.lease_owner = $2 RETURNING j.id"),
                               pg::Params()
                                   .add(pg::int_array(kept))
                                   .add(options_.owner)
                                   .add(pg::int_array(kept_started))
-                                  .add(pg::int_array(kept_finished)));
+                                  .add(pg::int_array(kept_finished))
+                                  .add(pg::text_array(kept_results)));
         if (r.rows() < static_cast<int>(kept.size())) {
             std::set<std::int64_t> got;
             for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
@@ -856,6 +871,10 @@ std::vector<JobRecord> PostgresStore::list(const ListFilter& f) {
         p.add(*f.type);
         sql += " AND j.type = $" + std::to_string(p.values.size());
     }
+    if (f.before) {
+        p.add(static_cast<std::int64_t>(*f.before));
+        sql += " AND j.id < $" + std::to_string(p.values.size());
+    }
     if (f.state) {
         switch (*f.state) {
         case JobState::scheduled: sql += " AND j.state = 0"; break;
@@ -884,13 +903,30 @@ std::vector<JobRecord> PostgresStore::dead_letters(const DeadLetterFilter& filte
     return out;
 }
 
+void PostgresStore::progress(JobId id, const Progress& p) {
+    if (closed_) return;
+    auto text = std::make_shared<std::string>(progress_json(p));
+    Op op;
+    op.in_transaction = [this, id, text] {
+        writer_->run(q("UPDATE {s}.jobs SET progress = $2::jsonb WHERE id = $1 AND state = 2"),
+                     pg::Params().add(static_cast<std::int64_t>(id)).add(*text));
+    };
+    try {
+        submit(std::move(op), false);
+    } catch (const std::exception&) { // closing meanwhile: progress is not worth keeping a run for
+    }
+}
+
 std::size_t PostgresStore::replay(std::span<const JobId> ids, TimePoint now) {
     std::vector<std::int64_t> v(ids.begin(), ids.end());
     std::size_t n = 0;
     submit(Op{[&] {
                   // a replay counts as queued again (state -1 in counts), like the other engines
                   auto r = writer_->run(
-                      q(("WITH r AS (UPDATE {s}.jobs j SET state = 1, attempt = 0, dead_reason = 0, run_at = " + ts(2) +
+                      // a fresh set of attempts, the same size as the one it had; the count goes on
+                      q(("WITH r AS (UPDATE {s}.jobs j SET state = 1, max_attempts = attempt + max_attempts - "
+                         "least(max_attempts, attempts_before), attempts_before = attempt, dead_reason = 0, run_at = " +
+                         ts(2) +
                          ", finished_at = NULL WHERE id = ANY($1::int8[]) AND state = 4 AND NOT EXISTS (SELECT 1 "
                          "FROM {s}.jobs o WHERE o.type = j.type AND o.unique_key = j.unique_key AND o.state IN (0, "
                          "1, 2, 5)) RETURNING j.type), c AS (INSERT INTO {s}.count_deltas (type, state, n) SELECT "

@@ -69,7 +69,7 @@ struct PostgresOptions {
 
 class PostgresStore final : public ReservingStore {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     static core::Expected<std::unique_ptr<PostgresStore>> open(const PostgresOptions& options);
     // Without close(), this is what a crash looks like to other hosts.
@@ -79,6 +79,7 @@ public:
     RunToken begin_run(std::span<const JobId> ids) override;
     ClaimResult claim(const ClaimRequest& request) override;
     void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
+    void progress(JobId id, const Progress& progress) override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;

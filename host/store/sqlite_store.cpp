@@ -1,5 +1,7 @@
 #include "store/sqlite_store.hpp"
 
+#include "store/job_json.hpp"
+
 #include "log/log.hpp"
 #include "store/priority_levels.hpp"
 
@@ -26,9 +28,11 @@ TimePoint from_ms(std::int64_t ms) {
 }
 
 const char* kColumns = "id, type, payload, priority, unique_key, attempt, max_attempts, state, run_at, created_at, "
-                       "started_at, finished_at, lease_owner, lease_expiry, from_schedule, dead_reason, errors";
+                       "started_at, finished_at, lease_owner, lease_expiry, from_schedule, dead_reason, errors, "
+                       "attempts_before, result, progress";
 
-// The schema, as of version 2. AUTOINCREMENT: an id is never handed out twice, whatever was deleted.
+// The jobs table as of version 2 (version 3 adds columns: kVersion3). AUTOINCREMENT: an id is never handed out twice,
+// whatever was deleted.
 const char* kJobsTable = R"(CREATE TABLE jobs (
          id INTEGER PRIMARY KEY AUTOINCREMENT,
          type TEXT NOT NULL,
@@ -79,13 +83,24 @@ const char* kSchemaRest = R"(
          UPDATE type_totals SET enqueued = enqueued + 1 WHERE type = NEW.type;
        END;)";
 
+// 2 -> 3: results, progress, and attempts counted across retries from the dead-letter queue.
+const char* kVersion3 = "ALTER TABLE jobs ADD COLUMN attempts_before INTEGER NOT NULL DEFAULT 0; "
+                        "ALTER TABLE jobs ADD COLUMN result TEXT; ALTER TABLE jobs ADD COLUMN progress TEXT;";
+
+void migrate_to_2(sqlite::Connection& w, std::int64_t version, TimePoint now);
+
 // Brings a file from `version` to kSchemaVersion, inside the caller's transaction.
 void migrate(sqlite::Connection& w, std::int64_t version, TimePoint now) {
     if (version == 0) {
         w.exec(kJobsTable);
         w.exec(kSchemaRest);
-        return;
+    } else if (version == 1) {
+        migrate_to_2(w, version, now);
     }
+    w.exec(kVersion3);
+}
+
+void migrate_to_2(sqlite::Connection& w, std::int64_t, TimePoint now) {
     // 1 -> 2: ids never reused (AUTOINCREMENT), scheduled jobs in a state of their own, counters, ticks. Version 1
     // charged an attempt when it leased; its leased jobs go back to ready as they are.
     std::string n = std::to_string(to_ms(now));
@@ -519,6 +534,9 @@ JobRecord SqliteStore::read_row(const Statement& s) const {
               : state == kDone    ? JobState::done
                                   : JobState::dead;
     read_errors(j, s.text(16));
+    j.attempts_before = static_cast<std::uint32_t>(s.int64(17));
+    if (!s.is_null(18)) j.result = result_from_json(s.text(18));
+    if (!s.is_null(19)) j.progress = progress_from_json(s.text(19));
     return j;
 }
 
@@ -637,7 +655,7 @@ void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
         auto& done_delete = writer_->cached("DELETE FROM jobs WHERE id = ? AND state = 2 AND lease_owner = ?");
         auto& done_keep = writer_->cached(
             "UPDATE jobs SET state = 3, attempt = attempt + 1, started_at = ?, finished_at = ?, lease_owner = NULL, "
-            "lease_expiry = NULL WHERE id = ? AND state = 2 AND lease_owner = ?");
+            "lease_expiry = NULL, result = ? WHERE id = ? AND state = 2 AND lease_owner = ?");
         auto& retry = writer_->cached(
             "UPDATE jobs SET state = ?, attempt = attempt + 1, run_at = ?, started_at = ?, lease_owner = NULL, "
             "lease_expiry = NULL, "
@@ -659,8 +677,14 @@ void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
             case Outcome::Kind::done:
                 if (options_.retain_done == 0 && options_.retain_done_for.count() == 0)
                     done_delete.bind(1, id).bind(2, owner).run();
-                else
-                    done_keep.bind(1, to_ms(o.started)).bind(2, to_ms(o.at)).bind(3, id).bind(4, owner).run();
+                else {
+                    done_keep.bind(1, to_ms(o.started)).bind(2, to_ms(o.at));
+                    if (o.result)
+                        done_keep.bind(3, std::string_view(result_json(*o.result)));
+                    else
+                        done_keep.bind_null(3);
+                    done_keep.bind(4, id).bind(5, owner).run();
+                }
                 break;
             case Outcome::Kind::dropped: done_delete.bind(1, id).bind(2, owner).run(); break;
             case Outcome::Kind::retry: {
@@ -704,6 +728,22 @@ void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
     }
 }
 
+void SqliteStore::progress(JobId id, const Progress& p) {
+    if (closed_) return;
+    auto text = std::make_shared<std::string>(progress_json(p));
+    Op op;
+    op.in_transaction = [this, id, text] {
+        writer_->cached("UPDATE jobs SET progress = ? WHERE id = ? AND state = 2")
+            .bind(1, std::string_view(*text))
+            .bind(2, static_cast<std::int64_t>(id))
+            .run();
+    };
+    try {
+        submit(std::move(op), false);
+    } catch (const std::exception&) { // closing meanwhile: progress is not worth keeping a run for
+    }
+}
+
 std::optional<TimePoint> SqliteStore::next_due(const std::set<std::string>&, TimePoint) {
     return std::nullopt; // the writer promotes due jobs itself and wakes the executor
 }
@@ -740,6 +780,7 @@ std::optional<JobRecord> SqliteStore::get(JobId id) {
 std::vector<JobRecord> SqliteStore::list(const ListFilter& f) {
     std::string sql = std::string("SELECT ") + kColumns + " FROM jobs WHERE 1";
     if (f.type) sql += " AND type = :type";
+    if (f.before) sql += " AND id < :before";
     if (f.state) {
         switch (*f.state) {
         case JobState::scheduled: sql += " AND state = 0"; break;
@@ -759,6 +800,7 @@ std::vector<JobRecord> SqliteStore::list(const ListFilter& f) {
         auto& s = reader_->cached(sql);
         int idx = 1; // the parameters appear in the order they were added above
         if (f.type) s.bind(idx++, std::string_view(*f.type));
+        if (f.before) s.bind(idx++, static_cast<std::int64_t>(*f.before));
         if (!held_filter) s.bind(idx, static_cast<std::int64_t>(f.limit));
         while (s.step()) out.push_back(read_row(s));
         s.reset();
@@ -788,8 +830,11 @@ std::size_t SqliteStore::replay(std::span<const JobId> ids, TimePoint now) {
     std::size_t n = 0;
     auto copy = std::vector<JobId>(ids.begin(), ids.end());
     submit(Op{[&] {
-                  auto& s = writer_->cached("UPDATE OR IGNORE jobs SET state = 1, attempt = 0, dead_reason = 0, "
-                                            "run_at = ?, finished_at = NULL WHERE id = ? AND state = 4");
+                  // a fresh set of attempts, the same size as the one it had; the count goes on
+                  auto& s = writer_->cached(
+                      "UPDATE OR IGNORE jobs SET state = 1, max_attempts = attempt + max_attempts - "
+                      "min(max_attempts, attempts_before), attempts_before = attempt, dead_reason = 0, run_at = ?, "
+                      "finished_at = NULL WHERE id = ? AND state = 4");
                   for (JobId id : copy) {
                       s.bind(1, to_ms(now)).bind(2, static_cast<std::int64_t>(id)).run();
                       n += static_cast<std::size_t>(writer_->changes());

@@ -64,7 +64,7 @@ struct SqliteOptions {
 
 class SqliteStore final : public ReservingStore {
 public:
-    static constexpr int kSchemaVersion = 2;
+    static constexpr int kSchemaVersion = 3;
 
     // Opens or creates the store. The error names the file and says what to do (missing, locked, corrupt, newer).
     static core::Expected<std::unique_ptr<SqliteStore>> open(const SqliteOptions& options);
@@ -74,6 +74,7 @@ public:
     std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
     RunToken begin_run(std::span<const JobId> ids) override;
     void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
+    void progress(JobId id, const Progress& progress) override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;

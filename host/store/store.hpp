@@ -78,7 +78,8 @@ struct Outcome {
     TimePoint retry_at; // for retry
     std::string error;  // for retry, dead and dropped: this attempt's error
     DeadReason reason = DeadReason::none;
-    TimePoint started; // when the run started
+    TimePoint started;               // when the run started
+    std::optional<JobResult> result; // for done: what the run returned (already bounded)
 };
 
 struct ClaimResult {
@@ -108,6 +109,7 @@ struct ListFilter {
     std::optional<std::string> type;
     std::optional<JobState> state;
     std::size_t limit = 100;
+    std::optional<JobId> before; // only ids below this one: the next page of a newest-first listing
 };
 
 // What an enqueue that names neither gets, for a type (the SQL enqueue function of a shared database reads them).
@@ -151,12 +153,17 @@ public:
     // host) is ignored. May commit asynchronously; the run's mark is cleared once the outcome is committed.
     virtual void finish(std::span<const Outcome> outcomes, RunToken token = {}) = 0;
 
+    // Keeps the latest progress of a running job (ignored once it is no longer running). May be written
+    // asynchronously; the executor calls it at most about once a second per job.
+    virtual void progress(JobId id, const Progress& progress) = 0;
+
     // The earliest run_at after `now` of a scheduled job of these types, if any. (Jobs already due are claimable.)
     virtual std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) = 0;
 
     virtual std::optional<JobRecord> get(JobId id) = 0;
     virtual std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) = 0;
-    // Dead jobs back to ready with attempts reset, history kept; counted as enqueued. Returns how many.
+    // Dead jobs back to ready with a fresh set of attempts (max_attempts grows by the set it had; see
+    // JobRecord::attempts_before), history kept; counted as enqueued. Returns how many.
     virtual std::size_t replay(std::span<const JobId> ids, TimePoint now) = 0;
     // Deletes dead jobs. Returns how many.
     virtual std::size_t purge(std::span<const JobId> ids) = 0;

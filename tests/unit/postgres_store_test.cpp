@@ -42,16 +42,39 @@ TEST_CASE("postgres: hosts that start together create the schema once, and a new
             return std::string();
         }));
     for (auto& f : starting) CHECK(f.get() == "");
-    CHECK(server().psql("SELECT value FROM together.meta WHERE key = 'schema_version'") == "1");
+    CHECK(server().psql("SELECT value FROM together.meta WHERE key = 'schema_version'") == "2");
     CHECK(server().psql("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE "
                         "n.nspname = 'together' AND p.proname = 'enqueue'") == "1");
 
     server().psql("UPDATE together.meta SET value = '99' WHERE key = 'schema_version'");
     auto refused = open("together");
     REQUIRE_FALSE(refused);
-    CHECK(refused.error().message.find("has jobhost schema version 99, newer than this jobhost's 1") !=
+    CHECK(refused.error().message.find("has jobhost schema version 99, newer than this jobhost's 2") !=
           std::string::npos);
     CHECK(refused.error().message.find("use a newer jobhost") != std::string::npos);
+}
+
+TEST_CASE("postgres: a version 1 schema is migrated to 2 (results, progress, attempts across retries), its jobs intact") {
+    store::JobId id = 0;
+    {
+        auto s = open("older");
+        REQUIRE(s);
+        store::NewJob n;
+        n.type = "a";
+        n.payload = R"({"keep":1})";
+        id = (*s)->enqueue(std::vector{n}).front().id;
+        (*s)->close();
+    }
+    server().psql("ALTER TABLE older.jobs DROP COLUMN attempts_before, DROP COLUMN result, DROP COLUMN progress; "
+                  "UPDATE older.meta SET value = '1' WHERE key = 'schema_version'");
+    auto s = open("older");
+    REQUIRE(s);
+    CHECK(server().psql("SELECT value FROM older.meta WHERE key = 'schema_version'") == "2");
+    auto j = (*s)->get(id);
+    REQUIRE(j);
+    CHECK(j->payload == R"({"keep":1})");
+    CHECK(j->attempts_before == 0);
+    (*s)->close();
 }
 
 TEST_CASE("postgres: a database that cannot be reached, a bad schema name or no URL each say what to do") {

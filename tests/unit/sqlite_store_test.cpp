@@ -136,9 +136,41 @@ TEST_CASE("a store from a newer jobhost is refused and left untouched") {
     auto s = store::SqliteStore::open(o);
     REQUIRE_FALSE(s.ok());
     CHECK(s.error().message == "the store " + path.string() +
-                                   " has schema version 99, newer than this jobhost's 2; use a newer jobhost, "
+                                   " has schema version 99, newer than this jobhost's 3; use a newer jobhost, "
                                    "or point [store] path at another file");
     CHECK(read_bytes(path) == before);
+}
+
+TEST_CASE("a version 2 store gains results, progress and attempts across retries, its jobs intact") {
+    TempDir dir;
+    auto path = dir / "v2.db";
+    store::JobId id = 0;
+    {
+        auto s = open_store(path, "t:1");
+        id = s->enqueue(std::vector{job("a", R"({"keep":1})")}).front().id;
+        s->close();
+    }
+    { // back to what version 2 was
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(db,
+                             "ALTER TABLE jobs DROP COLUMN attempts_before; ALTER TABLE jobs DROP COLUMN result; "
+                             "ALTER TABLE jobs DROP COLUMN progress; PRAGMA user_version = 2;",
+                             nullptr, nullptr, nullptr) == SQLITE_OK);
+        sqlite3_close(db);
+    }
+    auto s = open_store(path, "t:2");
+    auto j = s->get(id);
+    REQUIRE(j);
+    CHECK(j->payload == R"({"keep":1})");
+    auto got = claim(*s, "a", 1);
+    REQUIRE(got.size() == 1);
+    auto token = s->begin_run(std::vector{id});
+    s->progress(id, {50, "half", Clock::now()});
+    s->flush();
+    REQUIRE(s->get(id)->progress);
+    CHECK(s->get(id)->progress->percent == 50);
+    s->close();
 }
 
 TEST_CASE("a corrupt store file is reported with its path and never overwritten") {
@@ -186,7 +218,7 @@ TEST_CASE("a store locked by another process is reported as locked") {
     CHECK(s.error().message.find("is locked by another process") != std::string::npos);
 }
 
-TEST_CASE("replay puts dead letters back to ready with attempts reset and history kept, purge deletes them") {
+TEST_CASE("replay puts dead letters back to ready with a fresh set of attempts and history kept, purge deletes them") {
     TempDir dir;
     auto s = open_store(dir / "jobs.db", "t:1");
     std::vector<store::NewJob> jobs{job("a", "1"), job("a", "2"), job("b", "3")};
@@ -204,7 +236,9 @@ TEST_CASE("replay puts dead letters back to ready with attempts reset and histor
     auto replayed = s->get(ids[0].id);
     REQUIRE(replayed);
     CHECK(replayed->state == store::JobState::ready);
-    CHECK(replayed->attempt == 0);
+    CHECK(replayed->attempt == 1); // the count goes on...
+    CHECK(replayed->attempts_before == 1);
+    CHECK(replayed->max_attempts == 1 + 3); // ...with a fresh set of attempts (it had 3)
     CHECK(replayed->errors.size() == 1);
     CHECK(s->replay(std::vector{ids[0].id}, Clock::now()) == 0); // no longer dead
     CHECK(s->purge(std::vector{ids[1].id}) == 1);

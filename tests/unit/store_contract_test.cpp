@@ -28,12 +28,16 @@ namespace {
 
 struct MemoryContract {
     static constexpr bool durable = false;
+    static constexpr bool keeps_done = false; // finished jobs are forgotten
+    std::int64_t retain_done = 0;
     TempDir dir;
     std::unique_ptr<store::JobStore> open() { return std::make_unique<store::MemoryStore>(); }
 };
 
 struct SqliteContract {
     static constexpr bool durable = true;
+    static constexpr bool keeps_done = true;
+    std::int64_t retain_done = 0;                   // [store] retain_done
     static constexpr bool knows_crash_cause = true; // the host record keeps the signal
     TempDir dir;
     // Null with the reason in `why` (for a forked child, which must not REQUIRE).
@@ -41,6 +45,7 @@ struct SqliteContract {
         store::SqliteOptions o;
         o.path = dir / "jobs.db";
         o.host = host;
+        o.retain_done = static_cast<std::size_t>(retain_done);
         auto s = store::SqliteStore::open(o);
         if (!s) {
             why = s.error().message;
@@ -65,6 +70,8 @@ jobhost::test::PgServer& pg_server() {
 
 struct PostgresContract {
     static constexpr bool durable = true;
+    static constexpr bool keeps_done = true;
+    std::int64_t retain_done = 0;                    // [store] retain_done
     static constexpr bool knows_crash_cause = false; // another machine cannot read what killed a host
     std::string url = pg_server().url();
     std::string schema = [] {
@@ -77,6 +84,7 @@ struct PostgresContract {
         o.schema = schema;
         o.host = host;
         o.lease = 3s;
+        o.retain_done = static_cast<std::size_t>(retain_done);
         auto s = store::PostgresStore::open(o);
         if (!s) {
             why = s.error().message;
@@ -215,6 +223,84 @@ TEST_CASE_TEMPLATE("a run cancelled by a shutdown goes back to ready uncharged, 
     CHECK(j->attempt == 0);
     REQUIRE(j->errors.size() == 1);
     CHECK(j->errors[0].message == "cancelled by shutdown");
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("a running job's latest progress is kept, and a report after it ended changes nothing", E,
+                   MemoryContract, SqliteContract, PostgresContract) {
+    E e;
+    e.retain_done = 10;
+    auto s = e.open();
+    s->enqueue(std::vector{job("p")});
+    auto got = claim(*s, {{"p", 1}});
+    REQUIRE(got.jobs.size() == 1);
+    auto j = got.jobs.front();
+    auto token = s->begin_run(std::vector{j.id});
+    auto at = Clock::now();
+    s->progress(j.id, {40, "two of five", at});
+    s->progress(j.id, {60, "three of five", at + 1ms});
+    s->flush();
+    auto running = s->get(j.id);
+    REQUIRE(running);
+    REQUIRE(running->progress);
+    CHECK(running->progress->percent == 60);
+    CHECK(running->progress->message == "three of five");
+    auto ms = [](store::TimePoint t) { // the stores keep milliseconds
+        return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+    };
+    CHECK(ms(running->progress->at) == ms(at + 1ms));
+    auto o = outcome(j, Outcome::Kind::done);
+    o.result = store::JobResult{"all five", R"({"n":5,"s":"\"quoted\" \\ back"})", ""};
+    s->finish(std::vector{o}, std::move(token));
+    s->progress(j.id, {99, "too late", Clock::now()});
+    s->flush();
+    if constexpr (E::keeps_done) {
+        auto done = s->get(j.id);
+        REQUIRE(done);
+        CHECK(done->state == JobState::done);
+        REQUIRE(done->progress);
+        CHECK(done->progress->percent == 60);
+        REQUIRE(done->result);
+        CHECK(done->result->message == "all five");
+        CHECK(done->result->output == R"({"n":5,"s":"\"quoted\" \\ back"})");
+    }
+    s->close();
+}
+
+TEST_CASE_TEMPLATE("a retry from the dead-letter queue gives a fresh set of attempts and numbers its errors on", E,
+                   MemoryContract, SqliteContract, PostgresContract) {
+    E e;
+    auto s = e.open();
+    auto id = ids_of(s->enqueue(std::vector{job("r", "null", registry::Priority::normal, 2)})).front();
+    auto fail = [&](Outcome::Kind kind, const std::string& error) {
+        auto got = claim(*s, {{"r", 1}});
+        REQUIRE(got.jobs.size() == 1);
+        auto token = s->begin_run(std::vector{got.jobs.front().id});
+        auto o = outcome(got.jobs.front(), kind, error);
+        o.retry_at = o.at; // at once
+        s->finish(std::vector{o}, std::move(token));
+        s->flush();
+    };
+    fail(Outcome::Kind::retry, "first");
+    fail(Outcome::Kind::dead, "second");
+    CHECK(s->replay(std::vector{id}, Clock::now()) == 1);
+    auto back = s->get(id);
+    REQUIRE(back);
+    CHECK(back->attempt == 2);
+    CHECK(back->max_attempts == 4); // two more, as it had
+    CHECK(back->attempts_before == 2);
+    fail(Outcome::Kind::retry, "third");
+    fail(Outcome::Kind::dead, "fourth");
+    CHECK(s->replay(std::vector{id}, Clock::now()) == 1);
+    back = s->get(id);
+    REQUIRE(back);
+    CHECK(back->max_attempts == 6); // again two more, not four
+    fail(Outcome::Kind::dead, "fifth");
+    auto j = s->get(id);
+    REQUIRE(j);
+    REQUIRE(j->errors.size() == 5);
+    for (std::uint32_t i = 0; i < 5; ++i) CHECK(j->errors[i].attempt == i + 1);
+    CHECK(j->errors[4].message == "fifth");
     s->close();
 }
 

@@ -32,6 +32,8 @@ struct HostSetup {
     std::size_t workers = 2;
     runner::Isolation isolation = runner::Isolation::thread;
     std::int64_t batch_size = 1; // for every bench type
+    bool http = false;           // serve HTTP on 127.0.0.1, a free port (Host::host->http_port())
+    std::int64_t http_threads = 2;
 };
 
 // A jobhost host (app::Host) with `workers` slots over `store`, running the bench plugin's types, its io_context on
@@ -53,7 +55,9 @@ struct Host {
         registry.build(discovery, config, {JOBHOST_WORKER_EXE});
         app::HostOptions o;
         o.store = &store;
-        o.http = false;
+        o.http = setup.http;
+        config.http.listen = "127.0.0.1:0";
+        config.http.threads = setup.http_threads;
         o.schedules = false;
         executor::ExecutorOptions eo;
         eo.workers = setup.workers;
