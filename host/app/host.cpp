@@ -472,7 +472,8 @@ void Host::stop_intake() {
     if (watch_debounce_) watch_debounce_->cancel();
     if (scheduler_) scheduler_->stop();
     if (health_timer_) health_timer_->cancel();
-    if (server_) server_->stop();
+    // HTTP stays up while the host drains: /readyz answers 503 "draining", reads and /metrics still answer,
+    // mutations are refused with 503. drain() stops it once the running jobs have ended.
 }
 
 std::size_t Host::drain(core::Duration grace) {
@@ -491,6 +492,7 @@ std::size_t Host::drain(core::Duration grace) {
         stop_intake();
     }
     left_running_ = executor_->shutdown(grace);
+    if (server_) server_->stop(); // its own threads: safe from the drainer thread too
     return left_running_;
 }
 

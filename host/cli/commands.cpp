@@ -260,6 +260,21 @@ int run_command(const CommonOptions& o) {
         std::cerr << "jobhost: " << error->message << "\n";
         return kExitRuntime;
     }
+    // Every --enqueue is checked before any is queued: a refused one must not leave the others run.
+    for (const auto& arg : o.enqueue) {
+        auto r = parse_enqueue_arg(arg);
+        auto settings = host.executor().settings(r.type);
+        std::string why = !settings             ? "unknown job type '" + r.type + "'"
+                          : !settings->enabled  ? "job type '" + r.type + "' is disabled (enabled = false)"
+                          : r.payload == "null" ? std::string()
+                          : executor::payload_error(r.payload)
+                              ? "the payload is not valid JSON (" + *executor::payload_error(r.payload) + ")"
+                              : std::string();
+        if (!why.empty()) {
+            std::cerr << "jobhost: --enqueue " << arg << ": " << why << "; nothing was queued\n";
+            return kExitUsage;
+        }
+    }
     for (const auto& arg : o.enqueue) {
         auto r = host.executor().enqueue(parse_enqueue_arg(arg));
         if (!r.ok) {

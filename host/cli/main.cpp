@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
     auto* dlq_show = dlq->add_subcommand("show", "Show one dead letter with every attempt's error");
     add_common(*dlq_show, opts, level, {.json = true});
     dlq_show->add_option("id", dlq_id, "Job id")->required();
-    auto* dlq_retry = dlq->add_subcommand("retry", "Put dead letters back to ready, attempts reset, history kept");
+    auto* dlq_retry =
+        dlq->add_subcommand("retry", "Put dead letters back to ready with a fresh set of attempts, history kept");
     add_common(*dlq_retry, opts, level, {});
     dlq_retry->add_option("ids", dq.ids, "Job ids");
     dlq_retry->add_flag("--all", dq.all, "Every dead letter (of --type)");
@@ -117,6 +118,15 @@ int main(int argc, char** argv) {
     add_common(*reload, opts, level, {.plugin_dir = false, .store = false});
     reload->add_option("--url", reload_url, "The host's address (default: [http] listen)");
 
+    auto* help = app.add_subcommand("help", "Print this help");
+
+    // Bare `jobhost` does nothing on its own: without a config it would create ./var and listen on 8080 by surprise.
+    if (argc == 1) {
+        std::cerr << app.help()
+                  << "\njobhost: give a command, for example: jobhost run --config "
+                     "config/jobhost.toml\n";
+        return cli::kExitUsage;
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -125,6 +135,10 @@ int main(int argc, char** argv) {
     }
     if (!level.empty()) opts.log_level = log::parse_level(level);
 
+    if (*help) {
+        std::cout << app.help();
+        return cli::kExitOk;
+    }
     try {
         if (*plugins) return cli::plugins_command(opts);
         if (*check) return cli::check_command(opts);

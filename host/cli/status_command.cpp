@@ -33,11 +33,13 @@ struct Endpoint {
     std::string hostport, host, port;
 };
 bool parse_url(const std::string& url, Endpoint& e) {
-    if (url.rfind("http://", 0) != 0) {
-        std::cerr << "jobhost: --url must start with http://, got '" << url << "'\n";
+    std::string rest = url;
+    if (url.rfind("http://", 0) == 0) {
+        rest = url.substr(7);
+    } else if (url.find("://") != std::string::npos) {
+        std::cerr << "jobhost: --url must be http://HOST:PORT or HOST:PORT, got '" << url << "'\n";
         return false;
     }
-    std::string rest = url.substr(7);
     e.hostport = rest.substr(0, rest.find('/'));
     auto colon = e.hostport.rfind(':');
     e.host = colon == std::string::npos ? e.hostport : e.hostport.substr(0, colon);
@@ -75,9 +77,12 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
             return kExitRuntime;
         }
         doc = json::parse(res.body());
-    } catch (const std::exception& e) {
-        std::cerr << "jobhost: cannot reach a host at " << url << " (" << e.what()
+    } catch (const boost::system::system_error& e) { // its what() names a Boost source file: say only the cause
+        std::cerr << "jobhost: cannot reach a host at " << url << " (" << e.code().message()
                   << "); is 'jobhost run' serving there? see [http] listen\n";
+        return kExitRuntime;
+    } catch (const std::exception& e) {
+        std::cerr << "jobhost: cannot read the answer of the host at " << url << " (" << e.what() << ")\n";
         return kExitRuntime;
     }
     if (o.json) {
@@ -163,9 +168,12 @@ int reload_command(const CommonOptions& o, const std::string& url_in) {
         }
         if (n == 0) std::cout << "no change in the plugin folder\n";
         return doc.at("refused").as_array().empty() ? kExitOk : kExitRuntime;
-    } catch (const std::exception& e) {
-        std::cerr << "jobhost: cannot reach a host at " << url << " (" << e.what()
+    } catch (const boost::system::system_error& e) {
+        std::cerr << "jobhost: cannot reach a host at " << url << " (" << e.code().message()
                   << "); is it running with [http] enabled? Or send it SIGHUP\n";
+        return kExitRuntime;
+    } catch (const std::exception& e) {
+        std::cerr << "jobhost: cannot read the answer of the host at " << url << " (" << e.what() << ")\n";
         return kExitRuntime;
     }
 }

@@ -223,6 +223,7 @@ public:
     std::string type;
     std::string ids; // for log lines
     std::vector<store::JobId> job_ids;
+    std::vector<std::uint32_t> attempts; // the attempt each job is on, beside job_ids
 };
 
 void RunningJob::log(std::int32_t level, std::string_view message) {
@@ -686,7 +687,10 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
         auto deadline = Clock::now() + settings.timeout;
         deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
         for (const auto& h : handles) ctx->ids += (ctx->ids.empty() ? "" : ",") + h.id_text();
-        for (const auto& j : batch) ctx->job_ids.push_back(j.id);
+        for (const auto& j : batch) {
+            ctx->job_ids.push_back(j.id);
+            ctx->attempts.push_back(j.attempt);
+        }
         ctx->timer.emplace(io_);
         ctx->timer->expires_after(settings.timeout);
         Duration stuck_grace = options_.stuck_grace;
@@ -707,7 +711,8 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
                                ms_text(stuck_grace) + " after its timeout and ignoring cancellation",
                            ctx->type, ctx->ids);
                 ctx->lane->m.stuck.fetch_add(1, std::memory_order_relaxed);
-                for (store::JobId id : ctx->job_ids) ctx->ex.emit(JobEventKind::stuck, ctx->type, id);
+                for (std::size_t i = 0; i < ctx->job_ids.size(); ++i)
+                    ctx->ex.emit(JobEventKind::stuck, ctx->type, ctx->job_ids[i], ctx->attempts[i]);
             });
         });
     }
@@ -745,7 +750,7 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
             if (!h.has_result) h.set_result(JH_FAILED, 0, end.failure, {});
         if (end.killed_stuck) {
             ln.m.stuck.fetch_add(1, std::memory_order_relaxed);
-            for (const auto& j : batch) emit(JobEventKind::stuck, ln.type, j.id);
+            for (const auto& j : batch) emit(JobEventKind::stuck, ln.type, j.id, j.attempt);
         }
     }
     auto ran = std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - run_start);

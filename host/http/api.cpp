@@ -11,7 +11,13 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <map>
@@ -215,7 +221,8 @@ Response readyz(Services& sv) {
     } catch (const std::exception& e) {
         reasons.push_back(json::string(std::string("the store does not answer: ") + e.what()));
     }
-    if ((sv.stopping && sv.stopping->load()) || !sv.executor.accepting()) reasons.push_back("shutting down");
+    if ((sv.stopping && sv.stopping->load()) || !sv.executor.accepting())
+        reasons.push_back("draining: the host is shutting down and takes no new work");
     if (reasons.empty()) return json_response(200, json::object{{"ready", true}});
     return json_response(503, json::object{{"ready", false}, {"reasons", reasons}});
 }
@@ -483,9 +490,13 @@ Response route(const Request& req, Services& sv) {
         f.limit = *limit;
         json::array a;
         for (const auto& e : sv.monitor.events(f)) {
-            json::object o{
-                {"seq", e.seq},   {"at", store::iso(e.at)}, {"kind", std::string(executor::event_kind_name(e.kind))},
-                {"type", e.type}, {"attempt", e.attempt},   {"duration_ms", e.duration.count()}};
+            json::object o{{"seq", e.seq},
+                           {"at", store::iso(e.at)},
+                           {"kind", std::string(executor::event_kind_name(e.kind))},
+                           {"type", e.type},
+                           {"attempt", e.attempt}};
+            // a start carries how long the job waited; an end, how long it ran
+            o[e.kind == executor::JobEventKind::started ? "wait_ms" : "duration_ms"] = e.duration.count();
             if (e.id) o["job"] = e.id;
             if (!e.error.empty()) o["error"] = e.error;
             a.push_back(std::move(o));
@@ -566,6 +577,40 @@ Response route(const Request& req, Services& sv) {
     return error(404, "no such path: " + std::string(path));
 }
 
+struct ProcessFigures {
+    double cpu_seconds = 0, resident_bytes = 0, virtual_bytes = 0, open_fds = 0, max_fds = 0, threads = 0,
+           start_time = 0;
+};
+
+ProcessFigures read_process_figures() {
+    ProcessFigures f;
+    const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    const double page = static_cast<double>(::sysconf(_SC_PAGESIZE));
+    std::ifstream stat("/proc/self/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    // The fields after the command's closing parenthesis: state is field 3; utime 14, stime 15, num_threads 20,
+    // starttime 22, vsize 23, rss 24.
+    if (auto close = text.rfind(')'); close != std::string::npos) {
+        std::istringstream in(text.substr(close + 2));
+        std::vector<std::string> v((std::istream_iterator<std::string>(in)), std::istream_iterator<std::string>());
+        auto field = [&](std::size_t n) { return n - 3 < v.size() ? std::strtod(v[n - 3].c_str(), nullptr) : 0.0; };
+        f.cpu_seconds = (field(14) + field(15)) / tick;
+        f.threads = field(20);
+        f.virtual_bytes = field(23);
+        f.resident_bytes = field(24) * page;
+        std::ifstream boot("/proc/stat");
+        for (std::string line; std::getline(boot, line);)
+            if (line.rfind("btime ", 0) == 0) f.start_time = std::strtod(line.c_str() + 6, nullptr) + field(22) / tick;
+    }
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+        f.open_fds += 1;
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == 0) f.max_fds = static_cast<double>(lim.rlim_cur);
+    return f;
+}
+
 } // namespace
 
 int status_for(core::Code code) {
@@ -626,6 +671,10 @@ Response handle(const Request& req, Services& sv) {
         return unauthorized(req.authorization.empty()
                                 ? "reading needs 'Authorization: Bearer <token>' ([http] read_token_file is set)"
                                 : "the bearer token is wrong; reading needs the [http] read token");
+    // While the host drains it still answers reads (status, metrics, jobs) but changes nothing.
+    if (mutating && sv.stopping && sv.stopping->load())
+        return error(503, "the host is draining (shutting down): it takes no new work and changes nothing; send "
+                          "this to another host, or again once this one has restarted");
     try {
         if (auto asset = dashboard_asset(path, req.method)) return std::move(*asset);
         return route(req, sv);
@@ -734,6 +783,25 @@ std::string prometheus_text(Services& sv) {
     auto& raised = counter("jobhost_alerts_raised_total", "Alerts raised, by rule.");
     for (const auto& [rule, count] : sv.monitor.alerts_raised())
         raised.Add({{"rule", rule}}).Increment(static_cast<double>(count));
+
+    // The process, read from /proc at scrape time (prometheus-cpp has no process collector).
+    auto p = read_process_figures();
+    counter("process_cpu_seconds_total", "User and system CPU time the process has spent, in seconds.")
+        .Add({})
+        .Increment(p.cpu_seconds);
+    gauge("process_resident_memory_bytes", "Resident memory size in bytes.").Add({}).Set(p.resident_bytes);
+    gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.").Add({}).Set(p.virtual_bytes);
+    gauge("process_open_fds", "Open file descriptors.").Add({}).Set(p.open_fds);
+    gauge("process_max_fds", "The limit on open file descriptors.").Add({}).Set(p.max_fds);
+    gauge("process_threads", "Threads in the process.").Add({}).Set(p.threads);
+    gauge("process_start_time_seconds", "When the process started, in seconds since the Unix epoch.")
+        .Add({})
+        .Set(p.start_time);
+    if (auto size = sv.store.size_on_disk())
+        gauge("jobhost_store_size_bytes", "The store's size on disk (SQLite: the file and its WAL; PostgreSQL: the "
+                                          "schema's tables and indexes).")
+            .Add({})
+            .Set(static_cast<double>(*size));
 
     std::ostringstream out;
     TextSerializer().Serialize(out, reg.Collect());

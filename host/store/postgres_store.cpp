@@ -903,6 +903,14 @@ std::vector<JobRecord> PostgresStore::dead_letters(const DeadLetterFilter& filte
     return out;
 }
 
+std::optional<std::uint64_t> PostgresStore::size_on_disk() {
+    std::lock_guard lock(reader_mutex_);
+    auto r = reader().run("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8 FROM pg_class c JOIN "
+                          "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+                          pg::Params().add(options_.schema));
+    return static_cast<std::uint64_t>(r.int64(0, 0));
+}
+
 void PostgresStore::progress(JobId id, const Progress& p) {
     if (closed_) return;
     auto text = std::make_shared<std::string>(progress_json(p));

@@ -728,6 +728,16 @@ void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {
     }
 }
 
+std::optional<std::uint64_t> SqliteStore::size_on_disk() {
+    std::uint64_t total = 0;
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+        std::error_code ec;
+        auto n = fs::file_size(options_.path.string() + suffix, ec);
+        if (!ec) total += n;
+    }
+    return total;
+}
+
 void SqliteStore::progress(JobId id, const Progress& p) {
     if (closed_) return;
     auto text = std::make_shared<std::string>(progress_json(p));

@@ -75,6 +75,7 @@ public:
     RunToken begin_run(std::span<const JobId> ids) override;
     void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
     void progress(JobId id, const Progress& progress) override;
+    std::optional<std::uint64_t> size_on_disk() override;
     std::optional<TimePoint> next_due(const std::set<std::string>& types, TimePoint now) override;
     std::optional<JobRecord> get(JobId id) override;
     std::vector<JobRecord> dead_letters(const DeadLetterFilter& filter) override;

@@ -175,6 +175,9 @@ public:
     // Jobs by type and state, newest first.
     virtual std::vector<JobRecord> list(const ListFilter& filter) = 0;
 
+    // Bytes the store takes on disk, or nullopt where it has no disk (memory).
+    virtual std::optional<std::uint64_t> size_on_disk() { return std::nullopt; }
+
     // Counts per type, kept as the store changes (no scan of the jobs).
     virtual std::map<std::string, TypeCounts> counts() = 0;
 

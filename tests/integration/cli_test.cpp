@@ -50,6 +50,18 @@ TEST_CASE("--version and --help answer on every subcommand with exit code 0") {
                    "Exit codes: 0 clean, 1 runtime failure, 2 usage or configuration error"));
 }
 
+TEST_CASE("bare jobhost in an empty folder prints help, creates nothing and exits 2; jobhost help exits 0") {
+    TempDir empty;
+    auto bare = run({"/bin/sh", "-c", "cd '" + empty.path().string() + "' && exec '" + JOBHOST_BINARY + "'"}, 20s);
+    CHECK(bare.exit_code == 2);
+    CHECK(contains(bare.err, "give a command, for example: jobhost run --config"));
+    CHECK(contains(bare.err, "Subcommands:"));
+    CHECK(std::filesystem::is_empty(empty.path()));
+    auto help = run_jobhost({"help"});
+    CHECK(help.exit_code == 0);
+    CHECK(contains(help.out, "Exit codes: 0 clean"));
+}
+
 TEST_CASE("a usage error exits 2 and says what was wrong") {
     auto r = run_jobhost({"plugins", "--no-such-flag"});
     CHECK(r.exit_code == 2);
@@ -60,7 +72,8 @@ TEST_CASE("a usage error exits 2 and says what was wrong") {
 }
 
 TEST_CASE("jobhost plugins lists the example types with their effective settings and where each came from") {
-    auto r = run_jobhost({"plugins", "--config", kConfig});
+    // --plugin-dir: the example plugins this build made (the config's ../plugins holds them only in the dev preset)
+    auto r = run_jobhost({"plugins", "--config", kConfig, "--plugin-dir", JOBHOST_EXAMPLE_PLUGIN_DIR});
     REQUIRE(r.exit_code == 0);
     for (const char* t : {"hello", "shell", "text.upper", "text.count", "math.sum", "math.report"})
         CHECK(contains(r.out, t));
@@ -70,7 +83,7 @@ TEST_CASE("jobhost plugins lists the example types with their effective settings
 }
 
 TEST_CASE("jobhost plugins --json is machine-readable") {
-    auto r = run_jobhost({"plugins", "--config", kConfig, "--json"});
+    auto r = run_jobhost({"plugins", "--config", kConfig, "--json", "--plugin-dir", JOBHOST_EXAMPLE_PLUGIN_DIR});
     REQUIRE(r.exit_code == 0);
     auto doc = boost::json::parse(r.out).as_object();
     const auto& types = doc.at("types").as_array();
@@ -120,7 +133,7 @@ TEST_CASE("jobhost plugins names every skipped file with why, and lists the good
 }
 
 TEST_CASE("jobhost check accepts the shipped config and rejects a bad one with file, line and column") {
-    auto good = run_jobhost({"check", "--config", kConfig});
+    auto good = run_jobhost({"check", "--config", kConfig, "--plugin-dir", JOBHOST_EXAMPLE_PLUGIN_DIR});
     CHECK(good.exit_code == 0);
     CHECK(contains(good.out, "ok: 6 job type(s)"));
 

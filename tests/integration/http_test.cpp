@@ -88,6 +88,8 @@ TEST_CASE("every endpoint answers: health, readiness, status, types, jobs, event
     REQUIRE(events.size() == 3); // enqueued, started, succeeded (newest first)
     CHECK(events[0].as_object().at("kind") == "succeeded");
     CHECK(events[2].as_object().at("kind") == "enqueued");
+    CHECK(events[1].as_object().contains("wait_ms")); // a start says how long the job waited
+    CHECK(events[0].as_object().contains("duration_ms"));
     CHECK(eventually(
         [&] { return h.get_json("/api/v1/events?type=fx.tick&kind=succeeded&limit=2").as_array().size() == 2; }));
 
@@ -255,6 +257,14 @@ print("duration_inf", value("jobhost_job_duration_seconds", "jobhost_job_duratio
 print("dead_depth", value("jobhost_queue_depth", "jobhost_queue_depth", job_type="fx.permanent", state="dead"))
 print("healthy", value("jobhost_health", "jobhost_health", status="healthy"))
 print("uptime_type", families["jobhost_uptime_seconds"].type)
+import time
+rss = value("process_resident_memory_bytes", "process_resident_memory_bytes")
+print("rss_ok", 1 << 20 < rss < 4 << 30)
+print("fds_ok", 3 < value("process_open_fds", "process_open_fds") <= value("process_max_fds", "process_max_fds"))
+print("threads_ok", value("process_threads", "process_threads") >= 4)
+print("cpu_ok", 0 < value("process_cpu_seconds", "process_cpu_seconds_total") < 600)
+print("start_ok", abs(time.time() - value("process_start_time_seconds", "process_start_time_seconds")) < 600)
+print("store_ok", value("jobhost_store_size_bytes", "jobhost_store_size_bytes") > 4096)
 )");
     auto r = run({"/usr/bin/python3", script.string(), file.string()}, 30s);
     CAPTURE(r.err);
@@ -266,6 +276,9 @@ print("uptime_type", families["jobhost_uptime_seconds"].type)
     CHECK(contains(r.out, "dead_depth 1.0"));
     CHECK(contains(r.out, "healthy 1.0"));
     CHECK(contains(r.out, "uptime_type gauge"));
+    for (const char* ok :
+         {"rss_ok True", "fds_ok True", "threads_ok True", "cpu_ok True", "start_ok True", "store_ok True"})
+        CHECK(contains(r.out, ok));
 }
 
 TEST_CASE("jobhost status prints the health, the alerts and a table of types from a running host") {
@@ -285,9 +298,13 @@ TEST_CASE("jobhost status prints the health, the alerts and a table of types fro
     CHECK(json::parse(j.out).as_object().at("health") == "degraded");
     CHECK(contains(h.process->err(), "alert raised: job type fx.fail"));
 
+    auto bare = run_jobhost({"status", "--url", "127.0.0.1:" + std::to_string(h.port), "--json"}); // no http://
+    CHECK(bare.exit_code == 0);
     auto down = run_jobhost({"status", "--url", "http://127.0.0.1:1"});
     CHECK(down.exit_code == 1);
-    CHECK(contains(down.err, "cannot reach a host at http://127.0.0.1:1"));
+    CHECK(contains(down.err, "cannot reach a host at http://127.0.0.1:1 (Connection refused)"));
+    CHECK_FALSE(contains(down.err, "/usr/include")); // no Boost source location
+    CHECK(run_jobhost({"status", "--url", "ftp://127.0.0.1:1"}).exit_code == 2);
 }
 
 TEST_CASE("counters mean what they say whoever queued: CLI enqueues and replays count, the DLQ size is current") {
@@ -520,4 +537,33 @@ TEST_CASE("a job's result, its latest progress and each attempt's number are kep
     auto errors = h.get_json("/api/v1/jobs/" + dead_id).as_object().at("errors").as_array();
     CHECK(errors[0].as_object().at("attempt") == 1);
     CHECK(errors[1].as_object().at("attempt") == 2);
+}
+
+TEST_CASE(
+    "while the host drains after SIGTERM, HTTP still answers: readiness 503, reads and metrics 200, changes 503") {
+    Host h;
+    auto slow = request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.slow","payload":{"ms":3000}})");
+    REQUIRE(slow.status == 201);
+    auto id = std::to_string(json::parse(slow.body).as_object().at("id").to_number<std::int64_t>());
+    REQUIRE(eventually([&] { return h.get_json("/api/v1/jobs/" + id).as_object().at("state") == "running"; }));
+    h.process->signal(SIGTERM);
+    REQUIRE(h.process->wait_for_output("received SIGTERM", 10s));
+    auto ready = request(h.port, "GET", "/readyz");
+    CHECK(ready.status == 503);
+    CHECK(contains(ready.body, "draining"));
+    CHECK(request(h.port, "GET", "/healthz").status == 200);
+    auto metrics = request(h.port, "GET", "/metrics");
+    CHECK(metrics.status == 200);
+    CHECK(contains(metrics.body, "jobhost_jobs_running{job_type=\"fx.slow\"} 1"));
+    CHECK(request(h.port, "GET", "/api/v1/status").status == 200);
+    CHECK(h.get_json("/api/v1/jobs/" + id).as_object().at("state") == "running");
+    auto refused = request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.ok"})");
+    CHECK(refused.status == 503);
+    CHECK(contains(refused.body, "draining"));
+    CHECK(request(h.port, "POST", "/api/v1/dlq/retry", R"({"all":true})").status == 503);
+    // the running job finishes within the grace, then the host exits cleanly and HTTP goes with it
+    REQUIRE(h.process->wait(20s));
+    CHECK(h.process->exit_code() == 0);
+    CHECK(contains(h.process->err(), "summary fx.slow: enqueued 1, started 1, succeeded 1"));
+    CHECK_THROWS(request(h.port, "GET", "/healthz")); // nothing listens any more
 }

@@ -65,6 +65,12 @@ TEST_CASE("a malformed --enqueue payload is refused with a clear error and exit 
     auto unknown = run({s.args({"--enqueue", "nope"})});
     CHECK(unknown.exit_code == 2);
     CHECK(contains(unknown.err, "unknown job type 'nope'"));
+    // every --enqueue is checked before any job is queued: the good one first does not run
+    auto disabled = run({s.args({"--enqueue", "fx.ok", "--enqueue", "fx.tick"})});
+    CHECK(disabled.exit_code == 2);
+    CHECK(contains(disabled.err, "--enqueue fx.tick: job type 'fx.tick' is disabled"));
+    CHECK_FALSE(contains(disabled.err + disabled.out, "fx.ok ran"));
+    CHECK_FALSE(contains(disabled.err + disabled.out, "enqueued job"));
 }
 
 TEST_CASE("SIGTERM lets a running job finish within shutdown_grace, then exits 0") {

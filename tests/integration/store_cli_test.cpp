@@ -191,7 +191,7 @@ TEST_CASE("dlq retry and purge say how many they touched, and refuse unknown ids
     auto job = s.cli({"job", ids[0], "--json"});
     auto o = boost::json::parse(job.out).as_object();
     CHECK(o.at("state") == "ready");
-    CHECK(o.at("attempt") == 1); // the count goes on, with a fresh set of attempts
+    CHECK(o.at("attempt") == 1);      // the count goes on, with a fresh set of attempts
     CHECK(o.at("max_attempts") == 2); // the one attempt it had, once more
     CHECK(o.at("attempts_before_retry") == 1);
     CHECK(o.at("errors").as_array().size() == 1); // history kept

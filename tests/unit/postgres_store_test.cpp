@@ -54,7 +54,8 @@ TEST_CASE("postgres: hosts that start together create the schema once, and a new
     CHECK(refused.error().message.find("use a newer jobhost") != std::string::npos);
 }
 
-TEST_CASE("postgres: a version 1 schema is migrated to 2 (results, progress, attempts across retries), its jobs intact") {
+TEST_CASE(
+    "postgres: a version 1 schema is migrated to 2 (results, progress, attempts across retries), its jobs intact") {
     store::JobId id = 0;
     {
         auto s = open("older");

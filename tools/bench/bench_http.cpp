@@ -3,6 +3,7 @@
 // against, measured in the same run: the SQLite engine's own enqueue (1,000 per call, no HTTP) and the command
 // line's `jobhost enqueue --jsonl`. Every job is queued with a one-hour delay, so that only intake is measured (no
 // job runs meanwhile), and the store's count of scheduled jobs is checked against what the benchmark says it sent.
+// Then how long the API's reads take with 1,000,000 jobs waiting.
 #include "bench_host.hpp"
 
 #include "store/memory_store.hpp"
@@ -53,9 +54,10 @@ public:
     ~Client() { ::close(fd_); }
     // Returns the status code.
     int post(const std::string& body) {
-        std::string req =
-            "POST /api/v1/jobs HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: " +
-            std::to_string(body.size()) + "\r\n\r\n" + body;
+        return request("POST /api/v1/jobs HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nContent-Length: " +
+                       std::to_string(body.size()) + "\r\n\r\n" + body);
+    }
+    int request(const std::string& req) {
         for (std::size_t sent = 0; sent < req.size();) {
             auto n = ::send(fd_, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
             if (n <= 0) return 0;
@@ -148,9 +150,11 @@ Figures http_round(store::JobStore& s, std::size_t single_n, std::size_t batch_n
     return f;
 }
 
-std::unique_ptr<store::SqliteStore> sqlite(const fs::path& path) {
-    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path.string() + suffix);
-    fs::remove_all(path.string() + "-hosts");
+std::unique_ptr<store::SqliteStore> sqlite(const fs::path& path, bool fresh = true) {
+    if (fresh) {
+        for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(path.string() + suffix);
+        fs::remove_all(path.string() + "-hosts");
+    }
     store::SqliteOptions o;
     o.path = path;
     auto s = store::SqliteStore::open(o);
@@ -202,6 +206,50 @@ double cli_jsonl(const fs::path& dir, std::size_t n) {
     return static_cast<double>(n) / secs;
 }
 
+// Milliseconds a GET takes (median of 15, a new connection each).
+double get_ms(int port, const std::string& target) {
+    std::vector<double> took;
+    for (int i = 0; i < 15; ++i) {
+        Client c(port);
+        auto start = Clock::now();
+        int status = c.request("GET " + target + " HTTP/1.1\r\nHost: b\r\n\r\n");
+        took.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+        if (status != 200) {
+            std::fprintf(stderr, "GET %s answered %d\n", target.c_str(), status);
+            std::exit(1);
+        }
+    }
+    return median(took);
+}
+
+// The API's reads against a host whose SQLite store holds `backlog` waiting jobs.
+std::vector<std::pair<std::string, double>> reads_with_backlog(const fs::path& path, std::size_t backlog) {
+    {
+        auto s = sqlite(path);
+        std::vector<store::NewJob> jobs(1000);
+        for (std::size_t i = 0; i < backlog; i += 1000) {
+            for (std::size_t k = 0; k < jobs.size(); ++k) {
+                jobs[k].type = job_json(i + k).substr(9, 8);
+                jobs[k].run_at = store::Clock::now() + std::chrono::hours(1);
+            }
+            s->enqueue(jobs);
+        }
+        s->close();
+    }
+    auto s = sqlite(path, false);
+    std::vector<std::pair<std::string, double>> out;
+    {
+        Host h(*s, {.workers = 2, .http = true, .http_threads = 2});
+        int port = h.host->http_port();
+        for (const char* t : {"/healthz", "/api/v1/status", "/api/v1/types/bench.07", "/metrics",
+                              "/api/v1/jobs?limit=50", "/api/v1/jobs?type=bench.07&state=scheduled&limit=50",
+                              "/api/v1/jobs?state=dead&limit=50", "/api/v1/dlq?limit=50", "/"})
+            out.emplace_back(t, get_ms(port, t));
+    }
+    s->close();
+    return out;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -221,6 +269,7 @@ int main(int argc, char** argv) {
         direct.push_back(sqlite_direct(dir / "direct.db", 400'000));
         cli.push_back(cli_jsonl(dir, 400'000));
     }
+    auto reads = reads_with_backlog(dir / "backlog.db", 1'000'000);
     fs::remove_all(dir);
     std::printf("http intake benchmark: POST /api/v1/jobs over %d keep-alive connections, 2 HTTP threads; medians of "
                 "%d rounds\n",
@@ -234,5 +283,7 @@ int main(int argc, char** argv) {
     std::printf("%-62s %12.0f\n", "limit: jobhost enqueue --jsonl into sqlite (whole command)", median(cli));
     std::printf("ratios: sqlite HTTP batch / engine's own %.2f, / --jsonl %.2f\n", median(sql_batch) / median(direct),
                 median(sql_batch) / median(cli));
+    std::printf("\nreads with 1,000,000 jobs waiting in SQLite (median of 15 GETs, a new connection each, ms):\n");
+    for (const auto& [target, ms] : reads) std::printf("  %-58s %8.2f\n", target.c_str(), ms);
     return 0;
 }

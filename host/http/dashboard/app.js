@@ -324,11 +324,12 @@ async function oneJob(gen, id) {
 
 function eventTable(events, caption) {
   return table([{ label: "Seq", num: true }, "At", "Kind", "Type", { label: "Job", num: true },
-                { label: "Attempt", num: true }, { label: "ms", num: true }, "Error"],
+                { label: "Attempt", num: true }, { label: "Took (ms)", num: true }, "Error"],
     events.map(e => el("tr", {}, el("td", { class: "num" }, e.seq), el("td", {}, fmtTime(e.at)),
       el("td", {}, badge(e.kind)), el("td", {}, e.type),
       el("td", { class: "num" }, e.job ? el("a", { href: "#/jobs/" + e.job }, e.job) : ""),
-      el("td", { class: "num" }, e.attempt || ""), el("td", { class: "num" }, e.duration_ms || ""),
+      el("td", { class: "num" }, e.attempt || ""), el("td", { class: "num" }, e.duration_ms !== undefined ? e.duration_ms
+                                   : e.wait_ms !== undefined ? "waited " + e.wait_ms : ""),
       el("td", { class: "wrap" }, e.error || ""))), caption);
 }
 

@@ -465,7 +465,27 @@ constexpr jh_job_descriptor describe(const JobSpec& s) noexcept {
 // Registers TaskClass as a job type. Use once per task class, at global scope, with the class's unqualified name
 // (bring a namespaced class in with `using`). The fields after the class are JobSpec's designated initializers, in
 // JobSpec's declaration order. A library may hold any number of JOBHOST_JOB lines, in any number of files.
+namespace jobhost::detail {
+// What JOBHOST_JOB checks at compile time (the host checks the same again at load, for plugins built otherwise).
+consteval bool valid_type_name(const char* type) {
+    if (!type || !*type) return false;
+    std::size_t n = 0;
+    for (const char* c = type; *c; ++c, ++n) {
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-';
+        if (!ok || n >= 128) return false;
+    }
+    return true;
+}
+consteval bool one_schedule(const JobSpec& spec) {
+    return !(spec.interval.count() > 0 && spec.cron && *spec.cron);
+}
+} // namespace jobhost::detail
+
 #define JOBHOST_JOB(TaskClass, ...)                                                                                    \
+    static_assert(::jobhost::detail::valid_type_name(::jobhost::JobSpec{__VA_ARGS__}.type),                            \
+                  "JOBHOST_JOB: .type must be 1 to 128 characters of a-z, 0-9, '_', '.' and '-'");                     \
+    static_assert(::jobhost::detail::one_schedule(::jobhost::JobSpec{__VA_ARGS__}),                                    \
+                  "JOBHOST_JOB: give .interval or .cron, not both");                                                   \
     static constexpr ::jh_job_descriptor jobhost_descriptor_##TaskClass =                                              \
         ::jobhost::detail::describe<TaskClass>(::jobhost::JobSpec{__VA_ARGS__});                                       \
     BOOST_DLL_ALIAS_SECTIONED(jobhost_descriptor_##TaskClass, jobhost_job_##TaskClass, jobhost)
