@@ -43,5 +43,9 @@ int status_command(const CommonOptions& options, const std::string& url);
 // jobhost reload: asks a running host to rescan its plugin folder (POST /api/v1/plugins/reload) and prints what
 // changed. Exit 1 when a file was refused.
 int reload_command(const CommonOptions& options, const std::string& url);
+// jobhost new TYPE [--dir D]: writes D/TYPE/ (TYPE with '.' and '-' as '_'), a ready out-of-tree plugin project:
+// the task's .cpp, a CMakeLists.txt using find_package(jobhost), a test that runs the task through
+// jobhost/testing.hpp, the config lines to add, and a README. Refuses an existing folder.
+int new_command(const std::string& type, const std::optional<std::filesystem::path>& dir);
 
 } // namespace jobhost::cli

@@ -118,6 +118,12 @@ int main(int argc, char** argv) {
     add_common(*reload, opts, level, {.plugin_dir = false, .store = false});
     reload->add_option("--url", reload_url, "The host's address (default: [http] listen)");
 
+    std::string new_type;
+    std::optional<std::filesystem::path> new_dir;
+    auto* scaffold = app.add_subcommand("new", "Write a ready out-of-tree plugin project for a new job type");
+    scaffold->add_option("type", new_type, "The job type, such as image.resize")->required();
+    scaffold->add_option("--dir", new_dir, "Where to create the project's folder (default: here)");
+
     auto* help = app.add_subcommand("help", "Print this help");
 
     // Bare `jobhost` does nothing on its own: without a config it would create ./var and listen on 8080 by surprise.
@@ -140,6 +146,7 @@ int main(int argc, char** argv) {
         return cli::kExitOk;
     }
     try {
+        if (*scaffold) return cli::new_command(new_type, new_dir);
         if (*plugins) return cli::plugins_command(opts);
         if (*check) return cli::check_command(opts);
         if (*status) return cli::status_command(opts, status_url);
