@@ -342,6 +342,11 @@ std::optional<core::Error> Host::open() {
     mo.backlog_age = config_.monitor.backlog_age;
     mo.dead_letter_rate = config_.monitor.dead_letter_rate;
     mo.store_timeout = config_.monitor.store_timeout;
+    mo.window = config_.monitor.window;
+    mo.clear_after = config_.monitor.clear_after;
+    mo.max_run_time = config_.monitor.max_run_time;
+    mo.run_time_p95 = config_.monitor.run_time_statistic == "p95";
+    mo.unhealthy_at = static_cast<std::size_t>(config_.monitor.unhealthy_at);
     monitor_ = std::make_unique<monitor::Monitor>(mo);
 
     executor::ExecutorOptions eo;

@@ -398,7 +398,23 @@ void parse_http(Validator& v, const toml::table& t, HttpSection& http) {
 void parse_monitor(Validator& v, const toml::table& t, MonitorSection& m) {
     v.known_keys(t, "monitor",
                  {"events", "failure_rate", "failure_window", "failure_min_runs", "late_factor", "backlog_age",
-                  "dead_letter_rate", "store_timeout", "interval"});
+                  "dead_letter_rate", "store_timeout", "interval", "window", "clear_after", "max_run_time",
+                  "run_time_statistic", "unhealthy_at"});
+    if (auto n = t.get("window"))
+        if (auto d = v.duration(*n, "window")) m.window = *d;
+    if (auto n = t.get("clear_after"))
+        if (auto d = v.duration(*n, "clear_after")) m.clear_after = *d;
+    if (auto n = t.get("max_run_time"))
+        if (auto d = v.duration(*n, "max_run_time")) m.max_run_time = *d;
+    if (auto n = t.get("run_time_statistic"))
+        if (auto s = v.string(*n, "run_time_statistic")) {
+            if (*s == "mean" || *s == "p95")
+                m.run_time_statistic = *s;
+            else
+                v.error(n->source(), "'run_time_statistic' must be \"mean\" or \"p95\", got \"" + *s + "\"");
+        }
+    if (auto n = t.get("unhealthy_at"))
+        if (auto i = v.integer(*n, "unhealthy_at", 1, 1000)) m.unhealthy_at = *i;
     if (auto n = t.get("events"))
         if (auto i = v.integer(*n, "events", 0, 10'000'000)) m.events = *i;
     if (auto n = t.get("failure_rate"))
@@ -429,7 +445,7 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
     v.known_keys(t, where,
                  {"name", "description", "version", "enabled", "interval", "cron", "priority", "max_retries", "backoff",
                   "timeout", "concurrency", "batch_size", "dead_letter", "jitter", "run_on_start", "settings",
-                  "isolation", "memory_limit"});
+                  "isolation", "memory_limit", "max_run_time"});
     auto& o = job.overrides;
     if (auto n = t.get("name")) o.name = v.string(*n, "name");
     if (auto n = t.get("description")) o.description = v.string(*n, "description");
@@ -470,6 +486,7 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
     if (auto n = t.get("batch_size")) o.batch_size = v.integer(*n, "batch_size", 1, 10000);
     if (auto n = t.get("isolation")) o.isolation = v.isolation(*n);
     if (auto n = t.get("memory_limit")) o.memory_limit = v.size(*n, "memory_limit");
+    if (auto n = t.get("max_run_time")) o.max_run_time = v.duration(*n, "max_run_time");
     if (auto n = t.get("backoff")) {
         if (auto b = v.table(*n, where + ".backoff")) {
             v.known_keys(*b, where + ".backoff", {"initial", "multiplier", "max", "jitter"});

@@ -91,6 +91,11 @@ struct MonitorSection {
     double dead_letter_rate = 0.2;
     core::Duration store_timeout{1'000};
     core::Duration interval{1'000}; // how often health is evaluated
+    core::Duration window{300'000}; // the rate and run-time rules look at runs this recent (and failure_window at most)
+    core::Duration clear_after{30'000};      // an alert clears once its rule has not held for this long
+    core::Duration max_run_time{300'000};    // the run_time rule's threshold (0s: off); [jobs.<type>] max_run_time
+    std::string run_time_statistic = "mean"; // "mean" or "p95" of the runs in the window
+    std::int64_t unhealthy_at = 3;           // this many alerts at once make the host unhealthy
 };
 
 struct JobSection {

@@ -91,8 +91,10 @@ void Monitor::on_event(const executor::JobEvent& e) noexcept {
             bool failed = e.kind == JobEventKind::failed;
             push_sample(s.run_ms, ms);
             observe(s.run_hist, ms / 1000.0);
-            s.recent_failed.push_back(failed);
+            s.recent_failed.push_back({e.at, failed});
             while (s.recent_failed.size() > options_.failure_window) s.recent_failed.pop_front();
+            s.recent_run_ms.push_back({e.at, ms});
+            if (s.recent_run_ms.size() > kSamples) s.recent_run_ms.pop_front();
             (failed ? s.last_failure : s.last_success) = e.at;
             if (failed) s.last_error = std::string(e.error);
             s.stuck.erase(e.id);
@@ -104,14 +106,14 @@ void Monitor::on_event(const executor::JobEvent& e) noexcept {
             }
             finished_per_second_[static_cast<std::size_t>(second % 60)] += 1;
             if (!failed) {
-                s.recent_dead.push_back(false);
+                s.recent_dead.push_back({e.at, false});
                 while (s.recent_dead.size() > options_.failure_window) s.recent_dead.pop_front();
             }
             break;
         }
         case JobEventKind::dead_lettered:
         case JobEventKind::dropped:
-            s.recent_dead.push_back(true);
+            s.recent_dead.push_back({e.at, true});
             while (s.recent_dead.size() > options_.failure_window) s.recent_dead.pop_front();
             break;
         case JobEventKind::stuck: s.stuck.insert(e.id); break;
@@ -125,6 +127,13 @@ void Monitor::on_event(const executor::JobEvent& e) noexcept {
     } catch (...) {
         // out of memory: the event is not recorded; the executor goes on
     }
+}
+
+void Monitor::trim(Samples& s, TimePoint now) const {
+    auto since = now - options_.window;
+    while (!s.recent_failed.empty() && s.recent_failed.front().at < since) s.recent_failed.pop_front();
+    while (!s.recent_dead.empty() && s.recent_dead.front().at < since) s.recent_dead.pop_front();
+    while (!s.recent_run_ms.empty() && s.recent_run_ms.front().at < since) s.recent_run_ms.pop_front();
 }
 
 DurationStats Monitor::summarize(const std::deque<double>& samples) {
@@ -161,10 +170,13 @@ TypeStats Monitor::stats(const std::string& type) const {
     t.last_success = s.last_success;
     t.last_failure = s.last_failure;
     t.last_error = s.last_error;
+    auto yes = [](const auto& d) {
+        return static_cast<std::size_t>(std::count_if(d.begin(), d.end(), [](const auto& m) { return m.yes; }));
+    };
     t.recent_runs = s.recent_failed.size();
-    t.recent_failures = static_cast<std::size_t>(std::count(s.recent_failed.begin(), s.recent_failed.end(), true));
+    t.recent_failures = yes(s.recent_failed);
     t.recent_finished = s.recent_dead.size();
-    t.recent_dead = static_cast<std::size_t>(std::count(s.recent_dead.begin(), s.recent_dead.end(), true));
+    t.recent_dead = yes(s.recent_dead);
     t.stuck = s.stuck;
     return t;
 }
@@ -203,9 +215,12 @@ Health Monitor::evaluate(const HealthInputs& in) {
         for (const auto& [type, settings] : in.types) {
             auto it = types_.find(type);
             const Samples* s = it == types_.end() ? nullptr : &it->second;
+            if (it != types_.end()) trim(it->second, in.now);
+            auto yes = [](const auto& d) {
+                return static_cast<std::size_t>(std::count_if(d.begin(), d.end(), [](const auto& m) { return m.yes; }));
+            };
             if (s && s->recent_failed.size() >= options_.failure_min_runs) {
-                auto failed =
-                    static_cast<std::size_t>(std::count(s->recent_failed.begin(), s->recent_failed.end(), true));
+                auto failed = yes(s->recent_failed);
                 double rate = static_cast<double>(failed) / static_cast<double>(s->recent_failed.size());
                 if (rate > options_.failure_rate)
                     hold("failure_rate:" + type, "job type " + type + ": " + std::to_string(failed) + " of its last " +
@@ -214,7 +229,7 @@ Health Monitor::evaluate(const HealthInputs& in) {
                                                      percent(options_.failure_rate) + " ([monitor] failure_rate)");
             }
             if (s && s->recent_dead.size() >= options_.failure_min_runs) {
-                auto dead = static_cast<std::size_t>(std::count(s->recent_dead.begin(), s->recent_dead.end(), true));
+                auto dead = yes(s->recent_dead);
                 double rate = static_cast<double>(dead) / static_cast<double>(s->recent_dead.size());
                 if (rate > options_.dead_letter_rate)
                     hold("dead_letter_rate:" + type,
@@ -222,6 +237,20 @@ Health Monitor::evaluate(const HealthInputs& in) {
                              std::to_string(s->recent_dead.size()) + " finished jobs were dead-lettered (" +
                              percent(rate) + "), above the threshold " + percent(options_.dead_letter_rate) +
                              " ([monitor] dead_letter_rate)");
+            }
+            auto limit = settings.max_run_time.value_or(options_.max_run_time);
+            if (s && limit.count() > 0 && s->recent_run_ms.size() >= options_.failure_min_runs) {
+                std::deque<double> ms;
+                for (const auto& r : s->recent_run_ms) ms.push_back(r.ms);
+                auto st = summarize(ms);
+                double figure = options_.run_time_p95 ? st.p95 : st.mean;
+                if (figure > static_cast<double>(limit.count()))
+                    hold("run_time:" + type, "job type " + type + ": the " + (options_.run_time_p95 ? "p95" : "mean") +
+                                                 " run of its last " + std::to_string(ms.size()) + " runs took " +
+                                                 core::format_duration(Duration(static_cast<std::int64_t>(figure))) +
+                                                 ", longer than " + core::format_duration(limit) +
+                                                 (settings.max_run_time ? " ([jobs." + type + "] max_run_time)"
+                                                                        : std::string(" ([monitor] max_run_time)")));
             }
             if (s && !s->stuck.empty())
                 hold("stuck:" + type,
@@ -255,6 +284,7 @@ Health Monitor::evaluate(const HealthInputs& in) {
             }
         }
         for (auto& [rule, alert] : holding) {
+            alert.last_held = in.now;
             auto existing = alerts_.find(rule);
             if (existing == alerts_.end()) {
                 log::write(log::Level::warning, "monitor", "alert raised: " + alert.message);
@@ -262,23 +292,23 @@ Health Monitor::evaluate(const HealthInputs& in) {
                 alerts_.emplace(rule, alert);
             } else {
                 existing->second.message = alert.message; // the figures move; the alert stays the same one
+                existing->second.last_held = in.now;
             }
         }
+        // An alert clears only once its rule has not held for clear_after: a figure that hovers around its
+        // threshold does not raise and clear it at every evaluation.
         for (auto it = alerts_.begin(); it != alerts_.end();) {
-            if (holding.count(it->first)) {
+            if (holding.count(it->first) || in.now - it->second.last_held < options_.clear_after) {
                 ++it;
                 continue;
             }
             log::write(log::Level::info, "monitor", "alert cleared: " + it->first);
             it = alerts_.erase(it);
         }
-        health_ = Health::healthy;
-        for (const auto& [rule, alert] : alerts_) {
-            if (alert.critical)
-                health_ = Health::unhealthy;
-            else if (health_ == Health::healthy)
-                health_ = Health::degraded;
-        }
+        health_ = alerts_.empty() ? Health::healthy : Health::degraded;
+        for (const auto& [rule, alert] : alerts_)
+            if (alert.critical) health_ = Health::unhealthy;
+        if (alerts_.size() >= options_.unhealthy_at) health_ = Health::unhealthy;
         return health_;
     }
 }

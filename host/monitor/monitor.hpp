@@ -32,6 +32,13 @@ struct MonitorOptions {
     Duration backlog_age{300'000};    // a ready job waiting longer than this is a backlog
     double dead_letter_rate = 0.2;    // a type whose dead-lettered share of its recent finished jobs is above this
     Duration store_timeout{1'000};    // a store that takes longer than this to answer is not answering
+    // The rate and run-time rules look at a type's runs of the last `window`, and at most its last failure_window
+    // runs: a type that stopped running stops counting against itself.
+    Duration window{300'000};
+    Duration clear_after{30'000};   // an alert clears once its rule has not held for this long (hysteresis)
+    Duration max_run_time{300'000}; // run_time rule: the mean (or p95) run of a type above this; 0: off
+    bool run_time_p95 = false;      // the run_time rule looks at the p95 rather than the mean
+    std::size_t unhealthy_at = 3;   // this many alerts at once make the host unhealthy
 };
 
 // Millisecond statistics of recent samples (the last 1024).
@@ -82,6 +89,7 @@ struct Alert {
     std::string message; // names the type, the figure and the threshold
     TimePoint since;
     bool critical = false; // makes the host unhealthy rather than degraded
+    TimePoint last_held;   // the last evaluation at which its rule held; it clears clear_after later
 };
 
 // What the health rules look at, gathered by the caller.
@@ -117,14 +125,24 @@ private:
     struct Samples {
         std::deque<double> wait_ms, run_ms;
         Histogram wait_hist, run_hist;
-        std::deque<bool> recent_failed; // per run, newest last
-        std::deque<bool> recent_dead;   // per finished job, newest last
+        struct Mark {
+            TimePoint at;
+            bool yes = false;
+        };
+        struct Timed {
+            TimePoint at;
+            double ms = 0;
+        };
+        std::deque<Mark> recent_failed;  // per run: did it fail; newest last
+        std::deque<Mark> recent_dead;    // per finished job: was it dead-lettered; newest last
+        std::deque<Timed> recent_run_ms; // per run, for the run_time rule
         std::optional<TimePoint> last_run, last_success, last_failure;
         std::optional<TimePoint> schedule_seen; // see ExecutorObserver::on_schedule
         std::string last_error;
         std::set<store::JobId> stuck;
     };
     static DurationStats summarize(const std::deque<double>& samples);
+    void trim(Samples& s, TimePoint now) const; // drops runs older than the window
 
     MonitorOptions options_;
     mutable std::mutex mutex_;

@@ -75,6 +75,10 @@ void apply_override(JobSettings& s, const JobOverride& o, const std::string& whe
     set(s.run_on_start, o.run_on_start, "run_on_start");
     set(s.isolation, o.isolation, "isolation");
     set(s.memory_limit, o.memory_limit, "memory_limit");
+    if (o.max_run_time) {
+        s.max_run_time = *o.max_run_time;
+        provenance.fields.emplace_back("max_run_time", where);
+    }
     if (o.interval && !o.cron && s.interval != *o.interval) {
         s.cron.clear();
         provenance.fields.emplace_back("cron", where);

@@ -48,6 +48,8 @@ struct JobSettings {
     // worker processes (see runner/process_runner.hpp).
     runner::Isolation isolation = runner::Isolation::thread;
     std::uint64_t memory_limit = 0; // resident bytes per worker process; 0: no limit (process isolation only)
+    // The run_time alert's threshold for this type ([jobs.<type>] max_run_time); unset: [monitor] max_run_time.
+    std::optional<Duration> max_run_time;
 
     bool periodic() const noexcept { return interval.count() > 0 || !cron.empty(); }
 };
@@ -63,6 +65,7 @@ struct JobOverride {
     std::optional<double> backoff_multiplier, backoff_jitter;
     std::optional<runner::Isolation> isolation;
     std::optional<std::uint64_t> memory_limit;
+    std::optional<Duration> max_run_time;
 };
 
 // Where each effective value came from, for `jobhost plugins`: field name -> "plugin", "default" or "file:line".
