@@ -7,6 +7,7 @@
 #include "store/sqlite_store.hpp"
 
 #include <boost/asio/post.hpp>
+#include <systemd/sd-daemon.h>
 
 #include <sys/inotify.h>
 
@@ -531,8 +532,10 @@ int Host::run() {
         if (ec) return;
         const char* name = signo == SIGINT ? "SIGINT" : signo == SIGTERM ? "SIGTERM" : "SIGHUP";
         if (signo == SIGHUP) {
+            ::sd_notify(0, "RELOADING=1");
             reload_plugins("SIGHUP");
             reload();
+            ::sd_notify(0, "READY=1");
         } else if (drainer.joinable()) { // a second SIGINT or SIGTERM: at once
             static const char msg[] = "jobhost: second signal, exiting at once\n";
             [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
@@ -541,6 +544,7 @@ int Host::run() {
             JH_LOG(info, "host") << "received " << name << ", shutting down: intake stopped, waiting up to "
                                  << core::format_duration(config_.host.shutdown_grace)
                                  << " for running jobs; a second signal exits at once";
+            ::sd_notify(0, "STOPPING=1\nSTATUS=draining: waiting for running jobs");
             stop_intake();
             drainer = std::thread([this] {
                 drain(config_.host.shutdown_grace);
@@ -550,12 +554,25 @@ int Host::run() {
         signals.async_wait(on_signal);
     };
     signals.async_wait(on_signal);
+    // systemd (Type=notify): ready now; a watchdog ping from this loop while it runs. No-ops outside systemd.
+    ::sd_notifyf(0, "READY=1\nSTATUS=serving %zu job type(s)", registry_.types().size());
+    std::uint64_t watchdog_usec = 0;
+    boost::asio::steady_timer watchdog(io_);
+    std::function<void()> ping = [&] {
+        ::sd_notify(0, "WATCHDOG=1");
+        watchdog.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+        watchdog.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) ping();
+        });
+    };
+    if (::sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) ping();
     JH_LOG(info, "host") << "serving " << registry_.types().size() << " job type(s) with "
                          << (options_.executor ? options_.executor->workers
                                                : static_cast<std::size_t>(config_.host.workers))
                          << " worker(s), store " << describe_store(config_.store)
                          << "; SIGINT or SIGTERM stops, SIGHUP reloads the config";
     io_.run();
+    watchdog.cancel();
     if (drainer.joinable()) drainer.join();
     signals.clear();
     for (const auto& [type, m] : executor_->all_metrics())

@@ -4,7 +4,13 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -193,4 +199,43 @@ TEST_CASE("SIGHUP reloads the config: a type is enabled and rescheduled, and an 
     REQUIRE(pos != std::string::npos);
     int enqueued = std::stoi(log.substr(pos + std::string("summary fx.tick: enqueued ").size()));
     CHECK(enqueued >= 3); // it ran after the reload, while the broken file changed nothing
+}
+
+TEST_CASE("under systemd the host says READY when it serves, pings the watchdog, and says STOPPING when it drains") {
+    Setup s("shutdown_grace = \"5s\"\n");
+    // a notification socket as systemd makes one (Type=notify, WatchdogSec=)
+    auto path = (s.dir.path() / "notify").string();
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+    ::setenv("WATCHDOG_USEC", "200000", 1);
+    Background host(s.args({"--enqueue", "fx.slow={\"ms\":800}"}));
+    ::unsetenv("NOTIFY_SOCKET");
+    ::unsetenv("WATCHDOG_USEC");
+    std::string got;
+    auto read_for = [&](std::chrono::milliseconds limit) {
+        auto until = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < until) {
+            pollfd p{fd, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            char buf[512];
+            auto n = ::recv(fd, buf, sizeof buf, 0);
+            if (n > 0) got.append(buf, static_cast<std::size_t>(n)).append("\n");
+        }
+    };
+    read_for(1500ms);
+    CHECK(contains(got, "READY=1"));
+    CHECK(contains(got, "STATUS=serving"));
+    CHECK(count_occurrences(got, "WATCHDOG=1") >= 3); // every 100ms
+    CHECK_FALSE(contains(got, "STOPPING=1"));
+    host.signal(SIGTERM);
+    read_for(500ms);
+    CHECK(contains(got, "STOPPING=1"));
+    CHECK(host.wait(20s));
+    CHECK(host.exit_code() == 0);
+    ::close(fd);
 }
