@@ -215,8 +215,12 @@ int check_command(const CommonOptions& o) {
     if (int code = start(o, s); code >= 0) return code;
     if (refused_at_preflight(s.config, "check")) return kExitUsage;
     if (!s.problems.empty()) {
-        for (const auto& p : s.problems) std::cerr << p.to_string() << "\n";
-        std::cerr << "jobhost check: " << s.problems.size() << " plugin problem(s)\n";
+        // Each problem was logged as a warning while loading; print them here only when the log level hid them.
+        bool logged = o.log_level.value_or(s.config.log.level) <= log::Level::warning;
+        if (!logged)
+            for (const auto& p : s.problems) std::cerr << p.to_string() << "\n";
+        std::cerr << "jobhost check: " << s.problems.size() << " plugin problem(s)" << (logged ? ", each above" : "")
+                  << "\n";
         return kExitUsage;
     }
     if (s.registry.types().empty()) {

@@ -8,6 +8,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -99,11 +100,15 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
     for (const auto& a : alerts)
         std::cout << "  [" << std::string(a.as_object().at("severity").as_string()) << "] "
                   << std::string(a.as_object().at("message").as_string()) << "\n";
+    // the type column as wide as the longest name (a column never runs into the next)
+    int type_width = 6;
+    for (const auto& tv : s.at("types").as_array())
+        type_width = std::max(type_width, static_cast<int>(tv.as_object().at("type").as_string().size()) + 2);
     std::cout << "\n"
-              << std::left << std::setw(16) << "TYPE" << std::right << std::setw(8) << "OK" << std::setw(8) << "FAILED"
-              << std::setw(7) << "DEAD" << std::setw(6) << "DLQ" << std::setw(8) << "RUNNING" << std::setw(7) << "READY"
-              << std::setw(7) << "SCHED" << std::setw(10) << "WAIT p50" << std::setw(10) << "RUN p50" << std::setw(10)
-              << "RUN p99"
+              << std::left << std::setw(type_width) << "TYPE" << std::right << std::setw(8) << "OK" << std::setw(8)
+              << "FAILED" << std::setw(7) << "DEAD" << std::setw(6) << "DLQ" << std::setw(8) << "RUNNING"
+              << std::setw(7) << "READY" << std::setw(7) << "SCHED" << std::setw(10) << "WAIT p50" << std::setw(10)
+              << "RUN p50" << std::setw(10) << "RUN p99"
               << "  LAST ERROR\n";
     for (const auto& tv : s.at("types").as_array()) {
         const auto& t = tv.as_object();
@@ -115,8 +120,8 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
         std::string err(t.at("last_error").as_string());
         if (auto nl = err.find('\n'); nl != std::string::npos) err = err.substr(0, nl);
         if (err.size() > 40) err = err.substr(0, 37) + "...";
-        std::cout << std::left << std::setw(16) << std::string(t.at("type").as_string()) << std::right << std::setw(8)
-                  << c.at("succeeded").to_number<std::int64_t>() << std::setw(8)
+        std::cout << std::left << std::setw(type_width) << std::string(t.at("type").as_string()) << std::right
+                  << std::setw(8) << c.at("succeeded").to_number<std::int64_t>() << std::setw(8)
                   << c.at("failed").to_number<std::int64_t>() << std::setw(7)
                   << c.at("dead_lettered").to_number<std::int64_t>() << std::setw(6)
                   << q.at("dead").to_number<std::int64_t>() << std::setw(8) << c.at("running").to_number<std::int64_t>()

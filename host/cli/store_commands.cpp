@@ -12,6 +12,7 @@
 
 #include <ctime>
 #include <fstream>
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -59,14 +60,17 @@ std::unique_ptr<store::JobStore> open_for_cli(const CommonOptions& common, confi
 }
 
 void print_table(const std::vector<store::JobRecord>& jobs) {
-    std::cout << std::left << std::setw(10) << "ID" << std::setw(20) << "TYPE" << std::setw(10) << "STATE"
+    // the type column as wide as the longest name (a column never runs into the next)
+    int type_width = 6;
+    for (const auto& j : jobs) type_width = std::max(type_width, static_cast<int>(j.type.size()) + 2);
+    std::cout << std::left << std::setw(10) << "ID" << std::setw(type_width) << "TYPE" << std::setw(10) << "STATE"
               << std::setw(9) << "PRIORITY" << std::setw(9) << "ATTEMPT" << std::setw(22) << "RUN AT"
               << "LAST ERROR\n";
     for (const auto& j : jobs) {
         std::string last = j.errors.empty() ? "" : j.errors.back().message;
         if (auto nl = last.find('\n'); nl != std::string::npos) last = last.substr(0, nl) + " ...";
         if (last.size() > 60) last = last.substr(0, 57) + "...";
-        std::cout << std::left << std::setw(10) << j.id << std::setw(20) << j.type << std::setw(10)
+        std::cout << std::left << std::setw(10) << j.id << std::setw(type_width) << j.type << std::setw(10)
                   << store::state_name(j.state) << std::setw(9) << registry::priority_name(j.priority) << std::setw(9)
                   << (std::to_string(j.attempt) + "/" + std::to_string(j.max_attempts)) << std::setw(22)
                   << iso(j.run_at) << last << "\n";

@@ -447,6 +447,7 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
                   "timeout", "concurrency", "batch_size", "dead_letter", "jitter", "run_on_start", "settings",
                   "isolation", "memory_limit", "max_run_time"});
     auto& o = job.overrides;
+    for (const auto& [key, node] : t) job.key_lines[std::string(key.str())] = static_cast<int>(key.source().begin.line);
     if (auto n = t.get("name")) o.name = v.string(*n, "name");
     if (auto n = t.get("description")) o.description = v.string(*n, "description");
     if (auto n = t.get("version")) o.version = v.string(*n, "version");
@@ -489,6 +490,8 @@ void parse_job(Validator& v, const std::string& type, const toml::table& t, JobS
     if (auto n = t.get("max_run_time")) o.max_run_time = v.duration(*n, "max_run_time");
     if (auto n = t.get("backoff")) {
         if (auto b = v.table(*n, where + ".backoff")) {
+            for (const auto& [key, node] : *b)
+                job.key_lines["backoff." + std::string(key.str())] = static_cast<int>(key.source().begin.line);
             v.known_keys(*b, where + ".backoff", {"initial", "multiplier", "max", "jitter"});
             if (auto m = b->get("initial")) o.backoff_initial = v.duration(*m, "initial");
             if (auto m = b->get("max")) o.backoff_max = v.duration(*m, "max");

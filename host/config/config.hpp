@@ -103,7 +103,8 @@ struct JobSection {
     int line = 0;
     int column = 0;
     registry::JobOverride overrides;
-    boost::json::object settings; // [jobs.<type>.settings], converted to JSON untouched
+    std::map<std::string, int> key_lines; // the line of each key set ("max_retries", "backoff.initial"...)
+    boost::json::object settings;         // [jobs.<type>.settings], converted to JSON untouched
 };
 
 struct Config {

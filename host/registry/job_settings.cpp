@@ -50,11 +50,17 @@ JobSettings settings_from_descriptor(const jh_job_descriptor& d) {
     return s;
 }
 
-void apply_override(JobSettings& s, const JobOverride& o, const std::string& where, Provenance& provenance) {
+void apply_override(JobSettings& s, const JobOverride& o, const std::string& where_table, Provenance& provenance,
+                    const std::map<std::string, std::string>* key_where) {
+    auto where_of = [&](const std::string& key) {
+        if (key_where)
+            if (auto it = key_where->find(key); it != key_where->end()) return it->second;
+        return where_table;
+    };
     auto set = [&](auto& field, const auto& value, const char* name) {
         if (value) {
             field = *value;
-            provenance.fields.emplace_back(name, where);
+            provenance.fields.emplace_back(name, where_of(name));
         }
     };
     set(s.name, o.name, "name");
@@ -77,15 +83,15 @@ void apply_override(JobSettings& s, const JobOverride& o, const std::string& whe
     set(s.memory_limit, o.memory_limit, "memory_limit");
     if (o.max_run_time) {
         s.max_run_time = *o.max_run_time;
-        provenance.fields.emplace_back("max_run_time", where);
+        provenance.fields.emplace_back("max_run_time", where_of("max_run_time"));
     }
     if (o.interval && !o.cron && s.interval != *o.interval) {
         s.cron.clear();
-        provenance.fields.emplace_back("cron", where);
+        provenance.fields.emplace_back("cron", where_of("interval")); // the interval's line cleared it
     }
     if (o.cron && !o.interval && !o.cron->empty()) {
         s.interval = Duration(0);
-        provenance.fields.emplace_back("interval", where);
+        provenance.fields.emplace_back("interval", where_of("cron"));
     }
     set(s.interval, o.interval, "interval");
     set(s.cron, o.cron, "cron");

@@ -5,6 +5,7 @@
 #include "runner/runner.hpp"
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -79,7 +80,9 @@ JobSettings settings_from_descriptor(const jh_job_descriptor& d);
 
 // Applies an override; `where` names its source ("config/jobhost.toml:12") for provenance. A cron in the override
 // clears the plugin's interval and vice versa, so a config can switch a type from one schedule kind to the other.
-void apply_override(JobSettings& s, const JobOverride& o, const std::string& where, Provenance& provenance);
+// `key_where`, when given, names the source of each field that has its own line ("file:7"); others get `where`.
+void apply_override(JobSettings& s, const JobOverride& o, const std::string& where, Provenance& provenance,
+                    const std::map<std::string, std::string>* key_where = nullptr);
 
 // Every impossible value, as messages (empty when valid): zero concurrency, negative interval, interval and cron
 // together, a cron that does not parse, and so on.

@@ -15,7 +15,10 @@ JobSettings effective_settings(const loader::DiscoveredType& t, const config::Co
     auto it = config.jobs.find(t.type);
     if (it != config.jobs.end()) {
         std::string where = config.file.string() + ":" + std::to_string(it->second.line);
-        apply_override(s, it->second.overrides, where, provenance);
+        std::map<std::string, std::string> key_where; // each key's own line, not its table's
+        for (const auto& [key, line] : it->second.key_lines)
+            key_where[key] = config.file.string() + ":" + std::to_string(line);
+        apply_override(s, it->second.overrides, where, provenance, &key_where);
     }
     return s;
 }

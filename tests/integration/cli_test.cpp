@@ -19,10 +19,11 @@ namespace {
 
 const std::string kConfig = std::string(JOBHOST_SOURCE_DIR) + "/config/jobhost.toml";
 
-// The line of [jobs.hello] in the shipped config, where its overrides are said to come from.
+// The line of [jobs.hello]'s interval in the shipped config, where that override is said to come from (its own
+// line, not its table's).
 std::string hello_line() {
     std::string text = read_file(kConfig);
-    auto at = text.find("[jobs.hello]");
+    auto at = text.find("interval", text.find("[jobs.hello]"));
     return std::to_string(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n') + 1);
 }
 
@@ -166,7 +167,16 @@ TEST_CASE("jobhost check fails on any plugin problem, --strict makes plugin prob
     copy_fixtures(dir.path(), {"fx_good.so", "abi_major.so"});
     auto check = run_jobhost({"check", "--plugin-dir", dir.path().string()});
     CHECK(check.exit_code == 2);
-    CHECK(contains(check.err, "abi_major.so"));
+    CHECK(count_occurrences(check.err, "abi_major.so") == 1); // said once, not logged and then listed again
+    CHECK(contains(check.err, "1 plugin problem(s), each above"));
+    auto quiet = run_jobhost({"check", "--plugin-dir", dir.path().string(), "--log-level", "error"});
+    CHECK(count_occurrences(quiet.err, "abi_major.so") == 1); // the log hid it: listed instead
+    // the type column is as wide as the longest name plus two (a long name never runs into the next column)
+    TempDir store;
+    auto db = (store.path() / "s.db").string();
+    REQUIRE(run_jobhost({"enqueue", "fx.record2", "--store", db, "--plugin-dir", dir.path().string()}).exit_code == 0);
+    auto table = run_jobhost({"jobs", "--store", db, "--plugin-dir", dir.path().string()});
+    CHECK(contains(table.out, "fx.record2  ready"));
     auto strict = run_jobhost(
         {"run", "--strict", "--plugin-dir", dir.path().string(), "--store", "memory", "--listen", "off"}, 20s);
     CHECK(strict.exit_code == 2);
