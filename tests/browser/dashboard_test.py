@@ -148,6 +148,9 @@ def main():
         def shot(name):
             driver.save_screenshot(os.path.join(args.screenshots, name + ".png"))
 
+        def click(selector):  # the page re-renders as it refreshes: find the element afresh until a click lands
+            return eventually(lambda: driver.find_element(By.CSS_SELECTOR, selector).click() or True, 10)
+
         def text():  # as shown: labels are upper-cased by the style sheet, so compare in lower case
             return driver.find_element(By.TAG_NAME, "main").text.lower()
 
@@ -175,7 +178,7 @@ def main():
         driver.get(host.url + "/#/jobs")
         check(eventually(lambda: driver.find_elements(By.LINK_TEXT, str(job))), f"job {job} appears on the jobs page")
         shot("jobs")
-        driver.find_element(By.LINK_TEXT, str(job)).click()
+        check(eventually(lambda: driver.find_element(By.LINK_TEXT, str(job)).click() or True, 10), "the job's link works")
         check(eventually(lambda: f"job {job}" in text() and '"browser"' in text() and "done" in text()),
               "the job's page shows its payload and that it is done")
         shot("job")
@@ -189,11 +192,11 @@ def main():
         check(eventually(lambda: host.api("GET", f"/api/v1/jobs/{dead}")[1]["state"] == "dead"),
               f"job {dead} goes to the dead-letter queue")
         driver.get(host.url + "/#/dlq")
-        retry = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'button[aria-label="Retry job {dead}"]')))
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, f'button[aria-label="Retry job {dead}"]')))
         shot("dlq")
 
         # Without a token the retry is refused, the page says so and asks for the token
-        retry.click()
+        check(click(f'button[aria-label="Retry job {dead}"]'), "the retry button is there")
         notice = driver.find_element(By.ID, "notice")
         check(eventually(lambda: notice.is_displayed() and "refused" in notice.text), "a missing token is refused visibly")
         dialog_input = driver.find_element(By.ID, "token-input")
@@ -201,7 +204,7 @@ def main():
         dialog_input.clear()
         dialog_input.send_keys("wrong-token-wrong-token")
         driver.find_element(By.ID, "token-save").click()
-        driver.find_element(By.CSS_SELECTOR, f'button[aria-label="Retry job {dead}"]').click()
+        check(click(f'button[aria-label="Retry job {dead}"]'), "the retry button is there again")
         check(eventually(lambda: notice.is_displayed() and "token is wrong" in notice.text),
               f"a wrong token is refused with a visible message ({notice.text!r})")
         shot("wrong-token")
@@ -214,7 +217,7 @@ def main():
         dialog_input.send_keys(TOKEN)
         driver.find_element(By.ID, "token-save").click()
         open(marker, "w").close()
-        driver.find_element(By.CSS_SELECTOR, f'button[aria-label="Retry job {dead}"]').click()
+        check(click(f'button[aria-label="Retry job {dead}"]'), "the retry button is there with the right token")
         check(eventually(lambda: host.api("GET", f"/api/v1/jobs/{dead}")[1]["state"] == "done"),
               f"the dead letter {dead}, retried from the page, succeeds")
         check(eventually(lambda: not driver.find_elements(By.CSS_SELECTOR, f'button[aria-label="Retry job {dead}"]')),
@@ -227,11 +230,13 @@ def main():
         driver.get(host.url + "/#/types")
         row = lambda: driver.find_element(By.XPATH, '//tr[td/a[text()="hello"]]')  # noqa: E731
         check(eventually(lambda: "enabled" in row().text), "hello is enabled")
-        row().find_element(By.XPATH, './/button[text()="Disable"]').click()
+        check(eventually(lambda: row().find_element(By.XPATH, './/button[text()="Disable"]').click() or True, 10),
+              "the Disable button is there")
         check(eventually(lambda: host.api("GET", "/api/v1/types/hello")[1]["settings"]["enabled"] is False),
               "Disable on the page disables the type")
         check(eventually(lambda: "disabled" in row().text), "the page shows it disabled")
-        row().find_element(By.XPATH, './/button[text()="Enable"]').click()
+        check(eventually(lambda: row().find_element(By.XPATH, './/button[text()="Enable"]').click() or True, 10),
+              "the Enable button is there")
         check(eventually(lambda: host.api("GET", "/api/v1/types/hello")[1]["settings"]["enabled"] is True),
               "Enable on the page enables it again")
 

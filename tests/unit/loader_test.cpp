@@ -188,7 +188,8 @@ TEST_CASE("config overrides overlay the plugin's defaults, and provenance says w
     CHECK(t->declared.max_retries == 2);
     CHECK(t->effective.max_retries == 9);
     CHECK(t->effective.cron == "@hourly");
-    CHECK(t->provenance.of("max_retries") == "c.toml:1");
+    CHECK(t->provenance.of("max_retries") == "c.toml:2"); // the key's own line, not its table's
+    CHECK(t->provenance.of("cron") == "c.toml:3");
     CHECK(t->provenance.of("concurrency") == "plugin");
 }
 

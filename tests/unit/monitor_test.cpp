@@ -91,7 +91,9 @@ TEST_CASE("timings, last outcomes and events come from real runs of fixture plug
         CHECK(mon.jobs_per_second(Clock::now()) > 0);
 
         // the stuck run was reported while it ran, and is no longer stuck once it returned
-        CHECK(mon.events({std::string("fx.stuck"), std::nullopt, JobEventKind::stuck, 10}).size() == 1);
+        auto stuck_events = mon.events({std::string("fx.stuck"), std::nullopt, JobEventKind::stuck, 10});
+        REQUIRE(stuck_events.size() == 1);
+        CHECK(stuck_events.front().attempt == 1); // the attempt it was stuck on (it said 0)
         CHECK(mon.events({std::string("fx.stuck"), std::nullopt, JobEventKind::timed_out, 10}).size() == 1);
         auto stuck = mon.stats("fx.stuck");
         CHECK(stuck.stuck.empty());
