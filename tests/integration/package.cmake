@@ -30,8 +30,12 @@ foreach(want "./usr/bin/jobhost" "./etc/jobhost/jobhost.toml" "./lib/systemd/sys
   endif()
 endforeach()
 execute_process(COMMAND dpkg-deb --ctrl-tarfile "${deb}" COMMAND tar -t OUTPUT_VARIABLE control)
-if(NOT control MATCHES "postinst" OR NOT control MATCHES "postrm")
-  message(FATAL_ERROR "the package has no postinst/postrm (the jobhost user):\n${control}")
+if(NOT control MATCHES "postinst" OR NOT control MATCHES "postrm" OR NOT control MATCHES "conffiles")
+  message(FATAL_ERROR "the package has no postinst/postrm (the jobhost user) or conffiles:\n${control}")
+endif()
+execute_process(COMMAND dpkg-deb --info "${deb}" conffiles OUTPUT_VARIABLE conffiles)
+if(NOT conffiles MATCHES "/etc/jobhost/jobhost.toml")
+  message(FATAL_ERROR "/etc/jobhost/jobhost.toml is not a conffile: an upgrade would overwrite it:\n${conffiles}")
 endif()
 
 execute_process(COMMAND dpkg -x "${deb}" "${WORK}/root" RESULT_VARIABLE rc)
@@ -67,10 +71,14 @@ execute_process(COMMAND "${bin}" check --config "${cfg}" --plugin-dir "${WORK}/r
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the installed jobhost refuses the installed config (exit ${rc}):\n${out}\n${err}")
 endif()
-execute_process(COMMAND timeout --preserve-status -s TERM 4 "${bin}" run --config "${cfg}" --plugin-dir
-                        "${WORK}/root/usr/lib/jobhost/plugins" --store "${WORK}/jobs.db" --listen 127.0.0.1:0
-                        --enqueue hello
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+# run until the enqueued job has run (at most 60 s), then SIGTERM, and wait for a clean exit
+set(script "\"$0\" run --config \"$1\" --plugin-dir \"$2\" --store \"$3\" --listen 127.0.0.1:0 --enqueue hello \
+  2>\"$4\" & pid=$!; i=0; while [ $i -lt 600 ] && ! grep -q 'hello from' \"$4\"; do sleep 0.1; i=$((i+1)); done; \
+  kill -TERM $pid; wait $pid")
+execute_process(COMMAND sh -c "${script}" "${bin}" "${cfg}" "${WORK}/root/usr/lib/jobhost/plugins" "${WORK}/jobs.db"
+                        "${WORK}/run.log"
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+file(READ "${WORK}/run.log" err)
 if(NOT rc EQUAL 0 OR NOT err MATCHES "serving 1 job type" OR NOT err MATCHES "summary hello: enqueued [1-9]")
   message(FATAL_ERROR "the installed jobhost did not serve and stop cleanly (exit ${rc}):\n${out}\n${err}")
 endif()
