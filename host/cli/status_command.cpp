@@ -51,12 +51,14 @@ bool parse_url(const std::string& url, Endpoint& e) {
 } // namespace
 
 int status_command(const CommonOptions& o, const std::string& url_in) {
-    std::string url = url_in;
-    if (url.empty()) {
-        config::Config config;
-        if (int code = load_config(o, config); code >= 0) return code;
-        url = "http://" + config.http.listen;
-    }
+    config::Config config;
+    if (int code = load_config(o, config); code >= 0) return code;
+    std::string url = url_in.empty() ? "http://" + config.http.listen : url_in;
+    // a host with [http] read_token_file wants a token for reads: the read token, else the mutating one
+    std::string token;
+    if (auto t = http::load_read_token(config.http); t && !t->empty()) token = *t;
+    if (token.empty())
+        if (auto t = http::load_token(config.http)) token = *t;
     Endpoint ep;
     if (!parse_url(url, ep)) return kExitUsage;
     const auto& [hostport, host, port] = ep;
@@ -69,6 +71,7 @@ int status_command(const CommonOptions& o, const std::string& url_in) {
         stream.connect(resolver.resolve(host, port));
         bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/api/v1/status", 11};
         req.set(bhttp::field::host, hostport);
+        if (!token.empty()) req.set(bhttp::field::authorization, "Bearer " + token);
         bhttp::write(stream, req);
         beast::flat_buffer buffer;
         bhttp::response<bhttp::string_body> res;

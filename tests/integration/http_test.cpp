@@ -438,6 +438,11 @@ TEST_CASE("with a read token, reads need a token too, but probes and the dashboa
               .status == 401);
     CHECK(request(h.port, "GET", "/healthz").status == 200);
     CHECK(request(h.port, "GET", "/readyz").status == 200);
+    // jobhost status sends the read token from the same config
+    auto status =
+        run_jobhost({"status", "--config", h.config.string(), "--url", "127.0.0.1:" + std::to_string(h.port)});
+    CHECK(status.exit_code == 0);
+    CHECK(contains(status.out, "health:"));
     auto page = request(h.port, "GET", "/");
     CHECK(page.status == 200);
     CHECK(contains(page.head, "text/html"));
