@@ -190,7 +190,7 @@ PluginChanges Host::reload_plugins(std::string_view why) {
         }
         if (found.empty() && !old_types.empty() &&
             d.problems.end() != std::find_if(d.problems.begin(), d.problems.end(),
-                                             [&](const auto& p) { return p.file == file && p.type.empty(); })) {
+                                             [&, &f = file](const auto& p) { return p.file == f && p.type.empty(); })) {
             state.types = old_types; // the whole file was refused: what it served before goes on serving
             continue;
         }

@@ -581,7 +581,7 @@ std::vector<Diagnostic> check_job_types(const Config& config, const std::set<std
         if (r.type.empty()) refused_files.push_back(r.reason);
     for (const auto& [type, job] : config.jobs) {
         if (known_types.count(type)) continue;
-        auto own = std::find_if(refused.begin(), refused.end(), [&](const auto& r) { return r.type == type; });
+        auto own = std::find_if(refused.begin(), refused.end(), [&t = type](const auto& r) { return r.type == t; });
         std::string msg;
         if (own != refused.end()) {
             msg = "[jobs." + type + "] configures a job type whose plugin was refused: " + own->reason;
