@@ -375,7 +375,8 @@ std::optional<core::Error> Host::open() {
                        {},
                        {},
                        &stopping_,
-                       [this] { return reload_plugins("POST /api/v1/plugins/reload"); }});
+                       [this] { return reload_plugins("POST /api/v1/plugins/reload"); },
+                       [this](const std::string& type, bool enabled) { set_enabled(type, enabled); }});
     if (options_.http && config_.http.enabled) {
         auto token = http::load_token(config_.http);
         if (!token) return token.error();
@@ -401,6 +402,16 @@ std::optional<core::Error> Host::open() {
     publish_type_defaults();
     watch_plugins();
     return std::nullopt;
+}
+
+// POST /api/v1/types/{type}/enable|disable: the executor's settings and the schedule, as a reload applies them.
+void Host::set_enabled(const std::string& type, bool enabled) {
+    auto settings = executor_->settings(type);
+    if (!settings) return;
+    auto changed = *settings;
+    changed.enabled = enabled;
+    executor_->update_settings(type, changed);
+    if (scheduler_ && !stopping_ && options_.schedules) scheduler_->set(type, changed, false);
 }
 
 void Host::publish_type_defaults() {

@@ -133,6 +133,7 @@ public:
 
 private:
     void stop_intake();
+    void set_enabled(const std::string& type, bool enabled);
     void arm_health_timer();
     // Tells the store each type's priority and attempts, for enqueues that come from SQL.
     void publish_type_defaults();

@@ -221,9 +221,8 @@ public:
     std::atomic<bool> finished{false};
     std::optional<boost::asio::steady_timer> timer; // only for types with a timeout
     std::string type;
-    std::string ids; // for log lines
-    std::vector<store::JobId> job_ids;
-    std::vector<std::uint32_t> attempts; // the attempt each job is on, beside job_ids
+    std::string ids;                                          // for log lines
+    std::vector<std::pair<store::JobId, std::uint32_t>> jobs; // each job and the attempt it is on
 };
 
 void RunningJob::log(std::int32_t level, std::string_view message) {
@@ -458,7 +457,6 @@ std::vector<EnqueueResult> Executor::enqueue(std::span<const EnqueueRequest> req
         if (!jobs.empty()) out = store_.enqueue(jobs);
     } catch (const std::exception& e) { // the store cannot take them now (its database is away): nothing queued
         for (std::size_t i : index) {
-            results[i].unavailable = true;
             results[i].error = e.what();
             results[i].code = core::Code::unavailable;
         }
@@ -687,10 +685,7 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
         auto deadline = Clock::now() + settings.timeout;
         deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.time_since_epoch()).count();
         for (const auto& h : handles) ctx->ids += (ctx->ids.empty() ? "" : ",") + h.id_text();
-        for (const auto& j : batch) {
-            ctx->job_ids.push_back(j.id);
-            ctx->attempts.push_back(j.attempt);
-        }
+        for (const auto& j : batch) ctx->jobs.emplace_back(j.id, j.attempt);
         ctx->timer.emplace(io_);
         ctx->timer->expires_after(settings.timeout);
         Duration stuck_grace = options_.stuck_grace;
@@ -711,8 +706,7 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
                                ms_text(stuck_grace) + " after its timeout and ignoring cancellation",
                            ctx->type, ctx->ids);
                 ctx->lane->m.stuck.fetch_add(1, std::memory_order_relaxed);
-                for (std::size_t i = 0; i < ctx->job_ids.size(); ++i)
-                    ctx->ex.emit(JobEventKind::stuck, ctx->type, ctx->job_ids[i], ctx->attempts[i]);
+                for (const auto& [id, attempt] : ctx->jobs) ctx->ex.emit(JobEventKind::stuck, ctx->type, id, attempt);
             });
         });
     }

@@ -86,9 +86,9 @@ struct EnqueueResult {
     JobId id = 0;             // the new job; on a unique-key conflict, the existing one
     bool duplicate = false;   // a job holds the unique key (for a schedule's tick: the previous run is pending)
     bool tick_taken = false;  // a schedule's tick was queued already, by this host or another one
-    bool unavailable = false; // the store could not take it now (a database that is down): try again later
     std::string error;        // why nothing was queued
-    core::Code code = core::Code::failed; // the kind of `error`
+    // The kind of `error`; unavailable: the store could not take it now (a database that is down), try again later.
+    core::Code code = core::Code::failed;
 };
 
 class RunContext;

@@ -347,7 +347,7 @@ Response enqueue(Services& sv, const Request& req) {
             ids.push_back(nullptr);
             duplicates.push_back(json::object{{"index", i}, {"id", res.id}, {"error", res.error}});
         } else {
-            if (res.unavailable || res.code == core::Code::unavailable) return error(503, res.error);
+            if (res.code == core::Code::unavailable) return error(503, res.error);
             ids.push_back(nullptr);
             failed.push_back(json::object{{"index", i}, {"error", res.error}});
         }
@@ -455,12 +455,12 @@ Response route(const Request& req, Services& sv) {
                 if (req.body.find_first_not_of(" \t\r\n") != std::string::npos) r.payload = req.body;
                 return enqueue_result(sv.executor.enqueue(r));
             }
-            auto changed = *settings;
-            changed.enabled = parts[4] == "enable";
-            sv.executor.update_settings(parts[3], changed);
-            JH_LOG(info, "http") << "job type '" << parts[3] << "' " << (changed.enabled ? "enabled" : "disabled")
+            if (!sv.set_enabled) return error(503, "this host cannot enable or disable job types");
+            bool on = parts[4] == "enable";
+            sv.set_enabled(parts[3], on);
+            JH_LOG(info, "http") << "job type '" << parts[3] << "' " << (on ? "enabled" : "disabled")
                                  << " through the API (until the next reload or restart)";
-            return json_response(200, json::object{{"type", parts[3]}, {"enabled", changed.enabled}});
+            return json_response(200, json::object{{"type", parts[3]}, {"enabled", on}});
         }
         if (n == 5) return error(404, "no such path: " + std::string(path));
         if (!get) return not_allowed("GET");

@@ -29,6 +29,8 @@ struct Services {
     std::string read_token; // bearer token for reads ([http] read_token_file); empty: reads are open
     const std::atomic<bool>* stopping = nullptr;             // the host is shutting down
     std::function<registry::PluginChanges()> reload_plugins; // rescans the plugin folder (on the io thread)
+    // Turns a known type on or off, its schedule with it, until the next reload (on the io thread).
+    std::function<void(const std::string& type, bool enabled)> set_enabled;
 };
 
 struct Request {

@@ -417,6 +417,16 @@ TEST_CASE("job types are enabled, disabled and run now through the API") {
     CHECK(request(h.port, "GET", "/api/v1/types/fx.ok/enable").status == 405);
     CHECK(request(h.port, "POST", "/api/v1/types/fx.nope/enable").status == 404);
     CHECK(request(h.port, "POST", "/api/v1/types/fx.ok/explode").status == 404);
+    // a periodic type disabled through the API stops its schedule (no tick refused every period), and restarts it
+    REQUIRE(eventually([&] { return h.succeeded("fx.tick") > 0; }));
+    REQUIRE(request(h.port, "POST", "/api/v1/types/fx.tick/disable").status == 200);
+    std::this_thread::sleep_for(300ms); // a run already queued may still finish
+    auto ticks = h.succeeded("fx.tick");
+    std::this_thread::sleep_for(500ms); // five periods
+    CHECK(h.succeeded("fx.tick") == ticks);
+    CHECK_FALSE(contains(h.process->err(), "tick not queued"));
+    REQUIRE(request(h.port, "POST", "/api/v1/types/fx.tick/enable").status == 200);
+    CHECK(eventually([&] { return h.succeeded("fx.tick") > ticks; }));
     auto provenance = h.get_json("/api/v1/types/fx.tick").as_object().at("provenance").as_object();
     CHECK(contains(std::string(provenance.at("interval").as_string()), "jobhost.toml:"));
 }
