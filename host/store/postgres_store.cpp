@@ -225,6 +225,16 @@ bool PostgresStore::is_disconnect(std::exception_ptr e) const noexcept {
     }
 }
 
+std::exception_ptr PostgresStore::copy_error(const std::exception_ptr& e) const {
+    try {
+        std::rethrow_exception(e);
+    } catch (const pg::Error& x) {
+        return std::make_exception_ptr(pg::Error(x.what(), x.sqlstate(), x.disconnect()));
+    } catch (...) {
+        return ReservingStore::copy_error(e);
+    }
+}
+
 void PostgresStore::tx_begin() {
     if (!writer_ || !writer_->ok()) connect_writer();
     writer_->exec("BEGIN");

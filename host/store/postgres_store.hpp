@@ -108,6 +108,7 @@ private:
     std::vector<JobRecord> reserve(const std::string& type, std::size_t want, bool aging, int& head) override;
     bool op_error_aborts_transaction() const noexcept override { return true; }
     bool is_disconnect(std::exception_ptr e) const noexcept override;
+    std::exception_ptr copy_error(const std::exception_ptr& e) const override;
 
     // Writer thread: (re)opens the writer connection and registers this host; throws pg::Error.
     void connect_writer();

@@ -9,19 +9,43 @@
 
 namespace jobhost::store {
 
-void ReservingStore::submit(Op op, bool wait) {
-    std::future<void> f;
-    if (wait) {
-        op.done = std::make_shared<std::promise<void>>();
-        f = op.done->get_future();
+void ReservingStore::Waiter::finish(std::exception_ptr error) {
+    {
+        std::lock_guard lock(mutex_);
+        error_ = std::move(error);
+        done_ = true;
     }
+    cv_.notify_one();
+}
+
+void ReservingStore::Waiter::wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return done_; });
+    auto error = std::move(error_);
+    lock.unlock();
+    if (error) std::rethrow_exception(std::move(error));
+}
+
+std::exception_ptr ReservingStore::copy_error(const std::exception_ptr& e) const {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+        return std::make_exception_ptr(std::runtime_error(x.what()));
+    } catch (...) {
+        return std::make_exception_ptr(std::runtime_error("unknown error"));
+    }
+}
+
+void ReservingStore::submit(Op op, bool wait) {
+    std::shared_ptr<Waiter> waiter;
+    if (wait) op.done = waiter = std::make_shared<Waiter>();
     {
         std::lock_guard lock(queue_mutex_);
         if (stopping_) throw std::runtime_error("the store is closing");
         queue_.push_back(std::move(op));
     }
     queue_cv_.notify_one();
-    if (wait) f.get(); // rethrows the op's error
+    if (wait) waiter->wait(); // rethrows the op's error
 }
 
 void ReservingStore::flush() {
@@ -72,8 +96,7 @@ void ReservingStore::writer_loop() {
             if (stopping) { // nobody will retry them: fail what waits, drop the rest (the next host recovers them)
                 for (auto& op : keep) {
                     if (op.after_failure) op.after_failure();
-                    if (op.done)
-                        op.done->set_exception(std::make_exception_ptr(std::runtime_error("the store is closing")));
+                    if (op.done) op.done->finish(std::make_exception_ptr(std::runtime_error("the store is closing")));
                 }
                 keep.clear();
                 continue;
@@ -142,12 +165,7 @@ void ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
         auto err = tx_error ? tx_error : errors[i];
         if (!err && op.after_commit) op.after_commit();
         if (tx_error && op.after_failure) op.after_failure();
-        if (op.done) {
-            if (err)
-                op.done->set_exception(err);
-            else
-                op.done->set_value();
-        }
+        if (op.done) op.done->finish(err ? copy_error(err) : nullptr);
     }
 }
 

@@ -25,7 +25,6 @@
 #include <deque>
 #include <exception>
 #include <functional>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -44,10 +43,24 @@ protected:
     // `host`: this object reserves and runs jobs (a host), rather than only reading and writing them (the CLI).
     ReservingStore(bool host, std::size_t prefetch) : reserving_(host), prefetch_(prefetch) {}
 
+    // What a caller of submit(op, wait = true) waits on. The error it receives is a copy made for it alone
+    // (copy_error), and the writer keeps no reference to it: an exception object is never shared between threads, so
+    // its last owner is always the thread that reads it (libstdc++'s exception reference counts are invisible to
+    // ThreadSanitizer, which otherwise reports the writer freeing what the caller read).
+    class Waiter {
+    public:
+        void finish(std::exception_ptr error);
+        void wait(); // rethrows the error, if any
+    private:
+        std::mutex mutex_;
+        std::condition_variable cv_;
+        bool done_ = false;
+        std::exception_ptr error_;
+    };
     struct Op {
         std::function<void()> in_transaction;
         std::function<void()> after_commit;
-        std::shared_ptr<std::promise<void>> done; // null: nobody waits
+        std::shared_ptr<Waiter> done;             // null: nobody waits
         std::function<void()> after_failure = {}; // the transaction rolled back
         // Kept for the next transaction when this one failed because the database went away (an outcome must not be
         // lost to a reconnect); ops with a waiter fail instead, and the waiter reports the error.
@@ -83,6 +96,8 @@ protected:
     virtual bool op_error_aborts_transaction() const noexcept { return false; }
     // Whether this error means the connection was lost (the ops marked keep_on_disconnect are then retried).
     virtual bool is_disconnect(std::exception_ptr) const noexcept { return false; }
+    // A new exception object equal to `e` (its engine's type kept), for one waiter.
+    virtual std::exception_ptr copy_error(const std::exception_ptr& e) const;
 
     // ---- for engines ----
     void start_writer();

@@ -252,6 +252,16 @@ void SqliteStore::tx_commit() {
     writer_->exec("COMMIT");
 }
 
+std::exception_ptr SqliteStore::copy_error(const std::exception_ptr& e) const {
+    try {
+        std::rethrow_exception(e);
+    } catch (const SqliteError& x) {
+        return std::make_exception_ptr(SqliteError(x.code(), x.what()));
+    } catch (...) {
+        return ReservingStore::copy_error(e);
+    }
+}
+
 void SqliteStore::tx_rollback() noexcept {
     try {
         writer_->exec("ROLLBACK");

@@ -95,6 +95,7 @@ private:
     void tx_begin() override;
     void tx_commit() override;
     void tx_rollback() noexcept override;
+    std::exception_ptr copy_error(const std::exception_ptr& e) const override;
     void maintain(TimePoint now) override;
     std::chrono::milliseconds idle_wait() override;
     std::vector<JobRecord> reserve(const std::string& type, std::size_t want, bool aging, int& head) override;
