@@ -110,37 +110,6 @@ int start(const CommonOptions& o, Startup& s) {
     return -1;
 }
 
-// Each setting as text, in a fixed order, for display.
-std::vector<std::pair<std::string, std::string>> describe(const registry::JobSettings& s) {
-    auto b = [](bool v) { return std::string(v ? "true" : "false"); };
-    auto d = [](core::Duration v) { return core::format_duration(v); };
-    auto num = [](double v) {
-        std::ostringstream o;
-        o << v;
-        return o.str();
-    };
-    return {{"name", s.name},
-            {"description", s.description},
-            {"version", s.version},
-            {"enabled", b(s.enabled)},
-            {"interval", s.interval.count() ? d(s.interval) : ""},
-            {"cron", s.cron},
-            {"priority", std::string(registry::priority_name(s.priority))},
-            {"max_retries", std::to_string(s.max_retries)},
-            {"backoff.initial", d(s.backoff.initial)},
-            {"backoff.multiplier", num(s.backoff.multiplier)},
-            {"backoff.max", d(s.backoff.max)},
-            {"backoff.jitter", num(s.backoff.jitter)},
-            {"timeout", s.timeout.count() ? d(s.timeout) : "none"},
-            {"concurrency", std::to_string(s.concurrency)},
-            {"batch_size", std::to_string(s.batch_size)},
-            {"dead_letter", b(s.dead_letter)},
-            {"jitter", d(s.schedule_jitter)},
-            {"run_on_start", b(s.run_on_start)},
-            {"isolation", std::string(runner::isolation_name(s.isolation))},
-            {"memory_limit", s.memory_limit ? std::to_string(s.memory_limit >> 20) + "MiB" : ""}};
-}
-
 } // namespace
 
 int plugins_command(const CommonOptions& o) {
@@ -158,8 +127,8 @@ int plugins_command(const CommonOptions& o) {
             jt["usable"] = t.usable();
             if (!t.usable()) jt["error"] = t.error;
             boost::json::object settings;
-            auto eff = describe(t.effective);
-            auto dec = describe(t.declared);
+            auto eff = registry::describe(t.effective);
+            auto dec = registry::describe(t.declared);
             for (std::size_t i = 0; i < eff.size(); ++i) {
                 settings[eff[i].first] = {
                     {"value", eff[i].second}, {"declared", dec[i].second}, {"source", t.provenance.of(eff[i].first)}};
@@ -182,8 +151,8 @@ int plugins_command(const CommonOptions& o) {
         std::cout << "\n" << name << (t.usable() ? "" : "  [UNUSABLE: " + t.error + "]") << "\n";
         std::cout << "  file         " << t.file.string() << "\n";
         std::cout << "  abi          " << loader::abi_version_string(t.abi_version) << "\n";
-        auto eff = describe(t.effective);
-        auto dec = describe(t.declared);
+        auto eff = registry::describe(t.effective);
+        auto dec = registry::describe(t.declared);
         for (std::size_t i = 0; i < eff.size(); ++i) {
             if (eff[i].second.empty() && dec[i].second.empty()) continue;
             std::string source = t.provenance.of(eff[i].first);

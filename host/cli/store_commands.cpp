@@ -12,6 +12,7 @@
 
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <algorithm>
 #include <iomanip>
 #include <iostream>
@@ -224,22 +225,20 @@ int enqueue_command(const CommonOptions& common, const EnqueueOptions& o) {
             return kExitUsage;
         }
         std::ifstream in(*o.jsonl, std::ios::binary);
-        if (!in) {
+        std::string text;
+        if (in) text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        if (!in && !in.eof()) {
             std::cerr << "jobhost: cannot read --jsonl " << *o.jsonl << "\n";
             return kExitUsage;
         }
-        std::vector<store::NewJob> jobs;
-        std::string line;
-        for (std::size_t number = 1; std::getline(in, line); ++number) {
-            if (line.empty()) continue;
-            if (auto why = executor::payload_error(line)) {
-                std::cerr << *o.jsonl << ":" << number << ": the payload is not valid JSON (" << *why
-                          << "); nothing was queued\n";
-                return kExitUsage;
-            }
-            jobs.push_back(n);
-            jobs.back().payload = line;
+        auto lines = executor::payload_lines(text);
+        if (lines.bad_line != 0) {
+            std::cerr << *o.jsonl << ":" << lines.bad_line << ": the payload is not valid JSON (" << lines.why
+                      << "); nothing was queued\n";
+            return kExitUsage;
         }
+        std::vector<store::NewJob> jobs(lines.payloads.size(), n);
+        for (std::size_t i = 0; i < jobs.size(); ++i) jobs[i].payload = lines.payloads[i];
         int code;
         auto s = open_for_cli(common, config, code, true);
         if (!s) return code;

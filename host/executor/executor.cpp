@@ -378,6 +378,35 @@ std::optional<std::string> payload_error(std::string_view payload) {
     return ec.message() + " at byte " + std::to_string(used);
 }
 
+std::vector<Line> json_lines(std::string_view text) {
+    std::vector<Line> out;
+    for (std::size_t number = 1; !text.empty(); ++number) {
+        auto nl = text.find('\n');
+        auto line = text.substr(0, nl);
+        text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+        out.push_back({number, line});
+    }
+    return out;
+}
+
+PayloadLines payload_lines(std::string_view text) {
+    PayloadLines out;
+    auto lines = json_lines(text);
+    out.payloads.reserve(lines.size());
+    for (const auto& line : lines) {
+        if (auto why = payload_error(line.text)) {
+            out.payloads.clear();
+            out.bad_line = line.number;
+            out.why = std::move(*why);
+            return out;
+        }
+        out.payloads.push_back(line.text);
+    }
+    return out;
+}
+
 EnqueueResult Executor::enqueue(const EnqueueRequest& request) {
     return std::move(enqueue(std::span<const EnqueueRequest>(&request, 1)).front());
 }

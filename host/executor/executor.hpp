@@ -83,10 +83,10 @@ struct EnqueueRequest {
 
 struct EnqueueResult {
     bool ok = false;
-    JobId id = 0;             // the new job; on a unique-key conflict, the existing one
-    bool duplicate = false;   // a job holds the unique key (for a schedule's tick: the previous run is pending)
-    bool tick_taken = false;  // a schedule's tick was queued already, by this host or another one
-    std::string error;        // why nothing was queued
+    JobId id = 0;            // the new job; on a unique-key conflict, the existing one
+    bool duplicate = false;  // a job holds the unique key (for a schedule's tick: the previous run is pending)
+    bool tick_taken = false; // a schedule's tick was queued already, by this host or another one
+    std::string error;       // why nothing was queued
     // The kind of `error`; unavailable: the store could not take it now (a database that is down), try again later.
     core::Code code = core::Code::failed;
 };
@@ -96,6 +96,22 @@ class RunningJob;
 
 // Why `payload` is not one valid JSON text ("... at byte N"), or nullopt when it is.
 std::optional<std::string> payload_error(std::string_view payload);
+
+// The lines of a JSON Lines text (`jobhost enqueue --jsonl`, NDJSON over HTTP), numbered from 1: lines holding
+// only spaces, tabs or CR are skipped, and a CR before a newline is not part of its line.
+struct Line {
+    std::size_t number = 0;
+    std::string_view text;
+};
+std::vector<Line> json_lines(std::string_view text);
+
+// A --jsonl file: one payload per line, all or nothing. `bad_line` is 0 when every line is valid JSON.
+struct PayloadLines {
+    std::vector<std::string_view> payloads;
+    std::size_t bad_line = 0;
+    std::string why;
+};
+PayloadLines payload_lines(std::string_view text);
 
 class Executor {
 public:

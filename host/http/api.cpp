@@ -280,16 +280,11 @@ Response enqueue(Services& sv, const Request& req) {
     std::vector<json::value> items;
     bool batch = ndjson;
     if (ndjson) {
-        std::string_view rest(req.body);
-        for (std::size_t line = 1; !rest.empty(); ++line) {
-            auto nl = rest.find('\n');
-            auto text = rest.substr(0, nl);
-            rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
-            if (text.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+        for (const auto& line : executor::json_lines(req.body)) {
             json::error_code ec;
-            auto v = json::parse(text, ec);
+            auto v = json::parse(line.text, ec);
             if (ec)
-                return error(400, "line " + std::to_string(line) + " is not JSON (" + ec.message() +
+                return error(400, "line " + std::to_string(line.number) + " is not JSON (" + ec.message() +
                                       "); nothing was queued");
             items.push_back(std::move(v));
         }

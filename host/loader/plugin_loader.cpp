@@ -87,10 +87,40 @@ std::string check_elf(const fs::path& file) {
     if (h.e_type != ET_DYN)
         return "an ELF file but not a shared library (e_type " + std::to_string(h.e_type) +
                "); build it with add_library(... MODULE) or -shared";
+    if (h.e_ident[EI_DATA] != ELFDATA2LSB) return "not a little-endian ELF file; build the plugin for this machine";
+    // What follows is what the section reader (Boost.DLL's) relies on without checking: a section table of
+    // Elf64_Shdr entries, a section-name table inside it, and every section's bytes inside the file. Without these
+    // checks a damaged file made it allocate what a section header claimed (terabytes) or read past the file.
+    const std::string damaged = "damaged ELF file: ";
+    const std::string redo = "; rebuild the plugin, or copy it again if the copy was cut short";
+    if (h.e_shnum == 0 || h.e_shentsize != sizeof(Elf64_Shdr))
+        return damaged + "no section table it can read (" + std::to_string(h.e_shnum) + " entries of " +
+               std::to_string(h.e_shentsize) + " bytes)" + redo;
+    if (h.e_shstrndx >= h.e_shnum)
+        return damaged + "the section-name table is section " + std::to_string(h.e_shstrndx) + " of " +
+               std::to_string(h.e_shnum) + redo;
     std::uint64_t table_end = h.e_shoff + std::uint64_t(h.e_shnum) * h.e_shentsize;
-    if (table_end > size)
+    if (h.e_shoff > size || table_end > size)
         return "truncated ELF file: " + std::to_string(size) + " bytes, but its section table ends at byte " +
                std::to_string(table_end) + "; the copy is incomplete, rebuild or copy the plugin again";
+    std::vector<Elf64_Shdr> sections(h.e_shnum);
+    in.seekg(static_cast<std::streamoff>(h.e_shoff));
+    in.read(reinterpret_cast<char*>(sections.data()),
+            static_cast<std::streamsize>(sections.size() * sizeof(Elf64_Shdr)));
+    if (!in) return "cannot read the section table of the file" + redo;
+    for (std::size_t i = 0; i < sections.size(); ++i) {
+        const auto& sh = sections[i];
+        if (sh.sh_type == SHT_NOBITS || sh.sh_type == SHT_NULL) continue; // no bytes in the file
+        if (sh.sh_offset > size || sh.sh_size > size - sh.sh_offset)
+            return damaged + "section " + std::to_string(i) + " claims bytes " + std::to_string(sh.sh_offset) + " to " +
+                   std::to_string(sh.sh_offset + sh.sh_size) + " of a file of " + std::to_string(size) + redo;
+        if ((sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) && sh.sh_size % sizeof(Elf64_Sym) != 0)
+            return damaged + "symbol table (section " + std::to_string(i) + ") of " + std::to_string(sh.sh_size) +
+                   " bytes, not a whole number of " + std::to_string(sizeof(Elf64_Sym)) + "-byte symbols" + redo;
+    }
+    if (sections[h.e_shstrndx].sh_type != SHT_STRTAB)
+        return damaged + "the section-name table (section " + std::to_string(h.e_shstrndx) + ") is not a string table" +
+               redo;
     return {};
 }
 
@@ -99,6 +129,26 @@ void add_problem(Discovery& out, const fs::path& file, std::string type, std::st
 }
 
 } // namespace
+
+PluginFileInfo read_plugin_file(const std::string& path) {
+    PluginFileInfo out;
+    if (out.problem = check_elf(path); !out.problem.empty()) return out;
+    try {
+        boost::dll::library_info info(path);
+        auto sections = info.sections();
+        if (std::find(sections.begin(), sections.end(), "jobhost") == sections.end()) {
+            out.problem = "no 'jobhost' section: this library declares no job types; declare them with "
+                          "JOBHOST_JOB(...) from <jobhost/sdk.hpp>";
+            return out;
+        }
+        out.symbols = info.symbols("jobhost");
+    } catch (const std::exception& e) {
+        out.problem = std::string("damaged ELF file, its sections cannot be read: ") + e.what();
+        return out;
+    }
+    if (out.symbols.empty()) out.problem = "the 'jobhost' section lists no symbols; declare job types with JOBHOST_JOB";
+    return out;
+}
 
 // A private copy of a plugin file in an anonymous memory file: what the host maps, so that a user who writes over
 // the plugin file in place (cp onto it: the same inode) changes nothing under the running code, and a new version
@@ -138,22 +188,9 @@ void load_file(const fs::path& file, const LoaderOptions& options, Discovery& ou
     }
     PrivateCopy copy(file);
     if (!copy.error().empty()) return add_problem(out, file, {}, copy.error());
-    if (auto why = check_elf(copy.path()); !why.empty()) return add_problem(out, file, {}, why);
-
-    std::vector<std::string> symbols;
-    try {
-        boost::dll::library_info info(copy.path());
-        auto sections = info.sections();
-        if (std::find(sections.begin(), sections.end(), "jobhost") == sections.end())
-            return add_problem(out, file, {},
-                               "no 'jobhost' section: this library declares no job types; declare them with "
-                               "JOBHOST_JOB(...) from <jobhost/sdk.hpp>");
-        symbols = info.symbols("jobhost");
-    } catch (const std::exception& e) {
-        return add_problem(out, file, {}, std::string("damaged ELF file, its sections cannot be read: ") + e.what());
-    }
-    if (symbols.empty())
-        return add_problem(out, file, {}, "the 'jobhost' section lists no symbols; declare job types with JOBHOST_JOB");
+    auto read = read_plugin_file(copy.path());
+    if (!read.problem.empty()) return add_problem(out, file, {}, read.problem);
+    const auto& symbols = read.symbols;
 
     auto lib = std::make_shared<PluginLibrary>();
     lib->file = file;

@@ -100,7 +100,15 @@ void load_file(const std::filesystem::path& file, const LoaderOptions& options, 
 // terminate called after throwing ... what(): ...", "ended with exit(3)", "did not finish loading it within 10s"), or
 // an empty string for a file that loaded there without harm.
 std::vector<std::string> probe_files(const std::vector<std::filesystem::path>& files, const LoaderOptions& options);
-void load_file(const std::filesystem::path& file, const LoaderOptions& options, Discovery& out);
+
+// What jobhost reads of a plugin file itself, before the dynamic loader sees it: the ELF header's checks, then the
+// symbol names in its 'jobhost' section. Either those names, or why the file is refused (`problem`). Never runs the
+// file's code; tests/fuzz/fuzz_elf.cpp feeds it any bytes.
+struct PluginFileInfo {
+    std::vector<std::string> symbols;
+    std::string problem;
+};
+PluginFileInfo read_plugin_file(const std::string& path);
 
 std::string abi_version_string(std::uint32_t version);
 

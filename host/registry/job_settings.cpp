@@ -5,6 +5,7 @@
 #include <jobhost/abi.h>
 
 #include <array>
+#include <charconv>
 
 namespace jobhost::registry {
 
@@ -135,6 +136,39 @@ std::string validate_type_name(std::string_view type) {
                    "'; use only a-z, 0-9, '_', '.' and '-'";
     }
     return {};
+}
+
+std::vector<std::pair<std::string, std::string>> describe(const JobSettings& s) {
+    auto b = [](bool v) { return std::string(v ? "true" : "false"); };
+    auto d = [](core::Duration v) { return core::format_duration(v); };
+    auto num = [](double v) { // the shortest text that reads back as the same double
+        char buf[32];
+        auto r = std::to_chars(buf, buf + sizeof buf, v);
+        return std::string(buf, r.ptr);
+    };
+    return {{"name", s.name},
+            {"description", s.description},
+            {"version", s.version},
+            {"enabled", b(s.enabled)},
+            {"interval", s.interval.count() ? d(s.interval) : ""},
+            {"cron", s.cron},
+            {"priority", std::string(priority_name(s.priority))},
+            {"max_retries", std::to_string(s.max_retries)},
+            {"backoff.initial", d(s.backoff.initial)},
+            {"backoff.multiplier", num(s.backoff.multiplier)},
+            {"backoff.max", d(s.backoff.max)},
+            {"backoff.jitter", num(s.backoff.jitter)},
+            {"timeout", s.timeout.count() ? d(s.timeout) : "none"},
+            {"concurrency", std::to_string(s.concurrency)},
+            {"batch_size", std::to_string(s.batch_size)},
+            {"dead_letter", b(s.dead_letter)},
+            {"jitter", d(s.schedule_jitter)},
+            {"run_on_start", b(s.run_on_start)},
+            {"isolation", std::string(runner::isolation_name(s.isolation))},
+            {"memory_limit", !s.memory_limit ? ""
+                             : s.memory_limit % (std::uint64_t{1} << 20)
+                                 ? std::to_string(s.memory_limit) + "B"
+                                 : std::to_string(s.memory_limit >> 20) + "MiB"}};
 }
 
 } // namespace jobhost::registry

@@ -91,4 +91,8 @@ std::vector<std::string> validate_settings(const JobSettings& s);
 // A job type name: 1 to 128 characters of [a-z0-9_.-]. Returns an error message or empty.
 std::string validate_type_name(std::string_view type);
 
+// Each setting as text, in a fixed order: what `jobhost plugins` shows, and in the config's own spelling (a value
+// shown can be written back under its key: tests/fuzz/fuzz_config.cpp holds it to that). Empty: not set.
+std::vector<std::pair<std::string, std::string>> describe(const JobSettings& s);
+
 } // namespace jobhost::registry

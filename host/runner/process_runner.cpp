@@ -126,12 +126,8 @@ core::Expected<std::unique_ptr<ProcessRunner::Worker>> ProcessRunner::spawn() {
     started_ += 1;
 
     std::string out;
-    wire::Writer(out)
-        .begin(wire::kInit)
-        .str(spec_.type)
-        .str(spec_.settings_json)
-        .str(lib >= 0 ? std::string("/proc/self/fd/4") : spec_.file.string())
-        .end();
+    const std::string library = lib >= 0 ? std::string("/proc/self/fd/4") : spec_.file.string();
+    wire::encode(out, wire::InitMessage{spec_.type, spec_.settings_json, library});
     wire::send_all(w->fd, out); // a failure shows as the end of the stream below
 
     auto until = SteadyClock::now() + kInitLimit;
@@ -139,14 +135,11 @@ core::Expected<std::unique_ptr<ProcessRunner::Worker>> ProcessRunner::spawn() {
     try {
         for (;;) {
             while (auto f = w->in.next()) {
-                if (f->kind == wire::kReady) return w;
-                wire::Reader r(f->body);
-                if (f->kind == wire::kInitFailed) return core::Error{std::string(r.str())};
-                if (f->kind == wire::kLog) {
-                    r.i32();
-                    auto level = r.i32();
-                    type_log.log(level, r.str());
-                }
+                auto m = wire::decode_start_report(*f);
+                if (std::holds_alternative<wire::ReadyMessage>(m)) return w;
+                if (auto* failed = std::get_if<wire::InitFailedMessage>(&m))
+                    return core::Error{std::string(failed->message)};
+                if (auto* line = std::get_if<wire::LogMessage>(&m)) type_log.log(line->level, line->message);
             }
             auto left = std::chrono::duration_cast<milliseconds>(until - SteadyClock::now());
             pollfd p{w->fd, POLLIN, 0};
@@ -224,24 +217,27 @@ RunEnd ProcessRunner::run(const jh_job* jobs, std::size_t count, const RunContro
         }
         w = std::move(*s);
     }
+    // indexes were checked by decode_run_report; -1 is the type's own handle (a log line of the task, not a job)
+    loader::TypeHandle type_log(spec_.type);
     auto handle = [&](std::int32_t i) -> loader::PluginHandle* {
-        if (i < 0 || static_cast<std::size_t>(i) >= count) throw wire::ProtocolError("a job index is out of range");
+        if (i < 0) return &type_log;
         return static_cast<loader::PluginHandle*>(jobs[i].host_handle);
     };
 
     std::string out;
     {
-        wire::Writer wr(out);
-        wr.begin(wire::kRun).u32(static_cast<std::uint32_t>(count)).i64(count ? jobs[0].deadline_unix_ms : 0);
+        wire::RunMessage run;
+        run.deadline_unix_ms = count ? jobs[0].deadline_unix_ms : 0;
+        run.jobs.reserve(count);
         for (std::size_t i = 0; i < count; ++i) {
             const auto& j = jobs[i];
-            wr.str({j.id.data, j.id.size})
-                .str({j.type.data, j.type.size})
-                .str({j.payload.data, j.payload.size})
-                .u32(j.attempt)
-                .u32(j.max_retries);
+            run.jobs.push_back({{j.id.data, j.id.size},
+                                {j.type.data, j.type.size},
+                                {j.payload.data, j.payload.size},
+                                j.attempt,
+                                j.max_retries});
         }
-        wr.end();
+        wire::encode(out, run);
     }
     bool sent = wire::send_all(w->fd, out);
 
@@ -252,47 +248,30 @@ RunEnd ProcessRunner::run(const jh_job* jobs, std::size_t count, const RunContro
     try {
         while (sent) {
             while (auto f = w->in.next()) {
-                wire::Reader r(f->body);
-                switch (f->kind) {
-                case wire::kDone: give_back(std::move(w)); return end;
-                case wire::kLog: {
-                    auto* h = handle(r.i32());
-                    auto level = r.i32();
-                    h->log(level, r.str());
-                    break;
+                auto report = wire::decode_run_report(*f, count);
+                if (std::holds_alternative<wire::DoneMessage>(report)) {
+                    give_back(std::move(w));
+                    return end;
                 }
-                case wire::kProgress: {
-                    auto* h = handle(r.i32());
-                    auto pct = r.i32();
-                    h->progress(pct, r.str());
-                    break;
-                }
-                case wire::kResult: {
-                    auto* h = handle(r.i32());
-                    auto status = static_cast<jh_status>(r.i32());
-                    auto flags = r.u32();
-                    auto message = r.str();
-                    h->set_result(status, flags, message, r.str());
-                    break;
-                }
-                case wire::kEnqueue: {
-                    auto* h = handle(r.i32());
-                    std::string type(r.str()), payload(r.str());
+                if (auto* m = std::get_if<wire::LogMessage>(&report)) {
+                    handle(m->job)->log(m->level, m->message);
+                } else if (auto* m = std::get_if<wire::ProgressMessage>(&report)) {
+                    handle(m->job)->progress(m->percent, m->message);
+                } else if (auto* m = std::get_if<wire::ResultMessage>(&report)) {
+                    handle(m->job)->set_result(static_cast<jh_status>(m->status), m->flags, m->message, m->output);
+                } else if (auto* m = std::get_if<wire::EnqueueMessage>(&report)) {
+                    std::string type(m->type), payload(m->payload), key(m->unique_key);
                     jh_enqueue_options o{};
                     o.struct_size = sizeof o;
-                    o.priority = r.i32();
-                    o.delay_ms = r.i64();
-                    o.run_at_unix_ms = r.i64();
-                    std::string key(r.str());
+                    o.priority = m->priority;
+                    o.delay_ms = m->delay_ms;
+                    o.run_at_unix_ms = m->run_at_unix_ms;
                     o.unique_key = {key.data(), key.size()};
                     std::string id, error;
-                    jh_status s = h->enqueue(type, payload, &o, id, error);
+                    jh_status s = handle(m->job)->enqueue(type, payload, &o, id, error);
                     std::string reply;
-                    wire::Writer(reply).begin(wire::kEnqueueReply).i32(s).str(id).str(error).end();
+                    wire::encode(reply, wire::EnqueueReplyMessage{s, id, error});
                     wire::send_all(w->fd, reply);
-                    break;
-                }
-                default: throw wire::ProtocolError("unexpected message kind " + std::to_string(int(f->kind)));
                 }
             }
             pollfd p{w->fd, POLLIN, 0};

@@ -67,6 +67,203 @@ std::string_view Reader::str() {
     return s;
 }
 
+void Reader::end() const {
+    if (!rest_.empty())
+        throw ProtocolError("a message has " + std::to_string(rest_.size()) + " bytes beyond its last field");
+}
+
+InitMessage decode_init(std::string_view body) {
+    Reader r(body);
+    InitMessage m;
+    m.type = r.str();
+    m.settings_json = r.str();
+    m.library = r.str();
+    r.end();
+    return m;
+}
+
+RunMessage decode_run(std::string_view body) {
+    Reader r(body);
+    RunMessage m;
+    std::uint32_t count = r.u32();
+    m.deadline_unix_ms = r.i64();
+    constexpr std::size_t kLeast = 3 * sizeof(std::uint32_t) + 2 * sizeof(std::uint32_t); // three sizes, two numbers
+    if (count > r.left() / kLeast)
+        throw ProtocolError("a run of " + std::to_string(count) + " jobs in a message of " +
+                            std::to_string(body.size()) + " bytes");
+    m.jobs.resize(count);
+    for (auto& j : m.jobs) {
+        j.id = r.str();
+        j.type = r.str();
+        j.payload = r.str();
+        j.attempt = r.u32();
+        j.max_retries = r.u32();
+    }
+    r.end();
+    return m;
+}
+
+EnqueueReplyMessage decode_enqueue_reply(std::string_view body) {
+    Reader r(body);
+    EnqueueReplyMessage m;
+    m.status = r.i32();
+    m.id = r.str();
+    m.error = r.str();
+    r.end();
+    return m;
+}
+
+InitFailedMessage decode_init_failed(std::string_view body) {
+    Reader r(body);
+    InitFailedMessage m{r.str()};
+    r.end();
+    return m;
+}
+
+namespace {
+
+LogMessage decode_log(std::string_view body) {
+    Reader r(body);
+    LogMessage m;
+    m.job = r.i32();
+    m.level = r.i32();
+    m.message = r.str();
+    r.end();
+    return m;
+}
+
+void check_index(std::int32_t job, std::size_t jobs, bool type_allowed) {
+    if (type_allowed && job == -1) return;
+    if (job < 0 || static_cast<std::size_t>(job) >= jobs)
+        throw ProtocolError("a job index is out of range (" + std::to_string(job) + " of " + std::to_string(jobs) +
+                            ")");
+}
+
+void empty(std::string_view body) {
+    Reader(body).end();
+}
+
+} // namespace
+
+RunReport decode_run_report(const Frame& f, std::size_t jobs) {
+    Reader r(f.body);
+    switch (f.kind) {
+    case kDone: empty(f.body); return DoneMessage{};
+    case kLog: {
+        auto m = decode_log(f.body);
+        check_index(m.job, jobs, true);
+        return m;
+    }
+    case kProgress: {
+        ProgressMessage m;
+        m.job = r.i32();
+        m.percent = r.i32();
+        m.message = r.str();
+        r.end();
+        check_index(m.job, jobs, false);
+        return m;
+    }
+    case kResult: {
+        ResultMessage m;
+        m.job = r.i32();
+        m.status = r.i32();
+        m.flags = r.u32();
+        m.message = r.str();
+        m.output = r.str();
+        r.end();
+        check_index(m.job, jobs, false);
+        return m;
+    }
+    case kEnqueue: {
+        EnqueueMessage m;
+        m.job = r.i32();
+        m.type = r.str();
+        m.payload = r.str();
+        m.priority = r.i32();
+        m.delay_ms = r.i64();
+        m.run_at_unix_ms = r.i64();
+        m.unique_key = r.str();
+        r.end();
+        check_index(m.job, jobs, false);
+        return m;
+    }
+    default: throw ProtocolError("unexpected message kind " + std::to_string(int(f.kind)) + " during a run");
+    }
+}
+
+StartReport decode_start_report(const Frame& f) {
+    switch (f.kind) {
+    case kReady: empty(f.body); return ReadyMessage{};
+    case kInitFailed: return decode_init_failed(f.body);
+    case kLog: {
+        auto m = decode_log(f.body);
+        check_index(m.job, 0, true);
+        return m;
+    }
+    default: throw ProtocolError("unexpected message kind " + std::to_string(int(f.kind)) + " while starting");
+    }
+}
+
+void encode(std::string& out, const InitMessage& m) {
+    Writer(out).begin(kInit).str(m.type).str(m.settings_json).str(m.library).end();
+}
+
+void encode(std::string& out, const RunMessage& m) {
+    Writer w(out);
+    w.begin(kRun).u32(static_cast<std::uint32_t>(m.jobs.size())).i64(m.deadline_unix_ms);
+    for (const auto& j : m.jobs) w.str(j.id).str(j.type).str(j.payload).u32(j.attempt).u32(j.max_retries);
+    w.end();
+}
+
+void encode(std::string& out, const EnqueueReplyMessage& m) {
+    Writer(out).begin(kEnqueueReply).i32(m.status).str(m.id).str(m.error).end();
+}
+
+void encode(std::string& out, const LogMessage& m) {
+    Writer(out).begin(kLog).i32(m.job).i32(m.level).str(m.message).end();
+}
+
+void encode(std::string& out, const ProgressMessage& m) {
+    Writer(out).begin(kProgress).i32(m.job).i32(m.percent).str(m.message).end();
+}
+
+void encode(std::string& out, const ResultMessage& m) {
+    Writer(out).begin(kResult).i32(m.job).i32(m.status).u32(m.flags).str(m.message).str(m.output).end();
+}
+
+void encode(std::string& out, const EnqueueMessage& m) {
+    Writer(out)
+        .begin(kEnqueue)
+        .i32(m.job)
+        .str(m.type)
+        .str(m.payload)
+        .i32(m.priority)
+        .i64(m.delay_ms)
+        .i64(m.run_at_unix_ms)
+        .str(m.unique_key)
+        .end();
+}
+
+void encode(std::string& out, const DoneMessage&) {
+    Writer(out).begin(kDone).end();
+}
+
+void encode(std::string& out, const InitFailedMessage& m) {
+    Writer(out).begin(kInitFailed).str(m.message).end();
+}
+
+void encode(std::string& out, const ReadyMessage&) {
+    Writer(out).begin(kReady).end();
+}
+
+void FrameReader::feed(std::string_view bytes) {
+    if (pos_ > 0 && pos_ == buf_.size()) {
+        buf_.clear();
+        pos_ = 0;
+    }
+    buf_.append(bytes);
+}
+
 std::optional<Frame> FrameReader::next() {
     if (buf_.size() - pos_ < sizeof(std::uint32_t)) return std::nullopt;
     std::uint32_t len;

@@ -92,12 +92,12 @@ class WorkerHandle final : public loader::PluginHandle {
 public:
     WorkerHandle(Connection& c, std::int32_t index) : c_(c), index_(index) {}
     void log(std::int32_t level, std::string_view message) override {
-        wire::Writer(c_.out()).begin(wire::kLog).i32(index_).i32(level).str(message).end();
+        wire::encode(c_.out(), wire::LogMessage{index_, level, message});
         c_.maybe_flush();
     }
     bool cancelled() override { return c_.cancelled(); }
     void progress(std::int32_t percent, std::string_view message) override {
-        wire::Writer(c_.out()).begin(wire::kProgress).i32(index_).i32(percent).str(message).end();
+        wire::encode(c_.out(), wire::ProgressMessage{index_, percent, message});
         c_.maybe_flush();
     }
     jh_status enqueue(std::string_view type, std::string_view payload, const jh_enqueue_options* options,
@@ -109,26 +109,16 @@ public:
         else
             o.priority = -1;
         std::string_view key = o.unique_key.data ? std::string_view(o.unique_key.data, o.unique_key.size) : "";
-        wire::Writer(c_.out())
-            .begin(wire::kEnqueue)
-            .i32(index_)
-            .str(type)
-            .str(payload)
-            .i32(o.priority)
-            .i64(o.delay_ms)
-            .i64(o.run_at_unix_ms)
-            .str(key)
-            .end();
+        wire::encode(c_.out(),
+                     wire::EnqueueMessage{index_, type, payload, o.priority, o.delay_ms, o.run_at_unix_ms, key});
         c_.flush();
-        auto f = c_.wait_for(wire::kEnqueueReply);
-        wire::Reader r(f.body);
-        auto status = static_cast<jh_status>(r.i32());
-        id = std::string(r.str());
-        error = std::string(r.str());
-        return status;
+        auto reply = wire::decode_enqueue_reply(c_.wait_for(wire::kEnqueueReply).body);
+        id = std::string(reply.id);
+        error = std::string(reply.error);
+        return static_cast<jh_status>(reply.status);
     }
     void set_result(jh_status status, std::uint32_t flags, std::string_view message, std::string_view output) override {
-        wire::Writer(c_.out()).begin(wire::kResult).i32(index_).i32(status).u32(flags).str(message).str(output).end();
+        wire::encode(c_.out(), wire::ResultMessage{index_, status, flags, message, output});
     }
 
 private:
@@ -141,9 +131,24 @@ struct OwnedJob {
     std::uint32_t attempt = 0, max_retries = 0;
 };
 
+int serve(int fd);
+
 } // namespace
 
 int worker_main(int fd) {
+    try {
+        return serve(fd);
+    } catch (const wire::ProtocolError& e) {
+        // the host wrote something this worker cannot read: a mismatched binary, or a bug; it sees this end
+        const std::string line = std::string("jobhost worker: a damaged message from the host: ") + e.what() + "\n";
+        [[maybe_unused]] auto n = ::write(2, line.data(), line.size());
+        return 2;
+    }
+}
+
+namespace {
+
+int serve(int fd) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL); // the host died: so does its worker, whatever it was running
     if (::getppid() == 1) return 0;
     ::signal(SIGPIPE, SIG_IGN);
@@ -154,14 +159,14 @@ int worker_main(int fd) {
 
     Connection c(fd);
     auto fail = [&](const std::string& why) {
-        wire::Writer(c.out()).begin(wire::kInitFailed).str(why).end();
+        wire::encode(c.out(), wire::InitFailedMessage{why});
         c.flush();
         return 0;
     };
     auto init = c.next();
     if (!init || init->kind != wire::kInit) return 2;
-    wire::Reader r(init->body);
-    std::string type(r.str()), settings(r.str()), library(r.str());
+    auto m = wire::decode_init(init->body);
+    std::string type(m.type), settings(m.settings_json), library(m.library);
 
     loader::LoaderOptions lo;
     lo.allow_insecure_plugins = true; // the host checked the file; this is the host's private copy of it
@@ -186,7 +191,7 @@ int worker_main(int fd) {
     jh_status s = desc.create(&cfg, &task, error, sizeof error);
     if (s != JH_OK || !task)
         return fail(std::string("the task could not be created: ") + (error[0] ? error : "no reason given"));
-    wire::Writer(c.out()).begin(wire::kReady).end();
+    wire::encode(c.out(), wire::ReadyMessage{});
     c.flush();
 
     std::vector<OwnedJob> owned;
@@ -194,16 +199,16 @@ int worker_main(int fd) {
     std::vector<jh_job> jobs;
     while (auto f = c.next()) {
         if (f->kind != wire::kRun) continue; // a late kCancel, between runs
-        wire::Reader run(f->body);
-        std::uint32_t count = run.u32();
-        std::int64_t deadline = run.i64();
+        auto run = wire::decode_run(f->body);
+        auto count = static_cast<std::uint32_t>(run.jobs.size());
+        std::int64_t deadline = run.deadline_unix_ms;
         owned.resize(count);
-        for (auto& j : owned) {
-            j.id = run.str();
-            j.type = run.str();
-            j.payload = run.str();
-            j.attempt = run.u32();
-            j.max_retries = run.u32();
+        for (std::uint32_t i = 0; i < count; ++i) {
+            owned[i].id = run.jobs[i].id;
+            owned[i].type = run.jobs[i].type;
+            owned[i].payload = run.jobs[i].payload;
+            owned[i].attempt = run.jobs[i].attempt;
+            owned[i].max_retries = run.jobs[i].max_retries;
         }
         while (handles.size() < count) handles.emplace_back(c, static_cast<std::int32_t>(handles.size()));
         jobs.assign(count, jh_job{});
@@ -220,12 +225,14 @@ int worker_main(int fd) {
         }
         c.start_run();
         desc.run(task, jobs.data(), jobs.size());
-        wire::Writer(c.out()).begin(wire::kDone).end();
+        wire::encode(c.out(), wire::DoneMessage{});
         c.flush();
     }
     desc.destroy(task);
     c.flush();
     return 0;
 }
+
+} // namespace
 
 } // namespace jobhost::runner

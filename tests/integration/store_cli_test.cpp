@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 using namespace jobhost::test;
@@ -123,6 +124,26 @@ TEST_CASE("jobhost enqueue prints the new id, and refuses bad input without chan
     REQUIRE(list.size() == 1); // only the good one
     CHECK(list[0].as_object().at("priority") == "high");
     CHECK(list[0].as_object().at("unique_key") == "k1");
+}
+
+TEST_CASE("jobhost enqueue --jsonl takes a file with CRLF line ends and blank lines, and names a bad line") {
+    Setup s;
+    s.create_store();
+    auto bad = s.cli({"enqueue", "fx.ok", "--jsonl", s.dir.write("bad.jsonl", "1\r\n\r\n{\"a\":\r\n3\r\n").string()});
+    CHECK(bad.exit_code == 2);
+    CHECK(contains(bad.err, "bad.jsonl:3: the payload is not valid JSON"));
+    CHECK(contains(bad.err, "nothing was queued"));
+    CHECK(contains(s.cli({"jobs", "--json"}).out, "[]"));
+    // a file written on Windows, with a blank line of spaces: each payload without its CR
+    auto ok = s.cli(
+        {"enqueue", "fx.ok", "--jsonl", s.dir.write("ok.jsonl", "{\"n\":1}\r\n   \r\n\r\n[2]\r\n\"three\"").string()});
+    REQUIRE(ok.exit_code == 0);
+    CHECK(contains(ok.out, "queued 3 job(s)"));
+    auto list = boost::json::parse(s.cli({"jobs", "--json"}).out).as_array();
+    REQUIRE(list.size() == 3);
+    std::multiset<std::string> payloads;
+    for (const auto& j : list) payloads.insert(boost::json::serialize(j.as_object().at("payload")));
+    CHECK(payloads == std::multiset<std::string>{"{\"n\":1}", "[2]", "\"three\""});
 }
 
 TEST_CASE("jobs, job and dlq show what a host did: dead letters with every attempt's error") {

@@ -6,8 +6,14 @@
 
 #include <doctest/doctest.h>
 
+#include <elf.h>
 #include <sys/stat.h>
 
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
 
 using namespace jobhost;
@@ -58,6 +64,55 @@ TEST_CASE("a text file named .so is skipped as not a shared library") {
 TEST_CASE("a truncated plugin is skipped with its size and where its section table should end") {
     auto p = only_problem(discover_one("truncated.so"));
     CHECK(contains(p, "truncated.so: truncated ELF file: 3000 bytes, but its section table ends at byte"));
+}
+
+namespace {
+
+// A copy of a fixture with its ELF header or one section header changed, as a damaged copy or a hostile file has it.
+std::string damaged_problem(const std::function<void(Elf64_Ehdr&, std::vector<Elf64_Shdr>&)>& damage) {
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"no_section.so"});
+    std::ifstream in(dir.path() / "no_section.so", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    Elf64_Ehdr h;
+    std::memcpy(&h, bytes.data(), sizeof h);
+    REQUIRE(h.e_shoff + h.e_shnum * sizeof(Elf64_Shdr) <= bytes.size());
+    std::vector<Elf64_Shdr> sections(h.e_shnum);
+    std::memcpy(sections.data(), bytes.data() + h.e_shoff, sections.size() * sizeof(Elf64_Shdr));
+    damage(h, sections);
+    std::memcpy(bytes.data(), &h, sizeof h);
+    std::memcpy(bytes.data() + h.e_shoff, sections.data(), sections.size() * sizeof(Elf64_Shdr));
+    std::filesystem::remove(dir.path() / "no_section.so");
+    std::ofstream(dir.path() / "damaged.so", std::ios::binary) << bytes;
+    ::chmod((dir.path() / "damaged.so").c_str(), 0644);
+    return only_problem(loader::discover({dir.path(), false}));
+}
+
+} // namespace
+
+// Found by tests/fuzz/fuzz_elf.cpp: the section reader allocated what the name table's header claimed (3 TB).
+TEST_CASE("a plugin whose section claims more bytes than the file holds is refused before its sections are read") {
+    auto p = damaged_problem([](Elf64_Ehdr& h, std::vector<Elf64_Shdr>& s) { s[h.e_shstrndx].sh_size = 1ull << 40; });
+    CHECK(contains(p, "damaged.so: damaged ELF file: section "));
+    CHECK(contains(p, " claims bytes "));
+    CHECK(contains(p, "rebuild the plugin"));
+}
+
+// Found by tests/fuzz/fuzz_elf.cpp: a symbol table shorter than one symbol made the reader index an empty vector.
+TEST_CASE("a plugin whose symbol table is not a whole number of symbols is refused") {
+    auto p = damaged_problem([](Elf64_Ehdr&, std::vector<Elf64_Shdr>& s) {
+        for (auto& sh : s)
+            if (sh.sh_type == SHT_SYMTAB || sh.sh_type == SHT_DYNSYM) sh.sh_size = 5;
+    });
+    CHECK(contains(p, "damaged ELF file: symbol table (section "));
+    CHECK(contains(p, "of 5 bytes, not a whole number of 24-byte symbols"));
+}
+
+TEST_CASE("a plugin whose section-name table is outside its section table is refused") {
+    auto p = damaged_problem([](Elf64_Ehdr& h, std::vector<Elf64_Shdr>&) { h.e_shstrndx = h.e_shnum + 5; });
+    CHECK(contains(p, "damaged ELF file: the section-name table is section"));
+    auto q = damaged_problem([](Elf64_Ehdr& h, std::vector<Elf64_Shdr>&) { h.e_shentsize = 40; });
+    CHECK(contains(q, "damaged ELF file: no section table it can read"));
 }
 
 TEST_CASE("a library without a jobhost section is skipped and told how to declare job types") {
