@@ -131,7 +131,6 @@ core::Expected<std::unique_ptr<ProcessRunner::Worker>> ProcessRunner::spawn() {
     wire::send_all(w->fd, out); // a failure shows as the end of the stream below
 
     auto until = SteadyClock::now() + kInitLimit;
-    loader::TypeHandle type_log(spec_.type);
     try {
         for (;;) {
             while (auto f = w->in.next()) {
@@ -139,7 +138,7 @@ core::Expected<std::unique_ptr<ProcessRunner::Worker>> ProcessRunner::spawn() {
                 if (std::holds_alternative<wire::ReadyMessage>(m)) return w;
                 if (auto* failed = std::get_if<wire::InitFailedMessage>(&m))
                     return core::Error{std::string(failed->message)};
-                if (auto* line = std::get_if<wire::LogMessage>(&m)) type_log.log(line->level, line->message);
+                if (auto* line = std::get_if<wire::LogMessage>(&m)) type_log_.log(line->level, line->message);
             }
             auto left = std::chrono::duration_cast<milliseconds>(until - SteadyClock::now());
             pollfd p{w->fd, POLLIN, 0};
@@ -218,9 +217,8 @@ RunEnd ProcessRunner::run(const jh_job* jobs, std::size_t count, const RunContro
         w = std::move(*s);
     }
     // indexes were checked by decode_run_report; -1 is the type's own handle (a log line of the task, not a job)
-    loader::TypeHandle type_log(spec_.type);
     auto handle = [&](std::int32_t i) -> loader::PluginHandle* {
-        if (i < 0) return &type_log;
+        if (i < 0) return &type_log_;
         return static_cast<loader::PluginHandle*>(jobs[i].host_handle);
     };
 

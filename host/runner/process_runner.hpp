@@ -13,6 +13,7 @@
 #pragma once
 
 #include "common/error.hpp"
+#include "loader/host_api.hpp"
 #include "runner/protocol.hpp"
 #include "runner/runner.hpp"
 
@@ -57,13 +58,15 @@ public:
     };
 
 private:
-    explicit ProcessRunner(ProcessSpec spec) : spec_(std::move(spec)) {}
+    explicit ProcessRunner(ProcessSpec spec) : spec_(std::move(spec)), type_log_(spec_.type) {}
     core::Expected<std::unique_ptr<Worker>> spawn();
     std::unique_ptr<Worker> take();
     void give_back(std::unique_ptr<Worker> w);
     void lost();
 
     ProcessSpec spec_;
+    // Where the task's own log lines go (job index -1: while a worker starts, or during a run); stateless.
+    loader::TypeHandle type_log_;
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<Worker>> idle_;
     std::chrono::steady_clock::time_point ready_at_{};
