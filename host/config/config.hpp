@@ -58,7 +58,8 @@ struct StoreSection {
     std::int64_t retain_done = 0;
     core::Duration retain_done_for{0};
     std::int64_t retain_dead = 100'000;
-    std::int64_t max_result = 65'536; // bytes of a run's result message, and of its JSON output, kept with the job
+    // bytes of a run's result message, of its JSON output and of a failed run's error message, kept with the job
+    std::int64_t max_result = 65'536;
     // How long a host's hold on a job lasts without renewal (renewed every third of it while the host lives): after
     // it, a host that stalled (SIGSTOP, a frozen VM) loses its jobs to the others. A host that died is noticed by
     // its lock within a second, whatever the lease.

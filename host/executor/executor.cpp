@@ -1,5 +1,6 @@
 #include "executor/executor.hpp"
 
+#include "common/text.hpp"
 #include "executor/outcome.hpp"
 
 #include "log/log.hpp"
@@ -132,21 +133,14 @@ std::string_view event_kind_name(JobEventKind k) {
 
 namespace {
 
-// The longest prefix of `s` of at most `limit` bytes that does not cut a UTF-8 sequence.
-std::string_view utf8_prefix(std::string_view s, std::size_t limit) {
-    if (s.size() <= limit) return s;
-    std::size_t n = limit;
-    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-    return s.substr(0, n);
-}
-
 // What a successful run returned, bounded by max_result; nullopt when it returned nothing.
 std::optional<store::JobResult> bounded_result(const std::string& message, const std::string& output,
                                                std::size_t limit) {
     if (message.empty() && output.empty()) return std::nullopt;
     store::JobResult r;
-    r.message = std::string(utf8_prefix(message, limit));
-    if (r.message.size() < message.size())
+    bool cut = false;
+    r.message = common::readable_text(message, limit, &cut);
+    if (cut)
         r.note = "the message was cut to " + std::to_string(r.message.size()) + " of its " +
                  std::to_string(message.size()) + " bytes ([store] max_result = " + std::to_string(limit) + ")";
     if (output.size() <= limit) {
@@ -226,16 +220,16 @@ public:
 };
 
 void RunningJob::log(std::int32_t level, std::string_view message) {
-    log::write(static_cast<log::Level>(std::clamp<std::int32_t>(level, JH_LOG_TRACE, JH_LOG_ERROR)), "job", message,
-               job_.type, id_text_);
+    constexpr std::size_t kMaxLine = 65'536;
+    log::write(static_cast<log::Level>(std::clamp<std::int32_t>(level, JH_LOG_TRACE, JH_LOG_ERROR)), "job",
+               common::readable_text(message, kMaxLine), job_.type, id_text_);
 }
 
 void RunningJob::progress(std::int32_t percent, std::string_view message) {
-    log::write(log::Level::debug, "job", "progress " + std::to_string(percent) + "% " + std::string(message), job_.type,
-               id_text_);
     constexpr std::size_t kMaxMessage = 1024;
-    store::Progress p{std::clamp<std::int32_t>(percent, 0, 100), std::string(utf8_prefix(message, kMaxMessage)),
+    store::Progress p{std::clamp<std::int32_t>(percent, 0, 100), common::readable_text(message, kMaxMessage),
                       Clock::now()};
+    log::write(log::Level::debug, "job", "progress " + std::to_string(percent) + "% " + p.message, job_.type, id_text_);
     auto now = std::chrono::steady_clock::now();
     bool first = progress_written == std::chrono::steady_clock::time_point{};
     if (first || p.percent == 100 || now - progress_written >= std::chrono::seconds(1)) {
@@ -790,7 +784,9 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
     for (auto& h : handles) {
         h.flush_progress(); // before the outcome, so that the store ends with the latest report
         JobRecord& job = h.job();
-        auto decision = decide_outcome({h.has_result, h.status, h.flags, h.message}, job.attempt, job.max_attempts,
+        // a plugin's message as logs, JSON and the store take it: UTF-8 without NUL, and bounded (max_result)
+        auto message = common::readable_text(h.message, options_.max_result);
+        auto decision = decide_outcome({h.has_result, h.status, h.flags, message}, job.attempt, job.max_attempts,
                                        timed_out, cancelled_by_shutdown, settings, uniform);
         if (decision.timed_out && end.killed_stuck) decision.error += "; " + end.failure;
         const std::string& error = decision.error;

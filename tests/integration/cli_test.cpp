@@ -192,7 +192,7 @@ TEST_CASE("jobhost run serves past broken plugins, logs each, and exits 0 on SIG
                          (dir.path() / "store.db").string(), "--listen", "127.0.0.1:0"});
         REQUIRE(host.wait_for_output("serving", 20s));
         std::string log = host.err();
-        CHECK(contains(log, "found 23 job type(s) (21 usable) in 5 libraries"));
+        CHECK(contains(log, "found 24 job type(s) (22 usable) in 5 libraries"));
         CHECK(contains(log, "skipped 17"));
         CHECK(contains(log, "not_elf.so: not a shared library"));
         host.signal(signo);

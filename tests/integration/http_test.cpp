@@ -72,10 +72,10 @@ TEST_CASE("every endpoint answers: health, readiness, status, types, jobs, event
 
     auto status = h.get_json("/api/v1/status").as_object();
     CHECK(status.at("health") == "healthy");
-    CHECK(status.at("types").as_array().size() == 19);
+    CHECK(status.at("types").as_array().size() == 20);
 
     auto types = h.get_json("/api/v1/types").as_array();
-    CHECK(types.size() == 19);
+    CHECK(types.size() == 20);
     auto ok_type = h.get_json("/api/v1/types/fx.ok").as_object();
     CHECK(ok_type.at("settings").as_object().at("concurrency") == 1);
     CHECK(request(h.port, "GET", "/api/v1/types/fx.nope").status == 404);
@@ -586,4 +586,24 @@ TEST_CASE(
     CHECK(h.process->exit_code() == 0);
     CHECK(contains(h.process->err(), "summary fx.slow: enqueued 1, started 1, succeeded 1"));
     CHECK_THROWS(request(h.port, "GET", "/healthz")); // nothing listens any more
+}
+
+TEST_CASE("a job that fails with bytes that are not UTF-8, a NUL and 200 kB of text is dead-lettered, readable") {
+    // Before: the message went into the store, the events and the logs as it was, NUL, bad bytes and 200 kB.
+    Host h;
+    auto r = request(h.port, "POST", "/api/v1/jobs", R"({"type":"fx.garble","payload":{"size":200000}})");
+    REQUIRE(r.status == 201);
+    auto id = std::to_string(json::parse(r.body).as_object().at("id").to_number<std::int64_t>());
+    REQUIRE(eventually([&] { return contains(request(h.port, "GET", "/api/v1/jobs/" + id).body, "\"dead\""); }, 10s));
+    auto job = json::parse(request(h.port, "GET", "/api/v1/jobs/" + id).body).as_object(); // throws on bad UTF-8
+    auto errors = job.at("errors").as_array();
+    REQUIRE(errors.size() == 1);
+    std::string error(errors[0].as_object().at("error").as_string());
+    CHECK(error.starts_with("bad \xEF\xBF\xBD\xEF\xBF\xBD bytes, a NUL \xEF\xBF\xBD here, xxx"));
+    CHECK(error.find('\0') == std::string::npos);
+    CHECK(contains(error, " [cut: 200028 bytes in all]"));
+    CHECK(error.size() <= 65'536 + 64); // [store] max_result, and the note
+    auto dlq = request(h.port, "GET", "/api/v1/dlq");
+    CHECK(dlq.status == 200);
+    CHECK_NOTHROW(json::parse(dlq.body));
 }

@@ -41,7 +41,7 @@ TEST_CASE("a good plugin's job types are all discovered with their declared meta
     CHECK(d.libraries_loaded == 1);
     std::vector<std::string> types;
     for (const auto& t : d.types) types.push_back(t.type);
-    CHECK(types.size() == 19);
+    CHECK(types.size() == 20);
     auto it = std::find_if(d.types.begin(), d.types.end(), [](const auto& t) { return t.type == "fx.throw"; });
     REQUIRE(it != d.types.end());
     CHECK(it->descriptor.max_retries == 2);
@@ -176,7 +176,7 @@ TEST_CASE("a plugin file writable by others is refused unless allow_insecure_plu
     CHECK(contains(p, "allow_insecure_plugins"));
     auto allowed = loader::discover({dir.path(), true});
     CHECK(allowed.problems.empty());
-    CHECK(allowed.types.size() == 19);
+    CHECK(allowed.types.size() == 20);
 }
 
 TEST_CASE("a plugin folder writable by others is refused as a whole") {
@@ -264,7 +264,7 @@ TEST_CASE("a library whose static constructor throws, aborts or exits is refused
     test::copy_fixtures(dir.path(), {"static_throw.so", "static_exit.so", "static_abort.so", "fx_good.so"});
     auto d = loader::discover({dir.path(), false}); // this process survives: the probe took the blows
     CHECK(d.libraries_loaded == 1);
-    CHECK(d.types.size() == 19);
+    CHECK(d.types.size() == 20);
     std::map<std::string, std::string> why;
     for (const auto& p : d.problems) why[p.file.filename().string()] = p.message;
     REQUIRE(why.size() == 3);
@@ -310,5 +310,5 @@ TEST_CASE("a symlinked plugin is checked like the file it points to and its fold
                                              std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
                                              std::filesystem::perms::others_exec);
     auto fixed = loader::discover({plugins, false});
-    CHECK(fixed.types.size() == 19); // the same link into a safe folder loads
+    CHECK(fixed.types.size() == 20); // the same link into a safe folder loads
 }
