@@ -33,6 +33,7 @@ public:
     Result() = default;
     explicit Result(PGresult* r) : r_(r, &PQclear) {}
     int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+    int columns() const { return r_ ? PQnfields(r_.get()) : 0; }
     bool null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
     std::string text(int row, int col) const {
         return std::string(PQgetvalue(r_.get(), row, col), static_cast<std::size_t>(PQgetlength(r_.get(), row, col)));

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <random>
 #include <regex>
 
@@ -53,12 +54,15 @@ std::string running_of(const std::string& j) {
            "lease_owner AND r.attempt = " + j + "attempt + 1)";
 }
 
-std::string columns(const std::string& p = "") {
+// `just_reserved`: rows this statement reserved, which cannot be running yet (no look into `running` per row).
+std::string columns(const std::string& p = "", bool just_reserved = false) {
+    std::string state = just_reserved
+                            ? p + "state"
+                            : "CASE WHEN " + p + "state = 2 AND " + running_of(p) + " THEN 5 ELSE " + p + "state END";
     return p + "id, " + p + "type, " + p + "payload, " + p + "priority, " + p + "unique_key, " + p + "attempt, " + p +
-           "max_attempts, CASE WHEN " + p + "state = 2 AND " + running_of(p) + " THEN 5 ELSE " + p + "state END, " +
-           ms(p + "run_at") + ", " + ms(p + "created_at") + ", " + ms(p + "started_at") + ", " + ms(p + "finished_at") +
-           ", " + p + "lease_owner, " + p + "from_schedule, " + p + "dead_reason, " + p + "errors, " + p +
-           "attempts_before, " + p + "result, " + p + "progress";
+           "max_attempts, " + state + ", " + ms(p + "run_at") + ", " + ms(p + "created_at") + ", " +
+           ms(p + "started_at") + ", " + ms(p + "finished_at") + ", " + p + "lease_owner, " + p + "from_schedule, " +
+           p + "dead_reason, " + p + "errors, " + p + "attempts_before, " + p + "result, " + p + "progress";
 }
 
 // What an enqueue answers while the database is away: say what, and what to do.
@@ -486,16 +490,22 @@ void PostgresStore::prune() {
            true);
 }
 
+// One statement takes up to `want` ready jobs and looks at one more without taking it: that one's level is the best
+// left beyond them (the head). It is locked like the others until the commit, so another host skips it meanwhile.
+// (A separate look for the head cost a scan over the index entries of every job just taken.)
 std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size_t want, bool aging, int& head) {
     std::vector<JobRecord> rows;
+    head = -2;
     auto r = writer_->run(
-        q(("WITH picked AS MATERIALIZED (SELECT id FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority "
-           "DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE {s}.jobs j SET state = 2, lease_owner = $3 FROM "
-           "picked WHERE j.id = picked.id RETURNING " +
-           columns("j."))
+        q(("WITH picked AS MATERIALIZED (SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) "
+           "AS n FROM (SELECT id, priority, run_at FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority "
+           "DESC, run_at, id LIMIT $2 + 1 FOR UPDATE SKIP LOCKED) x), taken AS (UPDATE {s}.jobs j SET state = 2, "
+           "lease_owner = $3 FROM picked WHERE j.id = picked.id AND picked.n <= $2 RETURNING " +
+           columns("j.", true) + ") SELECT taken.*, (SELECT priority FROM picked WHERE n > $2) FROM taken")
               .c_str()),
         pg::Params().add(type).add(static_cast<std::int64_t>(want)).add(options_.owner));
     for (int i = 0; i < r.rows(); ++i) rows.push_back(read_row(r, i));
+    if (r.rows() > 0 && !r.null(0, r.columns() - 1)) head = static_cast<int>(r.int64(0, r.columns() - 1));
     if (aging) {
         // the oldest job of each lower level too: it is the one aging raises first (see SqliteStore::reserve)
         auto o = writer_->run(
@@ -503,16 +513,17 @@ std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size
                "FROM {s}.jobs WHERE type = $1 AND state = 1 AND priority = p.level ORDER BY run_at, id LIMIT 1 FOR "
                "UPDATE SKIP LOCKED) x) UPDATE {s}.jobs j SET state = 2, lease_owner = $2 FROM picked WHERE j.id = "
                "picked.id RETURNING " +
-               columns("j."))
+               columns("j.", true))
                   .c_str()),
             pg::Params().add(type).add(options_.owner));
         for (int i = 0; i < o.rows(); ++i) rows.push_back(read_row(o, i));
+        // (these may include the job looked at for the head: look again)
+        head = -2;
+        auto h = writer_->run(q("SELECT priority FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority "
+                                "DESC, run_at, id LIMIT 1"),
+                              pg::Params().add(type));
+        if (h.rows() > 0) head = static_cast<int>(h.int64(0, 0));
     }
-    head = -2;
-    auto h = writer_->run(q("SELECT priority FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority DESC, "
-                            "run_at, id LIMIT 1"),
-                          pg::Params().add(type));
-    if (h.rows() > 0) head = static_cast<int>(h.int64(0, 0));
     return rows;
 }
 
@@ -739,9 +750,9 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     std::vector<std::int64_t> deleted;
     std::vector<std::pair<std::string, std::string>> lost; // (id, type)
     bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
-    const std::string held = " AND state IN (2, 5) AND lease_owner = $2";
     std::vector<std::int64_t> kept, kept_started, kept_finished; // done, and kept (retain_done)
     std::vector<std::string> kept_results;                       // JSON text, or empty for none
+    std::vector<const Outcome*> changed;                         // retries, dead letters and releases
     for (const auto& o : outcomes) {
         if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
             deleted.push_back(static_cast<std::int64_t>(o.id));
@@ -754,53 +765,55 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
             kept_results.push_back(o.result ? result_json(*o.result) : std::string());
             continue;
         }
-        auto id = static_cast<std::int64_t>(o.id);
-        pg::Result r;
-        auto entry = "jsonb_build_array(jsonb_build_object('attempt', attempt + 1, 'at', $3::int8, 'message', "
-                     "$4::text))";
-        switch (o.kind) {
-        case Outcome::Kind::retry: {
-            bool later = o.retry_at > o.at;
-            r = writer_->run(q(("UPDATE {s}.jobs SET state = $5::smallint, attempt = attempt + 1, run_at = " + ts(6) +
-                                ", started_at = " + ts(7) + ", lease_owner = NULL, errors = errors || " + entry +
-                                " WHERE id = $1" + held)
-                                   .c_str()),
-                             pg::Params()
-                                 .add(id)
-                                 .add(options_.owner)
-                                 .add(to_ms(o.at))
-                                 .add(o.error)
-                                 .add(std::int64_t{later ? kScheduled : kReady})
-                                 .add(to_ms(o.retry_at))
-                                 .add(to_ms(o.started)));
-            if (later && r.affected() > 0 && (!next_due_ || o.retry_at < *next_due_)) next_due_ = o.retry_at;
-            if (!later && r.affected() > 0) notify_ = true;
-            break;
+        changed.push_back(&o);
+    }
+    if (!changed.empty()) { // one statement for every retry, dead letter and release
+        // kind: 0 retry, 1 dead, 2 released (back to ready, not charged: the error is kept with the attempt it ran)
+        std::vector<std::int64_t> ids, kinds, at, started, retry_at, reason, state;
+        std::vector<std::string> errors;
+        for (const auto* o : changed) {
+            ids.push_back(static_cast<std::int64_t>(o->id));
+            bool later = o->kind == Outcome::Kind::retry && o->retry_at > o->at;
+            kinds.push_back(o->kind == Outcome::Kind::retry ? 0 : o->kind == Outcome::Kind::dead ? 1 : 2);
+            state.push_back(o->kind == Outcome::Kind::dead ? kDead : later ? kScheduled : kReady);
+            at.push_back(to_ms(o->at));
+            started.push_back(to_ms(o->started));
+            retry_at.push_back(to_ms(o->retry_at));
+            reason.push_back(static_cast<std::int64_t>(o->reason));
+            errors.push_back(o->error);
         }
-        case Outcome::Kind::released:
-            r = writer_->run(q(("UPDATE {s}.jobs SET state = 1, lease_owner = NULL, errors = errors || " +
-                                std::string(entry) + " WHERE id = $1" + held)
-                                   .c_str()),
-                             pg::Params().add(id).add(options_.owner).add(to_ms(o.at)).add(o.error));
-            if (r.affected() > 0) notify_ = true;
-            break;
-        case Outcome::Kind::dead:
-            r = writer_->run(q(("UPDATE {s}.jobs SET state = 4, attempt = attempt + 1, started_at = " + ts(6) +
-                                ", finished_at = " + ts(3) +
-                                ", dead_reason = $5::smallint, lease_owner = NULL, errors = errors || " + entry +
-                                " WHERE id = $1" + held)
-                                   .c_str()),
-                             pg::Params()
-                                 .add(id)
-                                 .add(options_.owner)
-                                 .add(to_ms(o.at))
-                                 .add(o.error)
-                                 .add(static_cast<std::int64_t>(o.reason))
-                                 .add(to_ms(o.started)));
-            break;
-        default: break;
+        auto r = writer_->run(
+            q("UPDATE {s}.jobs j SET state = u.state, attempt = j.attempt + (u.kind < 2)::int, "
+              "run_at = CASE WHEN u.kind = 0 THEN to_timestamp(u.retry_at::float8 / 1000) ELSE j.run_at END, "
+              "started_at = CASE WHEN u.kind < 2 THEN to_timestamp(u.started::float8 / 1000) ELSE j.started_at END, "
+              "finished_at = CASE WHEN u.kind = 1 THEN to_timestamp(u.at::float8 / 1000) ELSE j.finished_at END, "
+              "dead_reason = CASE WHEN u.kind = 1 THEN u.reason::smallint ELSE j.dead_reason END, "
+              "lease_owner = NULL, errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt + "
+              "1, 'at', u.at, 'message', u.error)) "
+              "FROM unnest($1::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[], "
+              "$9::text[]) AS u(id, kind, state, at, started, retry_at, reason, error) "
+              "WHERE j.id = u.id AND j.state IN (2, 5) AND j.lease_owner = $2 RETURNING j.id"),
+            pg::Params()
+                .add(pg::int_array(ids))
+                .add(options_.owner)
+                .add(pg::int_array(kinds))
+                .add(pg::int_array(state))
+                .add(pg::int_array(at))
+                .add(pg::int_array(started))
+                .add(pg::int_array(retry_at))
+                .add(pg::int_array(reason))
+                .add(pg::text_array(errors)));
+        std::set<std::int64_t> got;
+        for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
+        for (const auto* o : changed) {
+            if (!got.count(static_cast<std::int64_t>(o->id))) {
+                lost.emplace_back(std::to_string(o->id), o->type);
+                continue;
+            }
+            bool later = o->kind == Outcome::Kind::retry && o->retry_at > o->at;
+            if (later && (!next_due_ || o->retry_at < *next_due_)) next_due_ = o->retry_at;
+            if (!later && o->kind != Outcome::Kind::dead) notify_ = true; // ready again now
         }
-        if (r.affected() == 0) lost.emplace_back(std::to_string(o.id), o.type);
     }
     if (!kept.empty()) { // one statement for every finished job that is kept
         auto r = writer_->run(q("UPDATE {s}.jobs j SET state = 3, attempt = j.attempt + 1, started_at = "
@@ -895,7 +908,8 @@ std::vector<JobRecord> PostgresStore::list(const ListFilter& f) {
         case JobState::dead: sql += " AND j.state = 4"; break;
         }
     }
-    p.add(static_cast<std::int64_t>(f.limit));
+    // (a limit of SIZE_MAX, "all", was bound as -1, which PostgreSQL refuses: `jobhost dlq list` failed)
+    p.add(static_cast<std::int64_t>(std::min<std::size_t>(f.limit, std::numeric_limits<std::int64_t>::max())));
     sql += " ORDER BY j.id DESC LIMIT $" + std::to_string(p.values.size());
     std::lock_guard lock(reader_mutex_);
     auto r = reader().run(q(sql.c_str()), p);

@@ -360,3 +360,42 @@ TEST_CASE("postgres: an application enqueues from SQL inside its own transaction
     REQUIRE(host.wait(30s));
     CHECK(host.exit_code() == 0);
 }
+
+TEST_CASE("postgres: failures that retry, die or are garbled are written together, and nothing stays held") {
+    // A failing job's message with bytes that are not UTF-8 and a NUL made PostgreSQL refuse the outcome's
+    // statement: the host kept the job held for ever and logged a failed transaction on every retry of the batch.
+    Cluster c;
+    Background host(c.host_args());
+    REQUIRE(host.wait_for_output("serving", 30s));
+    auto enqueue = [&](const std::string& type, const std::string& payload) {
+        auto r = c.cli({"enqueue", type, "--payload", payload});
+        REQUIRE(r.exit_code == 0);
+    };
+    enqueue("fx.garble", R"({"size":200000})");
+    for (int i = 0; i < 5; ++i) enqueue("fx.fail", "null");      // retried once, then dead
+    for (int i = 0; i < 5; ++i) enqueue("fx.permanent", "null"); // dead at once
+    auto dead = [&] { return c.sql("SELECT count(*) FROM jobhost.jobs WHERE state = 4"); };
+    REQUIRE(eventually([&] { return dead() == "11"; }, 20s));
+    CHECK(c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 4") == "0"); // none held, none ready
+    CHECK(c.sql("SELECT string_agg(DISTINCT attempt::text, ',') FROM jobhost.jobs WHERE type = 'fx.fail'") == "2");
+    CHECK(c.sql("SELECT jsonb_array_length(errors) FROM jobhost.jobs WHERE type = 'fx.fail' LIMIT 1") == "2");
+    CHECK(c.sql("SELECT errors->1->>'message' FROM jobhost.jobs WHERE type = 'fx.fail' LIMIT 1") ==
+          "failed on attempt 2");
+    CHECK(c.sql("SELECT dead_reason FROM jobhost.jobs WHERE type = 'fx.permanent' LIMIT 1") != "0");
+    auto garbled = c.sql("SELECT errors->0->>'message' FROM jobhost.jobs WHERE type = 'fx.garble'");
+    CHECK(garbled.starts_with("bad \xEF\xBF\xBD\xEF\xBF\xBD bytes, a NUL \xEF\xBF\xBD here, xxx"));
+    CHECK(contains(garbled, " [cut: 200028 bytes in all]"));
+    auto listed = c.cli({"dlq", "list", "--json"});
+    REQUIRE_MESSAGE(listed.exit_code == 0, listed.err);
+    CHECK(json::parse(listed.out).as_array().size() == 11);
+    // every dead letter of a type back to ready ("all" is no limit; it was bound as -1, which PostgreSQL refused)
+    auto retried = c.cli({"dlq", "retry", "--all", "--type", "fx.permanent"});
+    REQUIRE_MESSAGE(retried.exit_code == 0, retried.err);
+    REQUIRE(eventually(
+        [&] { return c.sql("SELECT sum(attempt) FROM jobhost.jobs WHERE type = 'fx.permanent'") == "10"; }, 20s));
+    REQUIRE(eventually([&] { return dead() == "11"; }, 20s));
+    CHECK_FALSE(contains(host.err(), "rolled back"));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(30s));
+    CHECK(host.exit_code() == 0);
+}

@@ -31,7 +31,7 @@ std::string PgServer::as_server(const std::string& program) const {
     return bindir_ + "/" + program;
 }
 
-PgServer::PgServer() {
+PgServer::PgServer(const std::string& settings) {
     auto r = run({"/usr/bin/pg_config", "--bindir"});
     bindir_ = trim(r.out);
     if (r.exit_code != 0 || bindir_.empty() || !fs::exists(bindir_ + "/initdb"))
@@ -53,7 +53,8 @@ PgServer::PgServer() {
     if (init.exit_code != 0) throw std::runtime_error("initdb failed: " + init.err + init.out);
     std::ofstream conf(dir_ / "data" / "postgresql.conf", std::ios::app);
     conf << "listen_addresses = ''\nunix_socket_directories = '" << dir_.string()
-         << "'\nport = 5432\nfsync = on\nmax_connections = 200\nshared_buffers = 64MB\n";
+         << "'\nport = 5432\nfsync = on\nmax_connections = 200\nshared_buffers = 64MB\n"
+         << settings << "\n";
     conf.close();
     start();
 }

@@ -12,7 +12,8 @@ namespace jobhost::test {
 
 class PgServer {
 public:
-    PgServer(); // throws std::runtime_error with the server's log when it cannot start
+    // throws std::runtime_error with the server's log when it cannot start; `settings`: more postgresql.conf lines
+    explicit PgServer(const std::string& settings = {});
     ~PgServer();
     PgServer(const PgServer&) = delete;
     PgServer& operator=(const PgServer&) = delete;

@@ -1,14 +1,18 @@
 // PostgreSQL engine benchmark, on a server of its own (initdb into a temporary folder, synchronous_commit left at
 // PostgreSQL's default), each figure beside the bare limit measured in the same run:
 //  1. drain: a backlog queued the way `jobhost enqueue --jsonl` does (1000 per transaction), then drained by a host
-//     with 2 and with 50 slots (no-op jobs); timed until the store counts nothing pending, and the plugin's run
-//     counter (taken as a difference) must agree;
+//     with 2 and with 50 slots (no-op jobs); timed until the plugin ran them all and then the store counts nothing
+//     pending, and the plugin's run counter (taken as a difference) must agree;
 //  2. the bare limit: a libpq loop on the same schema that claims 100 ready jobs with one
 //     `UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING` and deletes them with one `DELETE ... = ANY`, each in its own
 //     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two;
 //  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size).
 //
-//   bench_postgres [backlog, default 100000] [rounds, default 3]
+//   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements]
+//
+// --statements: the server loads pg_stat_statements, and each drain prints what the database did for it (statements
+// by total time, with calls and rows per 1000 jobs, and transactions committed; the statements that triggers run
+// are listed too, and their time is also inside the statement that fired them): where a host's time goes.
 #include "bench_host.hpp"
 #include "log/log.hpp"
 #include "store/pg.hpp"
@@ -16,6 +20,7 @@
 #include "support/pg_server.hpp"
 
 #include <atomic>
+#include <sstream>
 
 using namespace jobhost;
 using namespace jobhost::bench;
@@ -44,8 +49,39 @@ double fill(const std::string& url, const std::string& schema, std::size_t backl
     return rate;
 }
 
+// With --statements: what the database did since the last call (top statements by time, and commits).
+struct Statements {
+    test::PgServer* server = nullptr; // null: off
+    void reset() const {
+        if (server) server->psql("SELECT pg_stat_statements_reset(); SELECT pg_stat_reset()");
+    }
+    void print(const char* what, std::size_t jobs) const {
+        if (!server) return;
+        double k = static_cast<double>(jobs) / 1000.0;
+        std::printf("  what the database did for %s (per 1000 jobs):\n", what);
+        std::printf("    %.1f transactions committed\n",
+                    std::stod(server->psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'")) / k);
+        auto rows = server->psql("SELECT calls, round(total_exec_time::numeric, 1), rows, "
+                                 "regexp_replace(left(query, 110), '\\s+', ' ', 'g') FROM pg_stat_statements ORDER BY "
+                                 "total_exec_time DESC LIMIT 12");
+        std::istringstream in(rows);
+        for (std::string line; std::getline(in, line);) {
+            std::istringstream f(line);
+            std::string calls, ms, n, query;
+            std::getline(f, calls, '|');
+            std::getline(f, ms, '|');
+            std::getline(f, n, '|');
+            std::getline(f, query);
+            std::printf("    %8.1f calls %8.1f ms %9.1f rows  %s\n", std::stod(calls) / k, std::stod(ms) / k,
+                        std::stod(n) / k, query.c_str());
+        }
+    }
+};
+Statements statements;
+
 double drain(const std::string& url, const std::string& schema, std::size_t backlog, std::size_t slots) {
     auto s = open_store(url, schema, true);
+    statements.reset();
     double rate = 0;
     {
         HostSetup setup;
@@ -55,12 +91,19 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         // would miss the jobs run meanwhile)
         std::uint64_t before = 0;
         auto start = Clock::now();
-        std::size_t pending = backlog;
-        while (pending > 0) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-            pending = 0;
-            for (const auto& [type, c] : s->counts()) pending += c.pending();
+        // the plugin's counter first (an atomic), then the store until it counts nothing pending: asking the store
+        // every few ms all along cost the database a tenth of its time (three statements a call)
+        auto pending_now = [&] {
+            std::size_t n = 0;
+            for (const auto& [type, c] : s->counts()) n += c.pending();
+            return n;
+        };
+        for (int i = 1; host.runs() - before < backlog; ++i) { // (a lost run would stop it: then the check says so)
+            std::this_thread::sleep_for(std::chrono::microseconds(500));
+            if (i % 2000 == 0 && pending_now() == 0) break;
         }
+        std::size_t pending = backlog;
+        while ((pending = pending_now()) > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         double secs = std::chrono::duration<double>(Clock::now() - start).count();
         std::uint64_t ran = host.runs() - before;
         if (ran != backlog)
@@ -68,6 +111,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
                                      " jobs drained but the plugin ran " + std::to_string(ran));
         rate = static_cast<double>(backlog) / secs;
     }
+    statements.print(slots == 2 ? "a drain with 2 slots" : "a drain with 50 slots", backlog);
     s->close();
     return rate;
 }
@@ -75,6 +119,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
 // The bare limit on the same schema and backlog: claim 100, delete them, on `connections` threads.
 double bare_drain(const std::string& url, const std::string& schema, std::size_t backlog, int connections) {
     std::atomic<std::size_t> done{0};
+    statements.reset();
     auto start = Clock::now();
     std::vector<std::thread> threads;
     for (int t = 0; t < connections; ++t)
@@ -99,16 +144,25 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
     for (auto& t : threads) t.join();
     if (done != backlog)
         throw std::runtime_error("bare drain: " + std::to_string(done.load()) + " of " + std::to_string(backlog));
-    return static_cast<double>(backlog) / std::chrono::duration<double>(Clock::now() - start).count();
+    double rate = static_cast<double>(backlog) / std::chrono::duration<double>(Clock::now() - start).count();
+    statements.print(connections == 1 ? "the bare loop on 1 connection" : "the bare loop on 2 connections", backlog);
+    return rate;
 }
 
 } // namespace
 
 int run(int argc, char** argv) {
-    std::size_t backlog = argc > 1 ? std::stoul(argv[1]) : 100000;
-    int rounds = argc > 2 ? std::stoi(argv[2]) : 3;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    bool show = std::erase(args, "--statements") > 0;
+    std::size_t backlog = args.size() > 0 ? std::stoul(args[0]) : 100000;
+    int rounds = args.size() > 1 ? std::stoi(args[1]) : 3;
     log::configure({log::Level::error, log::Format::text, std::nullopt});
-    test::PgServer server;
+    test::PgServer server(show ? "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all"
+                               : "");
+    if (show) {
+        server.psql("CREATE EXTENSION pg_stat_statements");
+        statements.server = &server;
+    }
     auto url = server.url();
 
     std::vector<double> fills, two, fifty, bare1, bare2;
