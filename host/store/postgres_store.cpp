@@ -670,36 +670,36 @@ void PostgresStore::open_marks() {
 }
 
 // Start marks are group-committed: a run adds its ids to the open group and waits; the first to find nobody
-// writing takes the whole group and writes it with one statement (the others wait on marks_cv_), so runs that start
-// together share one round trip, however many slots there are.
+// writing takes the whole group (a new one opens) and writes it with one statement, so runs that start together
+// share one round trip, however many slots there are. When a group is written, its runs go on, and one run of the
+// group that opened meanwhile (if any) is woken to write it.
 RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
     if (!reserving_ || ids.empty()) return {};
     std::unique_lock lock(marks_mutex_);
-    mark_queue_.insert(mark_queue_.end(), ids.begin(), ids.end());
-    const std::uint64_t mine = marks_open_;
-    while (marks_done_ <= mine) {
-        if (marking_) {
-            marks_cv_.wait(lock);
+    auto group = open_mark_group_;
+    group->ids.insert(group->ids.end(), ids.begin(), ids.end());
+    while (!group->done) {
+        if (marking_ || group != open_mark_group_) {
+            group->cv.wait(lock);
             continue;
         }
         marking_ = true;
-        std::vector<std::int64_t> group(mark_queue_.begin(), mark_queue_.end());
-        mark_queue_.clear();
-        const std::uint64_t number = marks_open_++;
+        open_mark_group_ = std::make_shared<MarkGroup>();
         lock.unlock();
         try {
             if (!marks_ || !marks_->ok()) open_marks();
-            marks_->run(mark_sql_, pg::Params().add(pg::int_array(group)).add(options_.owner));
+            marks_->run(mark_sql_, pg::Params().add(pg::int_array(group->ids)).add(options_.owner));
         } catch (const std::exception& e) {
             marks_.reset(); // reopened by the next group
             log::write(log::Level::warning, "store",
-                       std::string("could not record that ") + std::to_string(group.size()) + " run(s) started (" +
+                       std::string("could not record that ") + std::to_string(group->ids.size()) + " run(s) started (" +
                            e.what() + "); they run anyway, and a crash during them would not be charged");
         }
         lock.lock();
         marking_ = false;
-        marks_done_ = number + 1;
-        marks_cv_.notify_all();
+        group->done = true;
+        group->cv.notify_all();
+        open_mark_group_->cv.notify_one();
     }
     return {};
 }

@@ -5,7 +5,9 @@
 //     pending, and the plugin's run counter (taken as a difference) must agree;
 //  2. the bare limit: a libpq loop on the same schema that claims 100 ready jobs with one
 //     `UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING` and deletes them with one `DELETE ... = ANY`, each in its own
-//     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two;
+//     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two. Beside it, the
+//     same loop on 2 connections that also marks each job started before its run (one round trip a job), which is
+//     what a host with 2 slots pays when its runs start one at a time;
 //  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size).
 //
 //   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements]
@@ -116,8 +118,12 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
     return rate;
 }
 
-// The bare limit on the same schema and backlog: claim 100, delete them, on `connections` threads.
-double bare_drain(const std::string& url, const std::string& schema, std::size_t backlog, int connections) {
+// The bare limit on the same schema and backlog: claim 100, delete them, on `connections` threads. `marked`: each
+// job is also marked started before its (empty) run, one statement and round trip per job on a second connection
+// with asynchronous commit, as a host marks a run that starts alone (what makes a crash charge exactly the runs that
+// started); the delete takes the marks too.
+double bare_drain(const std::string& url, const std::string& schema, std::size_t backlog, int connections,
+                  bool marked = false) {
     std::atomic<std::size_t> done{0};
     statements.reset();
     auto start = Clock::now();
@@ -125,18 +131,26 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
     for (int t = 0; t < connections; ++t)
         threads.emplace_back([&] {
             auto c = store::pg::Connection::open(url);
+            auto m = store::pg::Connection::open(url);
+            m->exec("SET synchronous_commit = off");
+            const std::string mark = "INSERT INTO " + schema + ".running (id, owner, attempt) VALUES ($1, 'bare', 1)";
             const std::string claim =
                 "WITH picked AS MATERIALIZED (SELECT id FROM " + schema +
                 ".jobs WHERE type = 'bench.00' AND state = 1 ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE "
                 "SKIP LOCKED) UPDATE " +
                 schema +
                 ".jobs j SET state = 2, lease_owner = 'bare' FROM picked WHERE j.id = picked.id RETURNING j.id";
-            const std::string remove = "DELETE FROM " + schema + ".jobs WHERE id = ANY($1::int8[])";
+            const std::string remove = marked ? "WITH d AS (DELETE FROM " + schema +
+                                                    ".running WHERE id = ANY($1::int8[])) DELETE FROM " + schema +
+                                                    ".jobs WHERE id = ANY($1::int8[])"
+                                              : "DELETE FROM " + schema + ".jobs WHERE id = ANY($1::int8[])";
             for (;;) {
                 auto r = c->run(claim);
                 if (r.rows() == 0) break;
                 std::vector<std::int64_t> ids;
                 for (int i = 0; i < r.rows(); ++i) ids.push_back(r.int64(i, 0));
+                if (marked)
+                    for (auto id : ids) m->run(mark, store::pg::Params().add(id));
                 c->run(remove, store::pg::Params().add(store::pg::int_array(ids)));
                 done += ids.size();
             }
@@ -145,7 +159,10 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
     if (done != backlog)
         throw std::runtime_error("bare drain: " + std::to_string(done.load()) + " of " + std::to_string(backlog));
     double rate = static_cast<double>(backlog) / std::chrono::duration<double>(Clock::now() - start).count();
-    statements.print(connections == 1 ? "the bare loop on 1 connection" : "the bare loop on 2 connections", backlog);
+    statements.print(marked             ? "the bare loop marking each job, 2 connections"
+                     : connections == 1 ? "the bare loop on 1 connection"
+                                        : "the bare loop on 2 connections",
+                     backlog);
     return rate;
 }
 
@@ -165,7 +182,7 @@ int run(int argc, char** argv) {
     }
     auto url = server.url();
 
-    std::vector<double> fills, two, fifty, bare1, bare2;
+    std::vector<double> fills, two, fifty, bare1, bare2, marked;
     double bytes_per_job = 0;
     for (int i = 0; i < rounds; ++i) {
         std::string schema = "bench_" + std::to_string(i);
@@ -181,9 +198,11 @@ int run(int argc, char** argv) {
         bare1.push_back(bare_drain(url, schema, backlog, 1));
         fill(url, schema, backlog);
         bare2.push_back(bare_drain(url, schema, backlog, 2));
+        fill(url, schema, backlog);
+        marked.push_back(bare_drain(url, schema, backlog, 2, true));
         std::printf("round %d: enqueue %.0f/s, jobhost 2 slots %.0f/s, 50 slots %.0f/s, bare 1 connection %.0f/s, "
-                    "2 connections %.0f/s\n",
-                    i + 1, fills.back(), two.back(), fifty.back(), bare1.back(), bare2.back());
+                    "2 connections %.0f/s, marking each job %.0f/s\n",
+                    i + 1, fills.back(), two.back(), fifty.back(), bare1.back(), bare2.back(), marked.back());
     }
     double bare = std::max(median(bare1), median(bare2));
     std::printf("\nPostgreSQL, %zu no-op jobs queued before the host starts, medians of %d rounds:\n", backlog, rounds);
@@ -193,6 +212,8 @@ int run(int argc, char** argv) {
                 median(fifty) / bare);
     std::printf("  bare libpq claim 100 + delete, 1 conn %7.0f jobs/s\n", median(bare1));
     std::printf("  bare libpq claim 100 + delete, 2 conns %6.0f jobs/s\n", median(bare2));
+    std::printf("  bare, and a start mark per job, 2 conns %5.0f jobs/s   (jobhost 2 slots: %.2f x this)\n",
+                median(marked), median(two) / median(marked));
     std::printf("  on disk per pending job             %9.0f bytes (table, indexes, TOAST)\n", bytes_per_job);
     return 0;
 }
