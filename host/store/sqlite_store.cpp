@@ -156,6 +156,9 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
                                "; use a newer jobhost, or point [store] path at another file"};
         w.exec("PRAGMA journal_mode=WAL");
         w.exec(options.full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        // Statements' scratch tables (a RETURNING's rows, a sort) in memory: by default SQLite gave each its own
+        // temporary file, created, unlinked and written on every refill (a third of the writer's time on a drain).
+        w.exec("PRAGMA temp_store=MEMORY");
         if (version < kSchemaVersion) {
             w.exec("BEGIN IMMEDIATE");
             // another process may have migrated between the read above and the lock
@@ -168,6 +171,7 @@ core::Expected<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptio
         }
         store->reader_ = std::make_unique<sqlite::Connection>(path, SQLITE_OPEN_READWRITE);
         sqlite3_busy_timeout(store->reader_->get(), static_cast<int>(options.busy_timeout.count()));
+        store->reader_->exec("PRAGMA temp_store=MEMORY"); // a listing's sort too
         store->data_version_ = w.scalar("PRAGMA data_version");
         if (options.host) {
             auto record = HostRecord::create(store->hosts_dir_, store->options_.owner);

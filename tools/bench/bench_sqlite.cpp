@@ -66,6 +66,7 @@ struct Bare {
         : db((open_store(path, false)->close(), path.string()), SQLITE_OPEN_READWRITE) { // the same schema
         db.exec("PRAGMA journal_mode=WAL");
         db.exec("PRAGMA synchronous=NORMAL");
+        db.exec("PRAGMA temp_store=MEMORY"); // as the engine has it: a RETURNING's rows in memory, not a file
         insert = db.prepare("INSERT INTO jobs (type, payload, priority, max_attempts, state, run_at, created_at) "
                             "VALUES ('bench.00', 'null', 1, 1, 1, ?, ?)");
         claim = db.prepare("UPDATE jobs SET state = 2, lease_owner = 'bare', lease_expiry = ? WHERE id IN (SELECT id "
