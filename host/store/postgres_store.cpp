@@ -212,8 +212,10 @@ void PostgresStore::connect_writer() {
     writer_ = pg::Connection::open(options_.url);
     configure_writer();
     if (options_.host) {
+        // What we reserved is still ours unless other hosts found us dead meanwhile, which register_host sees (our
+        // row was gone) and then drops. (Dropping it on every reconnect stranded those jobs: held by a live host,
+        // no other host rescues them, and this one no longer knew it held them.)
         register_host();
-        clear_caches(); // what we reserved may have been given back while we were away
         log::write(log::Level::info, "store", "reconnected to PostgreSQL");
     }
 }

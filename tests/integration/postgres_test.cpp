@@ -399,3 +399,32 @@ TEST_CASE("postgres: failures that retry, die or are garbled are written togethe
     REQUIRE(host.wait(30s));
     CHECK(host.exit_code() == 0);
 }
+
+TEST_CASE("postgres: jobs a host holds ahead when the database restarts are still run after it reconnects") {
+    // Before: the host dropped what it held ahead on every reconnect, and those jobs stayed held by a live host that
+    // no longer knew it held them: never run, never rescued.
+    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\n", "", "work_us = 3000000");
+    {
+        std::ofstream lines(c.dir.path() / "jobs.jsonl");
+        for (int i = 0; i < 8; ++i) lines << i << "\n";
+    }
+    REQUIRE(c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()}).exit_code == 0);
+    Background host(c.host_args());
+    REQUIRE(host.wait_for_output("serving", 30s));
+    REQUIRE(eventually([&] { return read_spans(c.spans).size() >= 2; }, 20s));
+    CHECK(std::stoi(c.sql("SELECT count(*) FROM jobhost.jobs WHERE state = 2")) >
+          2); // 2 running (3 s each), and more held ahead
+    c.pg.stop();
+    std::this_thread::sleep_for(1s);
+    c.pg.start();
+    REQUIRE(host.wait_for_output("reconnected to PostgreSQL", 30s));
+    CHECK(eventually([&] { return c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") == "0"; }, 40s));
+    auto runs = read_spans(c.spans);
+    int missing = 0;
+    for (int i = 0; i < 8; ++i) missing += runs[i].empty();
+    INFO("the host said:\n" << host.err());
+    CHECK(missing == 0);
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(30s));
+    CHECK(host.exit_code() == 0);
+}
