@@ -784,10 +784,12 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
     for (auto& h : handles) {
         h.flush_progress(); // before the outcome, so that the store ends with the latest report
         JobRecord& job = h.job();
-        // a plugin's message as logs, JSON and the store take it: UTF-8 without NUL, and bounded (max_result)
-        auto message = common::readable_text(h.message, options_.max_result);
-        auto decision = decide_outcome({h.has_result, h.status, h.flags, message}, job.attempt, job.max_attempts,
+        auto decision = decide_outcome({h.has_result, h.status, h.flags, h.message}, job.attempt, job.max_attempts,
                                        timed_out, cancelled_by_shutdown, settings, uniform);
+        // a failure's message as logs, JSON and the store take it: UTF-8 without NUL, and bounded (max_result); a
+        // success's message is made so by bounded_result
+        if (decision.kind != Decision::Kind::succeeded)
+            decision.error = common::readable_text(decision.error, options_.max_result);
         if (decision.timed_out && end.killed_stuck) decision.error += "; " + end.failure;
         const std::string& error = decision.error;
         if (decision.kind == Decision::Kind::succeeded) {

@@ -47,6 +47,14 @@ struct Cluster {
         return run_jobhost(args, 60s);
     }
     std::string sql(const std::string& q) const { return pg.psql(q); }
+    // Queues fx.span jobs with payloads 0..n-1, as one --jsonl file.
+    Finished enqueue_numbered(int n) const {
+        {
+            std::ofstream lines(dir.path() / "jobs.jsonl");
+            for (int i = 0; i < n; ++i) lines << i << "\n";
+        }
+        return cli({"enqueue", "fx.span", "--jsonl", (dir.path() / "jobs.jsonl").string()});
+    }
 };
 
 struct Span {
@@ -80,6 +88,13 @@ std::map<int, std::vector<Span>> read_spans(const std::filesystem::path& file) {
     return out;
 }
 
+// How many of the jobs with payloads 0..n-1 never started a run.
+int never_ran(std::map<int, std::vector<Span>> runs, int n) {
+    int missing = 0;
+    for (int i = 0; i < n; ++i) missing += runs[i].empty();
+    return missing;
+}
+
 } // namespace
 
 TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, none on two hosts at once, "
@@ -87,11 +102,7 @@ TEST_CASE("postgres: 3 hosts, 20,000 jobs, kill -9 of random hosts: none lost, n
     Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\nmax_retries = 1000\n", "retain_done = 1000000\n",
               "work_us = 8000");
     constexpr int kJobs = 20000;
-    {
-        std::ofstream lines(c.dir.path() / "jobs.jsonl");
-        for (int i = 0; i < kJobs; ++i) lines << i << "\n";
-    }
-    auto q = c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()});
+    auto q = c.enqueue_numbered(kJobs);
     REQUIRE_MESSAGE(q.exit_code == 0, q.err);
     CHECK(contains(q.out, "queued 20000 job(s)"));
 
@@ -272,11 +283,7 @@ TEST_CASE("postgres: a host paused past its lease loses its job to another host 
 
 TEST_CASE("postgres: the database restarting under load loses nothing, the host reconnects and never exits") {
     Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\n", "", "work_us = 1000");
-    {
-        std::ofstream lines(c.dir.path() / "jobs.jsonl");
-        for (int i = 0; i < 3000; ++i) lines << i << "\n";
-    }
-    REQUIRE(c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()}).exit_code == 0);
+    REQUIRE(c.enqueue_numbered(3000).exit_code == 0);
     auto args = c.host_args();
     args.insert(args.end(), {"--listen", "127.0.0.1:0"});
     Background host(args);
@@ -305,9 +312,7 @@ TEST_CASE("postgres: the database restarting under load loses nothing, the host 
     while (std::chrono::steady_clock::now() < until &&
            c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") != "0")
         std::this_thread::sleep_for(200ms);
-    auto runs = read_spans(c.spans);
-    int missing = 0;
-    for (int i = 0; i < 3000; ++i) missing += runs[i].empty();
+    int missing = never_ran(read_spans(c.spans), 3000);
     auto said = host.err();
     // a sanitizer's report whole, or else the end of what the host said
     auto from = std::min(said.find("=================="), said.size() > 6000 ? said.size() - 6000 : 0);
@@ -404,11 +409,7 @@ TEST_CASE("postgres: jobs a host holds ahead when the database restarts are stil
     // Before: the host dropped what it held ahead on every reconnect, and those jobs stayed held by a live host that
     // no longer knew it held them: never run, never rescued.
     Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\n", "", "work_us = 3000000");
-    {
-        std::ofstream lines(c.dir.path() / "jobs.jsonl");
-        for (int i = 0; i < 8; ++i) lines << i << "\n";
-    }
-    REQUIRE(c.cli({"enqueue", "fx.span", "--jsonl", (c.dir.path() / "jobs.jsonl").string()}).exit_code == 0);
+    REQUIRE(c.enqueue_numbered(8).exit_code == 0);
     Background host(c.host_args());
     REQUIRE(host.wait_for_output("serving", 30s));
     REQUIRE(eventually([&] { return read_spans(c.spans).size() >= 2; }, 20s));
@@ -419,9 +420,7 @@ TEST_CASE("postgres: jobs a host holds ahead when the database restarts are stil
     c.pg.start();
     REQUIRE(host.wait_for_output("reconnected to PostgreSQL", 30s));
     CHECK(eventually([&] { return c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") == "0"; }, 40s));
-    auto runs = read_spans(c.spans);
-    int missing = 0;
-    for (int i = 0; i < 8; ++i) missing += runs[i].empty();
+    int missing = never_ran(read_spans(c.spans), 8);
     INFO("the host said:\n" << host.err());
     CHECK(missing == 0);
     host.signal(SIGTERM);
