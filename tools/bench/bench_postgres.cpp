@@ -10,11 +10,12 @@
 //     what a host with 2 slots pays when its runs start one at a time;
 //  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size).
 //
-//   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements]
+//   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements] [--only-slots N]
 //
 // --statements: the server loads pg_stat_statements, and each drain prints what the database did for it (statements
 // by total time, with calls and rows per 1000 jobs, and transactions committed; the statements that triggers run
 // are listed too, and their time is also inside the statement that fired them): where a host's time goes.
+// --only-slots N: only jobhost's drain with N slots, each round (to profile the host, e.g. under `perf record`).
 #include "bench_host.hpp"
 #include "log/log.hpp"
 #include "store/pg.hpp"
@@ -171,6 +172,12 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
 int run(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     bool show = std::erase(args, "--statements") > 0;
+    std::size_t only_slots = 0;
+    if (auto it = std::find(args.begin(), args.end(), "--only-slots"); it != args.end()) {
+        if (it + 1 == args.end()) throw std::runtime_error("--only-slots needs a number of slots");
+        only_slots = std::stoul(*(it + 1));
+        args.erase(it, it + 2);
+    }
     std::size_t backlog = args.size() > 0 ? std::stoul(args[0]) : 100000;
     int rounds = args.size() > 1 ? std::stoi(args[1]) : 3;
     log::configure({log::Level::error, log::Format::text, std::nullopt});
@@ -191,6 +198,11 @@ int run(int argc, char** argv) {
         server.psql("VACUUM ANALYZE " + schema + ".jobs");
         bytes_per_job = std::stod(server.psql("SELECT pg_total_relation_size('" + schema + ".jobs')")) /
                         static_cast<double>(backlog);
+        if (only_slots > 0) {
+            double rate = drain(url, schema, backlog, only_slots);
+            std::printf("round %d: jobhost %zu slots %.0f jobs/s\n", i + 1, only_slots, rate);
+            continue;
+        }
         two.push_back(drain(url, schema, backlog, 2));
         fill(url, schema, backlog);
         fifty.push_back(drain(url, schema, backlog, 50));
@@ -204,6 +216,7 @@ int run(int argc, char** argv) {
                     "2 connections %.0f/s, marking each job %.0f/s\n",
                     i + 1, fills.back(), two.back(), fifty.back(), bare1.back(), bare2.back(), marked.back());
     }
+    if (only_slots > 0) return 0;
     double bare = std::max(median(bare1), median(bare2));
     std::printf("\nPostgreSQL, %zu no-op jobs queued before the host starts, medians of %d rounds:\n", backlog, rounds);
     std::printf("  enqueue (by 1000, as --jsonl)      %9.0f jobs/s\n", median(fills));
