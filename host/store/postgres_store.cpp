@@ -246,11 +246,45 @@ void PostgresStore::tx_begin() {
     writer_->exec("BEGIN");
     notify_ = false;
     heartbeat_pending_ = false;
+    if (!unsure_.empty()) give_back_unsure();
+}
+
+// A refill whose transaction failed at its COMMIT may have been applied all the same (the server committed, the
+// connection broke before its answer came): its jobs are then held by this host, which is alive (so no other host
+// rescues them) and never cached them (so it never runs them). They are given back before anything else, so that
+// no refill of this host takes them into its cache first; the guard leaves them alone when the commit was not
+// applied (then they are ready, or another host's).
+void PostgresStore::give_back_unsure() {
+    giving_back_.insert(giving_back_.end(), unsure_.begin(), unsure_.end());
+    unsure_.clear();
+    auto r =
+        writer_->run(q("UPDATE {s}.jobs SET state = 1, lease_owner = NULL WHERE id = ANY($1::int8[]) AND state = 2 AND "
+                       "lease_owner = $2"),
+                     pg::Params().add(pg::int_array(giving_back_)).add(options_.owner));
+    given_back_ = r.affected();
+    if (given_back_ > 0) notify_ = true;
+}
+
+void PostgresStore::refill_failed(const std::vector<JobRecord>& jobs) {
+    for (const auto& j : jobs) unsure_.push_back(j.id);
 }
 
 void PostgresStore::tx_commit() {
     if (notify_) notify();
     writer_->exec("COMMIT");
+    if (!giving_back_.empty()) {
+        giving_back_.clear();
+        if (given_back_ > 0) {
+            log::write(log::Level::warning, "store",
+                       std::to_string(given_back_) +
+                           " job(s) given back to ready: a refill's commit was applied although its answer was lost "
+                           "with the connection, so this host held them without knowing");
+            wake_after_batch_ = true;
+            std::lock_guard lock(cache_mutex_);
+            for (auto& c : caches_) c.maybe_in_db = true;
+        }
+        given_back_ = 0;
+    }
     if (heartbeat_pending_) {
         auto before = heartbeat_ok_ms_.exchange(heartbeat_sent_ms_);
         // claims refused while the lease was unsure (see claim) may go on
@@ -259,6 +293,8 @@ void PostgresStore::tx_commit() {
 }
 
 void PostgresStore::tx_rollback() noexcept {
+    unsure_.insert(unsure_.end(), giving_back_.begin(), giving_back_.end()); // for the next transaction
+    giving_back_.clear();
     try {
         if (writer_ && writer_->ok()) writer_->exec("ROLLBACK");
     } catch (...) {
@@ -304,7 +340,7 @@ void PostgresStore::maintain(TimePoint now) {
     if (now - last_fold_ >= std::chrono::seconds(1)) {
         last_fold_ = now;
         fold_counts();
-        // start marks that landed after their job's outcome (they are written without waiting)
+        // marks left behind: a job whose outcome was dropped (its lease was lost meanwhile) keeps its mark
         writer_->run(q("DELETE FROM {s}.running r WHERE r.owner = $1 AND NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE "
                        "j.id = r.id AND j.state = 2 AND j.lease_owner = r.owner AND j.attempt + 1 = r.attempt)"),
                      pg::Params().add(options_.owner));

@@ -108,6 +108,7 @@ private:
     std::chrono::milliseconds idle_wait() override;
     std::vector<JobRecord> reserve(const std::string& type, std::size_t want, bool aging, int& head) override;
     bool op_error_aborts_transaction() const noexcept override { return true; }
+    void refill_failed(const std::vector<JobRecord>& jobs) override;
     bool is_disconnect(std::exception_ptr e) const noexcept override;
     std::exception_ptr copy_error(const std::exception_ptr& e) const override;
 
@@ -115,6 +116,7 @@ private:
     void connect_writer();
     void configure_writer();
     void lost_lease();                                         // logs it and drops the reservations
+    void give_back_unsure();                                   // inside tx_begin
     void open_marks();                                         // under marks_mutex_ (or in open)
     void write_outcomes(const std::vector<Outcome>& outcomes); // inside a writer transaction
     void register_host();
@@ -165,6 +167,10 @@ private:
     bool heartbeat_pending_ = false;               // writer: this transaction heartbeats
     std::int64_t heartbeat_sent_ms_ = 0;           // writer: steady clock, ms, just before that heartbeat
     std::optional<std::int64_t> host_id_;          // writer: our row in hosts
+    // writer: jobs a failed refill reserved, which the database may hold for this host all the same (its COMMIT
+    // applied, the answer lost): given back first thing in the next transaction (giving_back_ while it runs)
+    std::vector<std::int64_t> unsure_, giving_back_;
+    std::size_t given_back_ = 0;
     // writer
     TimePoint last_poll_{}, last_heartbeat_{}, last_liveness_{}, last_prune_{}, last_fold_{};
     std::optional<TimePoint> next_due_;

@@ -241,7 +241,8 @@ void ReservingStore::request_refill_locked(TypeRef ref, bool better_waiting) {
         }
         wake_after_batch_ = true;
     };
-    op.after_failure = [this, ref] {
+    op.after_failure = [this, rows, ref] {
+        refill_failed(*rows);
         std::lock_guard lock(cache_mutex_);
         caches_[ref].refill_pending = false;
     };

@@ -98,6 +98,10 @@ protected:
     virtual bool is_disconnect(std::exception_ptr) const noexcept { return false; }
     // A new exception object equal to `e` (its engine's type kept), for one waiter.
     virtual std::exception_ptr copy_error(const std::exception_ptr& e) const;
+    // A refill's transaction failed after reserve() had taken `jobs`: they are not cached. An engine whose commit
+    // may have been applied although its answer was lost (a server across a network) gives them back (see
+    // PostgresStore); they are nowhere else in this host.
+    virtual void refill_failed(const std::vector<JobRecord>& jobs) { (void)jobs; }
 
     // ---- for engines ----
     void start_writer();

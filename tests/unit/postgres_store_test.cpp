@@ -4,10 +4,19 @@
 #include "store/postgres_store.hpp"
 
 #include "support/pg_server.hpp"
+#include "support/temp_dir.hpp"
 
 #include <doctest/doctest.h>
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <future>
+#include <map>
+#include <set>
 #include <thread>
 
 using namespace jobhost;
@@ -30,7 +39,201 @@ open(const std::string& schema, bool host = true, std::string url = {}, std::chr
     return store::PostgresStore::open(o);
 }
 
+// A proxy on a Unix socket of its own between libpq and the server, which can lose the answer to one COMMIT: once
+// armed, the first COMMIT of a transaction that ran the statement containing `marker` is passed on, the server's
+// answer is read (so the commit is surely applied) and thrown away, and both sides are closed. That is what a client
+// sees when the network breaks just after the server committed.
+class CommitCutter {
+public:
+    CommitCutter(std::filesystem::path target, std::string marker)
+        : target_(std::move(target)), marker_(std::move(marker)) {
+        listener_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un a = address(dir_.path() / ".s.PGSQL.5432");
+        REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(::listen(listener_, 16) == 0);
+        REQUIRE(::pipe(stop_) == 0);
+        thread_ = std::thread([this] { loop(); });
+    }
+    ~CommitCutter() {
+        (void)!::write(stop_[1], "x", 1);
+        thread_.join();
+        for (auto& c : conns_) close_pair(c);
+        ::close(listener_);
+        ::close(stop_[0]);
+        ::close(stop_[1]);
+    }
+    std::string url() const {
+        return "postgresql:///postgres?host=" + dir_.path().string() + "&port=5432&user=postgres";
+    }
+    void arm() { armed_ = true; }
+    int cuts() const { return cuts_.load(); }
+
+private:
+    struct Conn {
+        int client = -1, server = -1;
+        std::string in;               // client bytes not yet parsed into whole messages
+        bool started = false;         // the startup message has passed (messages have a type byte after it)
+        std::set<std::string> marked; // prepared statements whose text holds the marker
+        bool marked_in_tx = false;
+    };
+    static sockaddr_un address(const std::filesystem::path& p) {
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, p.c_str(), sizeof a.sun_path - 1);
+        return a;
+    }
+    static void send_all(int fd, const char* p, std::size_t n) {
+        while (n > 0) {
+            auto w = ::send(fd, p, n, MSG_NOSIGNAL);
+            if (w <= 0) return;
+            p += w;
+            n -= static_cast<std::size_t>(w);
+        }
+    }
+    static void close_pair(Conn& c) {
+        if (c.client >= 0) ::close(c.client);
+        if (c.server >= 0) ::close(c.server);
+        c.client = c.server = -1;
+    }
+    static std::uint32_t be32(const char* p) {
+        return (std::uint32_t(std::uint8_t(p[0])) << 24) | (std::uint32_t(std::uint8_t(p[1])) << 16) |
+               (std::uint32_t(std::uint8_t(p[2])) << 8) | std::uint32_t(std::uint8_t(p[3]));
+    }
+    // Passes on the client's whole messages; false once the connection was cut.
+    bool from_client(Conn& c) {
+        for (;;) {
+            std::size_t head = c.started ? 5 : 4;
+            if (c.in.size() < head) return true;
+            std::size_t len = be32(c.in.data() + head - 4) + (c.started ? 1 : 0);
+            if (c.in.size() < len) return true;
+            std::string m = c.in.substr(0, len);
+            c.in.erase(0, len);
+            if (!c.started) {
+                auto code = be32(m.data() + 4);
+                c.started = code != 80877103 && code != 80877104; // not an SSL or GSS request
+                send_all(c.server, m.data(), m.size());
+                continue;
+            }
+            const char* body = m.data() + 5;
+            if (m[0] == 'P') { // Parse: statement name, text
+                std::string name(body), text(body + name.size() + 1);
+                if (text.find(marker_) != std::string::npos) c.marked.insert(name);
+            } else if (m[0] == 'B') { // Bind: portal, statement
+                std::string portal(body), statement(body + portal.size() + 1);
+                if (c.marked.count(statement)) c.marked_in_tx = true;
+            } else if (m[0] == 'Q') {
+                std::string query(body);
+                if (query.rfind("COMMIT", 0) == 0 && c.marked_in_tx && armed_.exchange(false)) {
+                    send_all(c.server, m.data(), m.size());
+                    std::string answer; // until ReadyForQuery: the server has committed
+                    for (char buf[4096]; answer.find('Z') == std::string::npos;) {
+                        pollfd p{c.server, POLLIN, 0};
+                        if (::poll(&p, 1, 5000) <= 0) break;
+                        auto r = ::recv(c.server, buf, sizeof buf, 0);
+                        if (r <= 0) break;
+                        answer.append(buf, static_cast<std::size_t>(r));
+                    }
+                    close_pair(c);
+                    cuts_ += 1;
+                    return false;
+                }
+                if (query.rfind("BEGIN", 0) == 0 || query.rfind("ROLLBACK", 0) == 0 || query.rfind("COMMIT", 0) == 0)
+                    c.marked_in_tx = false;
+            }
+            send_all(c.server, m.data(), m.size());
+        }
+    }
+    void loop() {
+        for (;;) {
+            std::vector<pollfd> fds{{stop_[0], POLLIN, 0}, {listener_, POLLIN, 0}};
+            for (auto& c : conns_) {
+                fds.push_back({c.client, POLLIN, 0});
+                fds.push_back({c.server, POLLIN, 0});
+            }
+            if (::poll(fds.data(), fds.size(), 1000) < 0) continue;
+            if (fds[0].revents) return;
+            if (fds[1].revents & POLLIN) {
+                Conn c;
+                c.client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+                c.server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                sockaddr_un a = address(target_);
+                if (c.client >= 0 && ::connect(c.server, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0)
+                    conns_.push_back(std::move(c));
+                else
+                    close_pair(c);
+            }
+            for (std::size_t i = 0; i < conns_.size(); ++i) {
+                auto& c = conns_[i];
+                auto crev = fds[2 + 2 * i].revents, srev = fds[3 + 2 * i].revents;
+                char buf[65536];
+                bool open = true;
+                if (crev & (POLLIN | POLLHUP | POLLERR)) {
+                    auto r = ::recv(c.client, buf, sizeof buf, 0);
+                    if (r <= 0) {
+                        open = false;
+                    } else {
+                        c.in.append(buf, static_cast<std::size_t>(r));
+                        open = from_client(c);
+                    }
+                }
+                if (open && (srev & (POLLIN | POLLHUP | POLLERR))) {
+                    auto r = ::recv(c.server, buf, sizeof buf, 0);
+                    if (r <= 0)
+                        open = false;
+                    else
+                        send_all(c.client, buf, static_cast<std::size_t>(r));
+                }
+                if (!open) close_pair(c);
+            }
+            std::erase_if(conns_, [](const Conn& c) { return c.client < 0; });
+        }
+    }
+
+    test::TempDir dir_;
+    std::filesystem::path target_;
+    std::string marker_;
+    int listener_ = -1;
+    int stop_[2] = {-1, -1};
+    std::atomic<bool> armed_{false};
+    std::atomic<int> cuts_{0};
+    std::vector<Conn> conns_;
+    std::thread thread_;
+};
+
 } // namespace
+
+TEST_CASE("postgres: jobs a refill reserved are given back when its commit was applied but the answer was lost") {
+    CommitCutter cutter(server().dir() / ".s.PGSQL.5432", "SET state = 2, lease_owner");
+    auto s = open("unsure", true, cutter.url());
+    REQUIRE(s);
+    auto& st = **s;
+    std::vector<store::NewJob> jobs(5);
+    for (auto& j : jobs) j.type = "u";
+    std::set<store::JobId> queued;
+    for (const auto& o : st.enqueue(jobs)) queued.insert(o.id);
+    REQUIRE(queued.size() == 5);
+    cutter.arm();
+    store::ClaimRequest r;
+    r.types.emplace_back(st.intern("u"), 1);
+    r.max = 1000;
+    r.owner = st.owner();
+    std::set<store::JobId> claimed;
+    for (auto until = std::chrono::steady_clock::now() + 10s;
+         claimed.size() < queued.size() && std::chrono::steady_clock::now() < until;) {
+        r.now = store::Clock::now();
+        r.lease_expiry = r.now + 30s;
+        for (const auto& j : st.claim(r).jobs) CHECK(claimed.insert(j.id).second); // each once
+        std::this_thread::sleep_for(5ms);
+    }
+    CHECK(cutter.cuts() == 1); // the fault happened: a refill's commit applied, its answer never arrived
+    CHECK(claimed == queued);  // and yet every job reached this host's cache (before the fix: none, held for ever)
+    std::vector<store::Outcome> done;
+    for (auto id : claimed) done.push_back({id, "u", store::Outcome::Kind::done, store::Clock::now()});
+    st.finish(done);
+    st.flush();
+    CHECK(server().psql("SELECT count(*) FROM unsure.jobs WHERE state = 2") == "0");
+    st.close();
+}
 
 TEST_CASE("postgres: hosts that start together create the schema once, and a newer schema is refused") {
     std::vector<std::future<std::string>> starting;
