@@ -38,6 +38,8 @@ struct SqliteContract {
     static constexpr bool durable = true;
     static constexpr bool keeps_done = true;
     std::int64_t retain_done = 0;                   // [store] retain_done
+    std::chrono::milliseconds retain_done_for{0};   // [store] retain_done_for
+    std::size_t retain_dead = 100'000;              // [store] retain_dead
     static constexpr bool knows_crash_cause = true; // the host record keeps the signal
     TempDir dir;
     // Null with the reason in `why` (for a forked child, which must not REQUIRE).
@@ -46,6 +48,8 @@ struct SqliteContract {
         o.path = dir / "jobs.db";
         o.host = host;
         o.retain_done = static_cast<std::size_t>(retain_done);
+        o.retain_done_for = retain_done_for;
+        o.retain_dead = retain_dead;
         auto s = store::SqliteStore::open(o);
         if (!s) {
             why = s.error().message;
@@ -72,6 +76,8 @@ struct PostgresContract {
     static constexpr bool durable = true;
     static constexpr bool keeps_done = true;
     std::int64_t retain_done = 0;                    // [store] retain_done
+    std::chrono::milliseconds retain_done_for{0};    // [store] retain_done_for
+    std::size_t retain_dead = 100'000;               // [store] retain_dead
     static constexpr bool knows_crash_cause = false; // another machine cannot read what killed a host
     std::string url = pg_server().url();
     std::string schema = [] {
@@ -85,6 +91,8 @@ struct PostgresContract {
         o.host = host;
         o.lease = 3s;
         o.retain_done = static_cast<std::size_t>(retain_done);
+        o.retain_done_for = retain_done_for;
+        o.retain_dead = retain_dead;
         auto s = store::PostgresStore::open(o);
         if (!s) {
             why = s.error().message;
@@ -224,6 +232,65 @@ TEST_CASE_TEMPLATE("a run cancelled by a shutdown goes back to ready uncharged, 
     REQUIRE(j->errors.size() == 1);
     CHECK(j->errors[0].message == "cancelled by shutdown");
     s->close();
+}
+
+// Retention: prune() keeps the newest retain_done finished jobs and the newest retain_dead dead letters, and none
+// finished longer than retain_done_for ago. (The memory engine keeps no finished job to prune.)
+TEST_CASE_TEMPLATE("pruning keeps the newest retain_done finished jobs and retain_dead dead letters, none older than "
+                   "retain_done_for",
+                   E, SqliteContract, PostgresContract) {
+    // which of `ids` the store still has
+    auto kept = [](store::JobStore& s, const std::vector<store::JobId>& ids) {
+        std::vector<store::JobId> out;
+        for (auto id : ids)
+            if (s.get(id)) out.push_back(id);
+        return out;
+    };
+    auto finish_all = [](store::JobStore& s, const std::string& type, Outcome::Kind kind,
+                         const std::vector<std::chrono::minutes>& ago) {
+        std::vector<store::NewJob> jobs(ago.size(), job(type, "null", registry::Priority::normal, 1));
+        s.enqueue(jobs);
+        auto got = claim_all(s, type, ago.size());
+        REQUIRE(got.size() == ago.size());
+        std::sort(got.begin(), got.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+        std::vector<Outcome> outcomes;
+        std::vector<store::JobId> ids;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            auto o = outcome(got[i], kind);
+            o.at = Clock::now() - ago[i];
+            if (kind == Outcome::Kind::dead) o.error = "no";
+            outcomes.push_back(o);
+            ids.push_back(got[i].id);
+        }
+        s.finish(outcomes);
+        s.flush();
+        return ids;
+    };
+    SUBCASE("by number") {
+        E e;
+        e.retain_done = 3;
+        e.retain_dead = 2;
+        auto s = e.open();
+        auto done = finish_all(*s, "a", Outcome::Kind::done, {5min, 4min, 3min, 2min, 1min});
+        auto dead = finish_all(*s, "b", Outcome::Kind::dead, {3min, 2min, 1min});
+        CHECK(kept(*s, done) == done); // nothing is pruned before prune()
+        s->prune();
+        CHECK(kept(*s, done) == std::vector(done.begin() + 2, done.end()));
+        CHECK(kept(*s, dead) == std::vector(dead.begin() + 1, dead.end()));
+        CHECK(s->counts()["a"].done == 3);
+        CHECK(s->counts()["b"].dead == 2);
+        s->close();
+    }
+    SUBCASE("by age") {
+        E e;
+        e.retain_done_for = 1h;
+        auto s = e.open();
+        auto done = finish_all(*s, "a", Outcome::Kind::done, {120min, 61min, 59min, 1min});
+        s->prune();
+        CHECK(kept(*s, done) == std::vector(done.begin() + 2, done.end()));
+        CHECK(s->counts()["a"].done == 2);
+        s->close();
+    }
 }
 
 TEST_CASE_TEMPLATE("a running job's latest progress is kept, and a report after it ended changes nothing", E,
