@@ -786,7 +786,17 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
 
 void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     std::vector<std::int64_t> deleted;
+    std::vector<const Outcome*> deleted_o, kept_o;         // what each statement is sent, to name what it missed
     std::vector<std::pair<std::string, std::string>> lost; // (id, type)
+    // The ids a statement returned; each of `sent` it did not return is lost (this host no longer holds the job).
+    auto returned = [&lost](const pg::Result& r, const std::vector<const Outcome*>& sent) {
+        std::set<std::int64_t> got;
+        for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
+        if (got.size() < sent.size())
+            for (const auto* o : sent)
+                if (!got.count(static_cast<std::int64_t>(o->id))) lost.emplace_back(std::to_string(o->id), o->type);
+        return got;
+    };
     bool keep_done = options_.retain_done > 0 || options_.retain_done_for.count() > 0;
     std::vector<std::int64_t> kept, kept_started, kept_finished; // done, and kept (retain_done)
     std::vector<std::string> kept_results;                       // JSON text, or empty for none
@@ -794,10 +804,12 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     for (const auto& o : outcomes) {
         if ((o.kind == Outcome::Kind::done && !keep_done) || o.kind == Outcome::Kind::dropped) {
             deleted.push_back(static_cast<std::int64_t>(o.id));
+            deleted_o.push_back(&o);
             continue;
         }
         if (o.kind == Outcome::Kind::done) {
             kept.push_back(static_cast<std::int64_t>(o.id));
+            kept_o.push_back(&o);
             kept_started.push_back(to_ms(o.started));
             kept_finished.push_back(to_ms(o.at));
             kept_results.push_back(o.result ? result_json(*o.result) : std::string());
@@ -841,13 +853,9 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
                 .add(pg::int_array(retry_at))
                 .add(pg::int_array(reason))
                 .add(pg::text_array(errors)));
-        std::set<std::int64_t> got;
-        for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
+        auto got = returned(r, changed);
         for (const auto* o : changed) {
-            if (!got.count(static_cast<std::int64_t>(o->id))) {
-                lost.emplace_back(std::to_string(o->id), o->type);
-                continue;
-            }
+            if (!got.count(static_cast<std::int64_t>(o->id))) continue;
             bool later = o->kind == Outcome::Kind::retry && o->retry_at > o->at;
             if (later && (!next_due_ || o->retry_at < *next_due_)) next_due_ = o->retry_at;
             if (!later && o->kind != Outcome::Kind::dead) notify_ = true; // ready again now
@@ -865,13 +873,7 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
                                   .add(pg::int_array(kept_started))
                                   .add(pg::int_array(kept_finished))
                                   .add(pg::text_array(kept_results)));
-        if (r.rows() < static_cast<int>(kept.size())) {
-            std::set<std::int64_t> got;
-            for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
-            for (const auto& o : outcomes)
-                if (o.kind == Outcome::Kind::done && !got.count(static_cast<std::int64_t>(o.id)))
-                    lost.emplace_back(std::to_string(o.id), o.type);
-        }
+        returned(r, kept_o);
     }
     std::vector<std::int64_t> all;
     for (const auto& o : outcomes) all.push_back(static_cast<std::int64_t>(o.id));
@@ -881,14 +883,7 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
                                 "lease_owner = $2 RETURNING id), m AS (DELETE FROM {s}.running WHERE id = "
                                 "ANY($3::int8[]) AND owner = $2) SELECT id FROM d"),
                               pg::Params().add(pg::int_array(deleted)).add(options_.owner).add(pg::int_array(all)));
-        if (r.rows() < static_cast<int>(deleted.size())) {
-            std::set<std::int64_t> got;
-            for (int i = 0; i < r.rows(); ++i) got.insert(r.int64(i, 0));
-            for (const auto& o : outcomes)
-                if (std::find(deleted.begin(), deleted.end(), static_cast<std::int64_t>(o.id)) != deleted.end() &&
-                    !got.count(static_cast<std::int64_t>(o.id)))
-                    lost.emplace_back(std::to_string(o.id), o.type);
-        }
+        returned(r, deleted_o);
     }
     for (const auto& [id, type] : lost)
         log::write(log::Level::warning, "store",
