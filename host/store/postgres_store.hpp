@@ -37,7 +37,9 @@
 //
 // Faults. A lost connection is reopened with back-off and jitter (50 ms doubling to 2 s); outcomes wait in memory
 // and are written once it is back; enqueues answer an error meanwhile. The host never exits because the database
-// went away.
+// went away. What it held ahead stays its own after a reconnect (unless other hosts found it dead meanwhile), and
+// the jobs of a refill whose COMMIT failed are given back first thing in the next transaction, in case the server
+// applied that commit and only its answer was lost.
 #pragma once
 
 #include "common/error.hpp"

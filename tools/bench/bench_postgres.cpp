@@ -228,6 +228,21 @@ int run(int argc, char** argv) {
     std::printf("  bare, and a start mark per job, 2 conns %5.0f jobs/s   (jobhost 2 slots: %.2f x this)\n",
                 median(marked), median(two) / median(marked));
     std::printf("  on disk per pending job             %9.0f bytes (table, indexes, TOAST)\n", bytes_per_job);
+    // The machine is noisy: the bare loop moves between rounds, so each round's drains are also compared with the
+    // bare loop of that same round.
+    auto paired = [&](const std::vector<double>& host, const char* what) {
+        std::vector<double> ratios;
+        std::string each;
+        for (std::size_t i = 0; i < host.size(); ++i) {
+            ratios.push_back(host[i] / std::max(bare1[i], bare2[i]));
+            char buf[16];
+            std::snprintf(buf, sizeof buf, "%s%.2f", i ? ", " : "", ratios.back());
+            each += buf;
+        }
+        std::printf("  %s / bare of the same round: median %.2f (%s)\n", what, median(ratios), each.c_str());
+    };
+    paired(two, "jobhost 2 slots ");
+    paired(fifty, "jobhost 50 slots");
     return 0;
 }
 
