@@ -152,6 +152,7 @@ private:
             }
             if (::poll(fds.data(), fds.size(), 1000) < 0) continue;
             if (fds[0].revents) return;
+            const std::size_t polled = conns_.size(); // a connection accepted now is polled next round
             if (fds[1].revents & POLLIN) {
                 Conn c;
                 c.client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
@@ -162,7 +163,7 @@ private:
                 else
                     close_pair(c);
             }
-            for (std::size_t i = 0; i < conns_.size(); ++i) {
+            for (std::size_t i = 0; i < polled; ++i) {
                 auto& c = conns_[i];
                 auto crev = fds[2 + 2 * i].revents, srev = fds[3 + 2 * i].revents;
                 char buf[65536];
