@@ -47,7 +47,6 @@
 #include "store/reserving_store.hpp"
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -142,15 +141,15 @@ private:
     std::unique_ptr<pg::Connection> writer_; // writer thread (and open)
     std::mutex reader_mutex_;
     std::unique_ptr<pg::Connection> reader_;
-    // Start marks, group-committed: the runs of a group wait on its own condition variable, so the end of a group
-    // wakes its runs and one run of the next group (which writes it), not every run waiting (with 50 slots, waking
-    // them all after each group cost the host more than the marks themselves).
+    // Start marks, group-committed (see begin_run). A group's runs wait on its state (a futex), so the end of a group
+    // wakes its runs and one run of the next group (which writes it), not every run waiting, and the runs woken
+    // together do not queue on the mutex.
     struct MarkGroup {
-        std::vector<std::int64_t> ids;
-        bool done = false;
-        std::condition_variable cv;
+        enum : int { waiting = 0, write_me = 1, done = 2 };
+        std::vector<std::int64_t> ids; // under marks_mutex_ while the group is open
+        std::atomic<int> state{waiting};
     };
-    std::mutex marks_mutex_; // guards open_mark_group_, marking_ and every group's ids and done
+    std::mutex marks_mutex_; // guards open_mark_group_, marking_ and the open group's ids
     std::shared_ptr<MarkGroup> open_mark_group_ = std::make_shared<MarkGroup>(); // runs join it
     bool marking_ = false;                                                       // a run is writing a group
     std::unique_ptr<pg::Connection> marks_; // used by the run that writes a group (marking_) only

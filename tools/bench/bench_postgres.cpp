@@ -22,6 +22,8 @@
 #include "store/postgres_store.hpp"
 #include "support/pg_server.hpp"
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <sstream>
 
@@ -82,6 +84,19 @@ struct Statements {
 };
 Statements statements;
 
+// What this process (the host: every thread) spent: CPU time and context switches, from getrusage.
+struct Usage {
+    double cpu_us = 0;
+    double switches = 0;
+    static Usage now() {
+        rusage u{};
+        ::getrusage(RUSAGE_SELF, &u);
+        auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec); };
+        return {us(u.ru_utime) + us(u.ru_stime), static_cast<double>(u.ru_nvcsw + u.ru_nivcsw)};
+    }
+};
+Usage host_cost; // per job, of the last drain
+
 double drain(const std::string& url, const std::string& schema, std::size_t backlog, std::size_t slots) {
     auto s = open_store(url, schema, true);
     statements.reset();
@@ -93,6 +108,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         // each host loads a private copy of the plugin, so its run counter starts at 0 (reading it after the start
         // would miss the jobs run meanwhile)
         std::uint64_t before = 0;
+        auto usage = Usage::now();
         auto start = Clock::now();
         // the plugin's counter first (an atomic), then the store until it counts nothing pending: asking the store
         // every few ms all along cost the database a tenth of its time (three statements a call)
@@ -113,6 +129,9 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
             throw std::runtime_error("drain: the store says " + std::to_string(backlog) +
                                      " jobs drained but the plugin ran " + std::to_string(ran));
         rate = static_cast<double>(backlog) / secs;
+        auto after = Usage::now();
+        host_cost = {(after.cpu_us - usage.cpu_us) / static_cast<double>(backlog),
+                     (after.switches - usage.switches) / static_cast<double>(backlog)};
     }
     statements.print(slots == 2 ? "a drain with 2 slots" : "a drain with 50 slots", backlog);
     s->close();
@@ -200,7 +219,9 @@ int run(int argc, char** argv) {
                         static_cast<double>(backlog);
         if (only_slots > 0) {
             double rate = drain(url, schema, backlog, only_slots);
-            std::printf("round %d: jobhost %zu slots %.0f jobs/s\n", i + 1, only_slots, rate);
+            std::printf(
+                "round %d: jobhost %zu slots %.0f jobs/s; the host per job: %.1f us of CPU, %.2f context switches\n",
+                i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches);
             continue;
         }
         two.push_back(drain(url, schema, backlog, 2));
