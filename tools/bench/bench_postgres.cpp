@@ -133,7 +133,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         host_cost = {(after.cpu_us - usage.cpu_us) / static_cast<double>(backlog),
                      (after.switches - usage.switches) / static_cast<double>(backlog)};
     }
-    statements.print(slots == 2 ? "a drain with 2 slots" : "a drain with 50 slots", backlog);
+    statements.print(("a drain with " + std::to_string(slots) + " slots").c_str(), backlog);
     s->close();
     return rate;
 }
