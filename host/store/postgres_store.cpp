@@ -319,7 +319,9 @@ std::chrono::milliseconds PostgresStore::idle_wait() {
 }
 
 void PostgresStore::maintain(TimePoint now) {
-    if (!options_.host) return;
+    // (after close() deleted this host's row in this transaction, a heartbeat due would find the row gone, take that
+    // for a lost lease and register the host again: an error logged at every clean stop, and a row left behind)
+    if (!options_.host || left_) return;
     auto beat = std::min<std::chrono::milliseconds>(options_.lease / 4, std::chrono::seconds(1));
     if (now - last_heartbeat_ >= beat) {
         last_heartbeat_ = now;
@@ -1244,6 +1246,7 @@ void PostgresStore::close() {
                                              " was still running when this host stopped; its attempt was charged",
                                          r.text(i, 1), r.text(i, 0));
                           writer_->run(q("DELETE FROM {s}.hosts WHERE owner = $1"), pg::Params().add(options_.owner));
+                          left_ = true;
                           notify_ = true;
                       },
                       {},

@@ -166,8 +166,9 @@ private:
     std::atomic<bool> db_changed_{false};          // a notification came: look for work
     std::atomic<std::int64_t> heartbeat_ok_ms_{0}; // steady clock, ms: the last committed heartbeat
     bool heartbeat_pending_ = false;               // writer: this transaction heartbeats
-    std::int64_t heartbeat_sent_ms_ = 0;           // writer: steady clock, ms, just before that heartbeat
-    std::optional<std::int64_t> host_id_;          // writer: our row in hosts
+    bool left_ = false;                   // writer: close() deleted this host's row; no heartbeat may register it again
+    std::int64_t heartbeat_sent_ms_ = 0;  // writer: steady clock, ms, just before that heartbeat
+    std::optional<std::int64_t> host_id_; // writer: our row in hosts
     // writer: jobs a failed refill reserved, which the database may hold for this host all the same (its COMMIT
     // applied, the answer lost): given back first thing in the next transaction (giving_back_ while it runs)
     std::vector<std::int64_t> unsure_, giving_back_;
