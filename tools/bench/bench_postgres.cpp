@@ -84,15 +84,17 @@ struct Statements {
 };
 Statements statements;
 
-// What this process (the host: every thread) spent: CPU time and context switches, from getrusage.
+// What this process (the host: every thread) spent: CPU time, context switches and page faults, from getrusage.
 struct Usage {
     double cpu_us = 0;
     double switches = 0;
+    double faults = 0;
     static Usage now() {
         rusage u{};
         ::getrusage(RUSAGE_SELF, &u);
         auto us = [](const timeval& t) { return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec); };
-        return {us(u.ru_utime) + us(u.ru_stime), static_cast<double>(u.ru_nvcsw + u.ru_nivcsw)};
+        return {us(u.ru_utime) + us(u.ru_stime), static_cast<double>(u.ru_nvcsw + u.ru_nivcsw),
+                static_cast<double>(u.ru_minflt + u.ru_majflt)};
     }
 };
 Usage host_cost; // per job, of the last drain
@@ -131,7 +133,8 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         rate = static_cast<double>(backlog) / secs;
         auto after = Usage::now();
         host_cost = {(after.cpu_us - usage.cpu_us) / static_cast<double>(backlog),
-                     (after.switches - usage.switches) / static_cast<double>(backlog)};
+                     (after.switches - usage.switches) / static_cast<double>(backlog),
+                     (after.faults - usage.faults) / static_cast<double>(backlog)};
     }
     statements.print(("a drain with " + std::to_string(slots) + " slots").c_str(), backlog);
     s->close();
@@ -220,8 +223,9 @@ int run(int argc, char** argv) {
         if (only_slots > 0) {
             double rate = drain(url, schema, backlog, only_slots);
             std::printf(
-                "round %d: jobhost %zu slots %.0f jobs/s; the host per job: %.1f us of CPU, %.2f context switches\n",
-                i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches);
+                "round %d: jobhost %zu slots %.0f jobs/s; the host per job: %.1f us of CPU, %.2f context switches, "
+                "%.3f page faults\n",
+                i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches, host_cost.faults);
             continue;
         }
         two.push_back(drain(url, schema, backlog, 2));
