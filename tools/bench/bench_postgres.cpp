@@ -58,12 +58,12 @@ double fill(const std::string& url, const std::string& schema, std::size_t backl
 // wrote).
 struct Statements {
     test::PgServer* server = nullptr; // null: off
-    mutable double xid_before = 0;
+    double xid_before = 0;
     // The next transaction id to be assigned: every transaction that writes takes one, so the difference counts the
     // drain's writing transactions (pg_stat_database.xact_commit lags: a live backend flushes its counts at most once
     // a second, and it showed 486 commits per 1000 jobs for a drain that ran 694 autocommitted marks per 1000).
     double next_xid() const { return std::stod(server->psql("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")); }
-    void reset() const {
+    void reset() {
         if (!server) return;
         server->psql("SELECT pg_stat_statements_reset()");
         xid_before = next_xid();
