@@ -24,10 +24,7 @@ public:
     Session(Server& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
 
     void start(bool over_limit) {
-        if (over_limit) {
-            respond(error_response(503, "too many connections; try again later"), false);
-            return;
-        }
+        if (over_limit) return refuse(error_response(503, "too many connections; try again later"));
         read();
     }
 
@@ -43,9 +40,13 @@ public:
         stream_.close();
     }
 
-    // Since when it has been waiting for a request's headers (idle between requests included); zero while a
-    // request is being read, handled or answered.
+    // The order in which a full server closes connections to make room (lowest first): kClosing for a connection
+    // that is being refused or answered for a malformed request and will close anyway, else since when it has been
+    // waiting for a request's headers (idle between requests included); zero while a request is being read, handled
+    // or answered, which is never cut.
+    static constexpr std::int64_t kClosing = 1;
     std::int64_t waiting_since() const noexcept { return waiting_since_.load(std::memory_order_relaxed); }
+    void mark_closing() noexcept { waiting_since_.store(kClosing, std::memory_order_relaxed); }
 
 private:
     static Response error_response(int status, const std::string& message) {
@@ -85,19 +86,20 @@ private:
     }
 
     void on_read(beast::error_code ec) {
-        waiting_since_.store(0, std::memory_order_relaxed);
+        if (ec)
+            mark_closing(); // whatever the error, this connection closes now
+        else
+            waiting_since_.store(0, std::memory_order_relaxed);
         if (ec == bhttp::error::end_of_stream || ec == asio::error::operation_aborted || ec == beast::error::timeout ||
             ec == asio::error::connection_reset || ec == asio::error::eof || ec == asio::error::bad_descriptor)
             return finish();
         if (ec == bhttp::error::body_limit)
-            return respond(error_response(413, "the request body is larger than [http] max_body = " +
-                                                   std::to_string(server_.options_.max_body) + " bytes"),
-                           false);
+            return refuse(error_response(413, "the request body is larger than [http] max_body = " +
+                                                  std::to_string(server_.options_.max_body) + " bytes"));
         if (ec == bhttp::error::header_limit)
-            return respond(error_response(431, "the request headers are larger than [http] max_header = " +
-                                                   std::to_string(server_.options_.max_header) + " bytes"),
-                           false);
-        if (ec) return respond(error_response(400, "malformed request: " + ec.message()), false);
+            return refuse(error_response(431, "the request headers are larger than [http] max_header = " +
+                                                  std::to_string(server_.options_.max_header) + " bytes"));
+        if (ec) return refuse(error_response(400, "malformed request: " + ec.message()));
 
         auto& req = parser_->get();
         Request r;
@@ -120,6 +122,12 @@ private:
         });
     }
 
+    // Answers with an error and closes; until it has closed, this connection is the first to make room for others.
+    void refuse(Response r) {
+        mark_closing();
+        respond(std::move(r), false);
+    }
+
     void respond(Response r, bool keep_alive, bool head = false) {
         auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
         res->version(11);
@@ -134,7 +142,10 @@ private:
         stream_.expires_after(server_.options_.idle_timeout);
         bhttp::async_write(stream_, *res,
                            [self = shared_from_this(), res, keep_alive](beast::error_code ec, std::size_t) {
-                               if (ec || !keep_alive) return self->finish();
+                               if (ec || !keep_alive) {
+                                   self->mark_closing();
+                                   return self->finish();
+                               }
                                self->read();
                            });
     }
@@ -246,8 +257,9 @@ void Server::admit(std::shared_ptr<Session> session) {
     {
         std::lock_guard lock(mutex_);
         if (sessions_.size() >= static_cast<std::size_t>(options_.max_connections)) {
-            // Make room by closing the connection that has waited longest for its headers; a request that is
-            // being handled is never cut. Only when every connection is busy is the new one refused.
+            // Make room by closing a connection that is closing anyway (refused, or answered for a malformed
+            // request), else the one that has waited longest for its headers; a request that is being handled is
+            // never cut. Only when every connection is busy is the new one refused, and it closes first in turn.
             std::int64_t oldest = 0;
             for (const auto& [p, s] : sessions_) {
                 auto since = s->waiting_since();
@@ -261,6 +273,7 @@ void Server::admit(std::shared_ptr<Session> session) {
             else
                 over = true;
         }
+        if (over) session->mark_closing();
         sessions_.emplace(session.get(), session);
     }
     if (evicted) evicted->close_soon();

@@ -1,8 +1,9 @@
 // The HTTP server: Boost.Beast on an io_context of its own, served by [http] threads threads, one strand per
 // connection. A request's headers must arrive within header_timeout and a connection silent for idle_timeout between
 // requests is closed; bodies and headers are bounded. The number of connections is bounded too, and when it is
-// reached the connection that has waited longest for its headers is closed to make room, so that a crowd of slow
-// clients cannot shut out a health probe. A malformed request gets a 4xx and the connection is closed.
+// reached a connection that closes anyway (refused, or answered for a malformed request), else the one that has waited
+// longest for its headers, is closed to make room, so that a crowd of slow or erring clients cannot shut out a health
+// probe. A malformed request gets a 4xx and the connection is closed.
 //
 // Handlers that read the registry (whose plugins change on the host's thread) run on the host's io_context; the
 // others (enqueue, jobs, dead letters, events, the dashboard's files) run on the server's threads, so that a store

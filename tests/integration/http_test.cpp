@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <thread>
+#include <map>
 
 using namespace jobhost::test;
 using namespace std::chrono_literals;
@@ -503,6 +504,26 @@ TEST_CASE("health probes keep answering while hundreds of slow clients trickle o
     CAPTURE(probes);
     CHECK(answered == probes);
     CHECK(request(h.port, "GET", "/readyz").status == 200);
+}
+
+TEST_CASE("a probe is answered while every open connection is being refused for a malformed request") {
+    // Six connections fill [http] max_connections; each then sends a malformed request and is answered 400 while a
+    // probe connects. The connections being refused close anyway, so the probe takes the place of one of them: it must
+    // not be refused for a full server (which it was, now and then, when hundreds of slow clients erred at once).
+    Host h;
+    int probes = 0, answered = 0;
+    std::map<int, int> statuses;
+    for (int round = 0; round < 1000; ++round) {
+        std::vector<std::unique_ptr<IdleConnection>> held;
+        for (int i = 0; i < 6; ++i) held.push_back(std::make_unique<IdleConnection>(h.port));
+        for (auto& c : held) c->send_and_read(" \r\n\r\n", 0ms);
+        ++probes;
+        auto r = request(h.port, "GET", "/healthz");
+        ++statuses[r.status];
+        if (r.status == 200) ++answered;
+    }
+    for (const auto& [status, n] : statuses) MESSAGE("status " << status << ": " << n << " probe(s)");
+    CHECK(answered == probes);
 }
 
 TEST_CASE("a job's result, its latest progress and each attempt's number are kept and shown") {
