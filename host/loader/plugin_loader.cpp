@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cctype>
 #include <optional>
+#include <utility>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -312,26 +313,35 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
     std::vector<std::string> out(files.size());
     std::size_t next = 0;
     while (next < files.size()) {
-        int progress[2], err[2];
-        if (::pipe2(progress, O_CLOEXEC) != 0) return out; // cannot probe: load as before
-        if (::pipe2(err, O_CLOEXEC) != 0) {
-            ::close(progress[0]);
-            ::close(progress[1]);
-            return out;
+        // progress: the probe says which file it begins and ends; go: the parent lets it begin a file once it has
+        // read all the probe said before (so that what a file says is told apart from what the one before it said,
+        // which two pipes alone cannot order); err: the probe's stderr.
+        int progress[2] = {-1, -1}, go[2] = {-1, -1}, err[2] = {-1, -1};
+        auto close_all = [&] {
+            for (int* pipe : {progress, go, err})
+                for (int i : {0, 1})
+                    if (pipe[i] >= 0) ::close(std::exchange(pipe[i], -1));
+        };
+        if (::pipe2(progress, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+            close_all();
+            return out; // cannot probe: load as before
         }
         pid_t pid = ::fork();
         if (pid < 0) {
-            for (int fd : {progress[0], progress[1], err[0], err[1]}) ::close(fd);
+            close_all();
             return out;
         }
-        if (pid == 0) { // the probe: says which file it begins and ends; its death names the file it was on
+        if (pid == 0) { // the probe: its death names the file it was on
             ::close(progress[0]);
+            ::close(go[1]);
             ::close(err[0]);
             ::dup2(err[1], 2); // what the plugin or the runtime says as it dies becomes part of the reason
             for (int sig : {SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL}) ::signal(sig, SIG_DFL); // die as it would
             for (std::size_t i = next; i < files.size(); ++i) {
                 auto index = static_cast<std::uint32_t>(i);
+                char ok = 0;
                 if (::write(progress[1], &index, sizeof index) != sizeof index) ::_exit(0);
+                if (::read(go[0], &ok, 1) != 1) ::_exit(0);
                 {
                     Discovery d;
                     load_file(files[i], options, d);
@@ -340,11 +350,27 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
             }
             ::_exit(0);
         }
-        ::close(progress[1]);
-        ::close(err[1]);
+        ::close(std::exchange(progress[1], -1));
+        ::close(std::exchange(go[0], -1));
+        ::close(std::exchange(err[1], -1));
+        ::fcntl(err[0], F_SETFL, ::fcntl(err[0], F_GETFL) | O_NONBLOCK);
         std::optional<std::uint32_t> on; // the file begun and not ended
         std::string said;                // its stderr since it began the file
-        bool timed_out = false, progress_open = true, err_open = true;
+        bool err_open = true;
+        auto read_err = [&] { // what the probe has said so far
+            char buf[512];
+            for (;;) {
+                auto n = ::read(err[0], buf, sizeof buf);
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0) return; // EAGAIN: nothing more for now
+                if (n == 0) {
+                    err_open = false;
+                    return;
+                }
+                if (said.size() < 4096) said.append(buf, static_cast<std::size_t>(n));
+            }
+        };
+        bool timed_out = false, progress_open = true;
         auto deadline = std::chrono::steady_clock::now() + kProbeLimit;
         while (progress_open || err_open) {
             auto left =
@@ -360,14 +386,7 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
                 if (errno == EINTR) continue;
                 break;
             }
-            if (p[1].revents) {
-                char buf[512];
-                auto n = ::read(err[0], buf, sizeof buf);
-                if (n <= 0)
-                    err_open = false;
-                else if (said.size() < 4096)
-                    said.append(buf, static_cast<std::size_t>(n));
-            }
+            if (p[1].revents) read_err();
             if (p[0].revents) {
                 std::uint32_t index = 0;
                 if (::read(progress[0], &index, sizeof index) != static_cast<ssize_t>(sizeof index)) {
@@ -375,14 +394,18 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
                 } else if (on && *on == index) {
                     on.reset();
                 } else {
+                    // It waits for `go` now, having said all it will say before this file: read that and drop it.
+                    read_err();
                     on = index;
                     said.clear();
                     deadline = std::chrono::steady_clock::now() + kProbeLimit;
+                    char ok = 1;
+                    if (::write(go[1], &ok, 1) != 1) progress_open = false;
                 }
             }
         }
-        ::close(progress[0]);
-        ::close(err[0]);
+        if (on) read_err(); // after a time-out: what the pipe still holds (it does not wait for more)
+        close_all();
         int status = 0;
         while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
         }

@@ -312,3 +312,22 @@ TEST_CASE("a symlinked plugin is checked like the file it points to and its fold
     auto fixed = loader::discover({plugins, false});
     CHECK(fixed.types.size() == 20); // the same link into a safe folder loads
 }
+
+TEST_CASE("what a plugin said as it killed the probe is in the reason, for each of 200 such files") {
+    // The probe's stderr and its "I begin file N" come through two pipes; read in the wrong order, a file's last
+    // words were dropped with the previous file's (now and then a reason said only "was killed by signal 6 (SIGABRT)").
+    TempDir dir;
+    test::copy_fixtures(dir.path(), {"static_throw.so"});
+    std::vector<std::filesystem::path> files;
+    for (int i = 0; i < 200; ++i) {
+        files.push_back(dir.path() / ("t" + std::to_string(i) + ".so"));
+        std::filesystem::copy_file(dir.path() / "static_throw.so", files.back());
+    }
+    auto results = loader::probe_files(files, {dir.path(), false});
+    REQUIRE(results.size() == files.size());
+    for (const auto& r : results) {
+        CAPTURE(r);
+        CHECK(contains(r, "was killed by signal 6 (SIGABRT); it said: terminate called after"));
+        CHECK(contains(r, "no database at load time"));
+    }
+}
