@@ -360,6 +360,7 @@ void Executor::publish(Lane& l, std::shared_ptr<const registry::JobSettings> set
 void Executor::poke() {
     std::size_t n = lane_count();
     for (std::size_t i = 0; i < n; ++i) list_[i].load(std::memory_order_acquire)->more_work();
+    pokes_.fetch_add(1); // before signal_work reads searching_ (see worker)
     signal_work();
 }
 
@@ -652,13 +653,16 @@ void Executor::signal_work() {
 void Executor::worker() {
     Claimed c;
     for (;;) { // searching_ counts this worker on entry to each round
+        auto pokes = pokes_.load();
         bool got = dispatching_.load() && claim(c);
         if (!got) {
             idle_workers_.fetch_add(1);
             searching_.fetch_sub(1);
             // Look once more: an enqueue that saw this worker searching, and so woke nobody, is seen here. Not when
-            // the store held work back for a refill: looking again would spin until it lands, and it wakes us.
-            if (!dispatching_.load() || c.held_back || !any_work()) return;
+            // the store held work back for a refill: looking again would spin until it lands, and it wakes us;
+            // unless it landed (and woke nobody, this worker being still counted as searching) since the claim.
+            bool refill_landed = pokes_.load() != pokes;
+            if (!dispatching_.load() || (c.held_back && !refill_landed) || !any_work()) return;
             auto idle = idle_workers_.load();
             bool back = false;
             while (idle > 0 && !(back = idle_workers_.compare_exchange_weak(idle, idle - 1))) {

@@ -212,6 +212,9 @@ private:
 
     std::atomic<std::size_t> idle_workers_;
     std::atomic<std::size_t> searching_{0}; // workers between runs, looking for the next one (or woken to)
+    // Moved on by every poke (the store's wakeup among them): a worker whose claim was held back for a refill looks
+    // again if a poke came since it began the claim, which found it searching and so woke nobody.
+    std::atomic<std::uint64_t> pokes_{0};
     std::atomic<bool> accepting_{true};
     std::atomic<bool> dispatching_{true};
     std::atomic<bool> shutting_down_{false};

@@ -24,6 +24,71 @@ store::JobRecord only_dead(Harness& h, const std::string& type) {
     return dead.front();
 }
 
+// A store over MemoryStore that, the first time a claim finds a job waiting, holds it back as if a refill under way
+// might bring a better one, and lands that refill (calls the wakeup) before it returns: a refill that commits while
+// the claim that was held back for it returns, which is what a ReservingStore's writer does now and then.
+class RefillLandsDuringClaim final : public store::JobStore {
+public:
+    store::MemoryStore inner;
+    boost::asio::io_context* io = nullptr;
+    std::atomic<int> held_back{0};
+
+    std::vector<store::EnqueueOutcome> enqueue(std::span<const store::NewJob> jobs) override {
+        return inner.enqueue(jobs);
+    }
+    store::TypeRef intern(std::string_view type) override { return inner.intern(type); }
+    store::ClaimResult claim(const store::ClaimRequest& r) override {
+        std::size_t waiting = 0;
+        for (const auto& [type, c] : inner.counts()) waiting += c.pending();
+        if (waiting > 0 && held_back.load() == 0) {
+            held_back += 1;
+            std::function<void()> wakeup;
+            {
+                std::lock_guard lock(mutex_);
+                wakeup = wakeup_;
+            }
+            if (wakeup) wakeup(); // the refill lands: the executor is woken while this claim is still under way
+            // and the executor's own second look (posted to its io_context by the wakeup) comes before it returns
+            std::promise<void> seen;
+            boost::asio::post(*io, [&] { seen.set_value(); });
+            seen.get_future().wait();
+            store::ClaimResult result;
+            result.held_back = true;
+            return result;
+        }
+        return inner.claim(r);
+    }
+    void finish(std::span<const store::Outcome> outcomes, store::RunToken token) override {
+        inner.finish(outcomes, std::move(token));
+    }
+    void progress(store::JobId id, const store::Progress& p) override { inner.progress(id, p); }
+    std::optional<store::TimePoint> next_due(const std::set<std::string>& types, store::TimePoint now) override {
+        return inner.next_due(types, now);
+    }
+    std::optional<store::JobRecord> get(store::JobId id) override { return inner.get(id); }
+    std::vector<store::JobRecord> dead_letters(const store::DeadLetterFilter& f) override {
+        return inner.dead_letters(f);
+    }
+    std::size_t replay(std::span<const store::JobId> ids, store::TimePoint now) override {
+        return inner.replay(ids, now);
+    }
+    std::size_t purge(std::span<const store::JobId> ids) override { return inner.purge(ids); }
+    std::size_t purge_dead(const std::optional<std::string>& type,
+                           std::optional<store::TimePoint> older_than) override {
+        return inner.purge_dead(type, older_than);
+    }
+    std::vector<store::JobRecord> list(const store::ListFilter& f) override { return inner.list(f); }
+    std::map<std::string, store::TypeCounts> counts() override { return inner.counts(); }
+    void set_wakeup(std::function<void()> wakeup) override {
+        std::lock_guard lock(mutex_);
+        wakeup_ = std::move(wakeup);
+    }
+
+private:
+    std::mutex mutex_;
+    std::function<void()> wakeup_;
+};
+
 } // namespace
 
 TEST_CASE_TEMPLATE(
@@ -425,4 +490,34 @@ TEST_CASE("a lane's concurrency holds while many workers race for it, and other 
     CHECK(h.ex().metrics("fx.slow").succeeded == 30);
     CHECK(h.ex().metrics("fx.slow").max_running == 2);
     CHECK(h.ex().metrics("fx.ok").succeeded == 30);
+}
+
+TEST_CASE("a refill that lands while the claim held back for it returns is not lost: the job runs") {
+    // The worker was still counted as searching when the wakeup came, so the wakeup woke nobody; the worker then went
+    // idle without looking again (it had been held back), and the job waited for the next enqueue (none came: the
+    // aging test's last jobs stalled for 20 s in CI now and then).
+    test::TempDir dir;
+    test::copy_fixtures(dir.path(), {"fx_good.so"});
+    auto discovery = loader::discover({dir.path(), false});
+    registry::Registry registry;
+    registry.build(discovery, config::Config{});
+    RefillLandsDuringClaim store;
+    boost::asio::io_context io;
+    store.io = &io;
+    auto guard = boost::asio::make_work_guard(io);
+    std::thread io_thread([&] { io.run(); });
+    {
+        executor::ExecutorOptions o;
+        o.workers = 1;
+        executor::Executor ex(io, registry, store, o);
+        executor::EnqueueRequest r;
+        r.type = "fx.ok";
+        REQUIRE(ex.enqueue(r).ok);
+        CHECK(ex.wait_idle(5s));
+        CHECK(store.held_back.load() == 1); // the claim was held back once, as meant
+        CHECK(ex.metrics("fx.ok").succeeded == 1);
+        ex.shutdown(executor::Duration(0));
+    }
+    guard.reset();
+    io_thread.join();
 }
