@@ -34,6 +34,11 @@ std::optional<TimePoint> parse_time(const std::string& text) {
     std::tm tm{};
     const char* end = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
     if (!end || (*end != 'Z' && *end != '\0') || (*end == 'Z' && end[1] != '\0')) return std::nullopt;
+    // a day the month does not have (timegm would move 30 February to 2 March), or a leap second
+    std::chrono::year_month_day day{std::chrono::year(tm.tm_year + 1900),
+                                    std::chrono::month(static_cast<unsigned>(tm.tm_mon + 1)),
+                                    std::chrono::day(static_cast<unsigned>(tm.tm_mday))};
+    if (!day.ok() || tm.tm_sec > 59) return std::nullopt;
     return Clock::from_time_t(timegm(&tm));
 }
 

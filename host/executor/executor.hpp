@@ -24,8 +24,9 @@
 //      outcome (outcome.hpp, a pure function), writes them to the store, counts them on the lane, frees the slot and
 //      claims again. When the last run of a version that is being replaced ends, it posts the swap to the strand.
 //   4. A worker that finds nothing goes idle, then looks once more (so that an enqueue racing with it is never
-//      missed); one that found work wakes one more idle worker while work remains, so a burst recruits the pool one
-//      thread at a time instead of waking all of them at once.
+//      missed; after a claim the store held back for a refill, only if a wakeup came since the claim began, which
+//      found it still searching and so woke nobody); one that found work wakes one more idle worker while work
+//      remains, so a burst recruits the pool one thread at a time instead of waking all of them at once.
 // Timeouts run on the io_context: at the deadline the run is asked to stop (its Context says cancelled); a thread
 // run still going stuck_grace later is counted stuck (it cannot be killed); a process run is killed by its runner.
 // Retries, delayed jobs and runner back-off are woken by timers on the io_context.

@@ -109,6 +109,11 @@ TEST_CASE("jobhost enqueue prints the new id, and refuses bad input without chan
         {{"enqueue", "fx.ok", "--delay", "100000d"}, "--delay '100000d' is not a duration of at most 3650d"},
         {{"enqueue", "fx.ok", "--delay", "50000000d"}, "--delay '50000000d' is not a duration of at most 3650d"},
         {{"enqueue", "fx.ok", "--at", "tomorrow"}, "--at 'tomorrow' is not a time"},
+        // a date that does not exist is refused, not moved to another day (it queued for 2 March)
+        {{"enqueue", "fx.ok", "--at", "2026-02-30T10:00:00Z"}, "--at '2026-02-30T10:00:00Z' is not a time"},
+        {{"enqueue", "fx.ok", "--at", "2027-02-29T10:00:00Z"}, "--at '2027-02-29T10:00:00Z' is not a time"},
+        {{"enqueue", "fx.ok", "--at", "2026-04-31T10:00:00Z"}, "--at '2026-04-31T10:00:00Z' is not a time"},
+        {{"enqueue", "fx.ok", "--at", "2026-11-29T10:00:60Z"}, "--at '2026-11-29T10:00:60Z' is not a time"},
         {{"enqueue", "fx.ok", "--delay", "5s", "--at", "1"}, "give --delay or --at, not both"},
         {{"enqueue", "fx.ok", "--unique", "k1"}, "already pending or running: job " + id},
     };
