@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -315,14 +316,16 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
     while (next < files.size()) {
         // progress: the probe says which file it begins and ends; go: the parent lets it begin a file once it has
         // read all the probe said before (so that what a file says is told apart from what the one before it said,
-        // which two pipes alone cannot order); err: the probe's stderr.
+        // which two pipes alone cannot order), a socket so that a probe killed meanwhile (say by a thread a plugin
+        // left running) cannot kill this process with SIGPIPE (send with MSG_NOSIGNAL); err: the probe's stderr.
         int progress[2] = {-1, -1}, go[2] = {-1, -1}, err[2] = {-1, -1};
         auto close_all = [&] {
             for (int* pipe : {progress, go, err})
                 for (int i : {0, 1})
                     if (pipe[i] >= 0) ::close(std::exchange(pipe[i], -1));
         };
-        if (::pipe2(progress, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+        if (::pipe2(progress, O_CLOEXEC) != 0 || ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0 ||
+            ::pipe2(err, O_CLOEXEC) != 0) {
             close_all();
             return out; // cannot probe: load as before
         }
@@ -400,7 +403,7 @@ std::vector<std::string> probe_files(const std::vector<fs::path>& files, const L
                     said.clear();
                     deadline = std::chrono::steady_clock::now() + kProbeLimit;
                     char ok = 1;
-                    if (::write(go[1], &ok, 1) != 1) progress_open = false;
+                    if (::send(go[1], &ok, 1, MSG_NOSIGNAL) != 1) progress_open = false;
                 }
             }
         }
