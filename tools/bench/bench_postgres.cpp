@@ -73,19 +73,24 @@ struct Statements {
         double k = static_cast<double>(jobs) / 1000.0;
         std::printf("  what the database did for %s (per 1000 jobs):\n", what);
         std::printf("    %.1f transactions that wrote (transaction ids taken)\n", (next_xid() - xid_before) / k);
-        auto rows = server->psql("SELECT calls, round(total_exec_time::numeric, 1), rows, "
-                                 "regexp_replace(left(query, 110), '\\s+', ' ', 'g') FROM pg_stat_statements ORDER BY "
-                                 "total_exec_time DESC LIMIT 12");
+        // planning counted apart: a prepared statement planned again at each call (a custom plan) costs that too
+        auto rows =
+            server->psql("SELECT calls, round(total_exec_time::numeric, 1), rows, plans, "
+                         "round(total_plan_time::numeric, 1), regexp_replace(left(query, 90), '\\s+', ' ', "
+                         "'g') FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 12");
+        std::printf("    %8s %11s %9s %8s %8s\n", "calls", "executing", "rows", "plans", "planning");
         std::istringstream in(rows);
         for (std::string line; std::getline(in, line);) {
             std::istringstream f(line);
-            std::string calls, ms, n, query;
+            std::string calls, ms, n, plans, plan_ms, query;
             std::getline(f, calls, '|');
             std::getline(f, ms, '|');
             std::getline(f, n, '|');
+            std::getline(f, plans, '|');
+            std::getline(f, plan_ms, '|');
             std::getline(f, query);
-            std::printf("    %8.1f calls %8.1f ms %9.1f rows  %s\n", std::stod(calls) / k, std::stod(ms) / k,
-                        std::stod(n) / k, query.c_str());
+            std::printf("    %8.1f %8.1f ms %9.1f %8.1f %5.1f ms  %s\n", std::stod(calls) / k, std::stod(ms) / k,
+                        std::stod(n) / k, std::stod(plans) / k, std::stod(plan_ms) / k, query.c_str());
         }
     }
 };
@@ -210,7 +215,8 @@ int run(int argc, char** argv) {
     std::size_t backlog = args.size() > 0 ? std::stoul(args[0]) : 100000;
     int rounds = args.size() > 1 ? std::stoi(args[1]) : 3;
     log::configure({log::Level::error, log::Format::text, std::nullopt});
-    test::PgServer server(show ? "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all"
+    test::PgServer server(show ? "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n"
+                                 "pg_stat_statements.track_planning = on"
                                : "");
     if (show) {
         server.psql("CREATE EXTENSION pg_stat_statements");
