@@ -172,21 +172,43 @@ PostgresStore::~PostgresStore() {
     stop_writer();
 }
 
-void PostgresStore::register_host() {
-    auto& w = *writer_;
+// The statement that registers this host; a host registers again (after its row was taken for dead) under the id it
+// had, which every connection of it holds the lock of.
+pg::Result PostgresStore::insert_host(pg::Connection& c, const std::string& on_conflict) {
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
+    auto params = pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()});
+    if (!host_id_)
+        return c.run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, "
+                       "clock_timestamp()) " +
+                       on_conflict),
+                     params);
+    return c.run(q("INSERT INTO {s}.hosts (id, owner, hostname, pid, heartbeat_at) OVERRIDING SYSTEM VALUE VALUES ($4, "
+                   "$1, $2, $3, clock_timestamp()) " +
+                   on_conflict),
+                 params.add(*host_id_));
+}
+
+// Every connection of a host holds the same lock, shared (pg_advisory_lock_shared): other hosts take the host for
+// dead when the last of them is gone (the process died), not when one connection drops and is opened again.
+void PostgresStore::hold_lock(pg::Connection& c) {
+    auto id = lock_id_.load();
+    if (id != 0)
+        c.run("SELECT pg_advisory_lock_shared($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(id));
+}
+
+void PostgresStore::register_host() {
+    auto& w = *writer_;
     w.exec("BEGIN");
     heartbeat_sent_ms_ = steady_ms();
-    auto r =
-        w.run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, clock_timestamp()) "
-                "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = clock_timestamp(), locked_at = now() RETURNING "
-                "id, xmax = 0"),
-              pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
+    auto r = insert_host(w, "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = clock_timestamp(), locked_at = now() "
+                            "RETURNING id, xmax = 0");
     bool again = host_id_.has_value() && r.text(0, 1) == "t"; // our row was gone: other hosts took our jobs
     host_id_ = r.int64(0, 0);
-    // Held while this connection lives: other hosts see it vanish the moment this process dies.
-    w.run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
+    lock_id_ = *host_id_;
+    // Held while this connection lives (and by the host's other connections): other hosts see the last of them
+    // vanish the moment this process dies.
+    hold_lock(w);
     w.exec("COMMIT");
     heartbeat_ok_ms_ = heartbeat_sent_ms_;
     if (again) lost_lease();
@@ -194,10 +216,10 @@ void PostgresStore::register_host() {
 
 void PostgresStore::lost_lease() {
     log::write(log::Level::error, "store",
-               "this host's lease was lost: it was silent for longer than [store] lease (" +
+               "this host's lease was lost: other hosts found it dead (silent for longer than [store] lease, " +
                    std::to_string(options_.lease.count()) +
-                   " ms; a pause, or the database out of reach), so other hosts took over its jobs; it registers "
-                   "again, and outcomes of runs that were in progress are not recorded");
+                   " ms: a pause, or the database out of reach; or every connection it had was gone) and took over its "
+                   "jobs; it registers again, and outcomes of runs that were in progress are not recorded");
     clear_caches();
 }
 
@@ -373,15 +395,9 @@ void PostgresStore::heartbeat() {
     }
     // Another host found us dead (we stalled, or lost the database, for longer than the lease) and gave our jobs
     // to others: drop what we reserved, and register again. Runs still going will find their jobs lost.
+    // (under the same id, whose lock this connection and the host's others still hold)
     lost_lease();
-    char name[256] = {};
-    ::gethostname(name, sizeof name - 1);
-    auto again = writer_->run(q("INSERT INTO {s}.hosts (owner, hostname, pid, heartbeat_at) VALUES ($1, $2, $3, "
-                                "clock_timestamp()) RETURNING id"),
-                              pg::Params().add(options_.owner).add(std::string(name)).add(std::int64_t{::getpid()}));
-    host_id_ = again.int64(0, 0);
-    writer_->run("SELECT pg_advisory_unlock_all()");
-    writer_->run("SELECT pg_advisory_lock($1, $2::int)", pg::Params().add(std::int64_t{lock_space_}).add(*host_id_));
+    insert_host(*writer_, "");
     heartbeat_pending_ = true;
 }
 
@@ -710,6 +726,7 @@ std::vector<EnqueueOutcome> PostgresStore::enqueue(std::span<const NewJob> jobs)
 void PostgresStore::open_marks() {
     marks_ = pg::Connection::open(options_.url);
     marks_->exec("SET synchronous_commit = off; SET application_name = 'jobhost marks'");
+    hold_lock(*marks_);
 }
 
 namespace {
@@ -1173,6 +1190,7 @@ void PostgresStore::io_loop() {
             if (!io.listener) {
                 io.listener = pg::Connection::open(options_.url);
                 io.listener->exec("SET application_name = 'jobhost listen'; LISTEN " + channel);
+                hold_lock(*io.listener);
                 PQsetnonblocking(io.listener->get(), 1);
                 io.listen_socket = std::make_unique<stream_descriptor>(io.context, ::dup(io.listener->socket()));
                 io.backoff = std::chrono::milliseconds(0);

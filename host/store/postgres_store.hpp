@@ -21,11 +21,13 @@
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
 // meanwhile (this host stalled past its lease) is dropped and logged as lost.
 //
-// Hosts and leases. Each host registers in `hosts`, heartbeats every min(lease/4, 1 s) and holds a session advisory
-// lock while its connection lives. A host is dead when its heartbeat is older than `lease` (it stalled, or lost the
-// database), or when its lock is gone and it locked during this server's life (its connection closed: it crashed
-// or was killed). Any live host rescues a dead host's jobs within `liveness` (1 s) of noticing: running jobs are
-// charged an attempt (dead-lettered as crashed_host once out of attempts), reserved ones go back unchanged. A host
+// Hosts and leases. Each host registers in `hosts`, heartbeats every min(lease/4, 1 s), and each of its connections
+// (writer, marks, listener) holds the host's session advisory lock, shared. A host is dead when its heartbeat is
+// older than `lease` (it stalled, or lost the database), or when its lock is gone and it locked during this
+// server's life (all its connections closed: it crashed or was killed). One connection that drops and is opened
+// again does not make a live host dead (when only the writer held the lock, it did, and its running jobs were run a
+// second time elsewhere). Any live host rescues a dead host's jobs within `liveness` (1 s) of noticing: running jobs
+// are charged an attempt (dead-lettered as crashed_host once out of attempts), reserved ones go back unchanged. A host
 // serves reservations from its cache only while its last heartbeat is younger than half the lease, so a host that
 // wakes from a long pause re-registers before it starts anything.
 //
@@ -121,6 +123,8 @@ private:
     void open_marks();                                         // under marks_mutex_ (or in open)
     void write_outcomes(const std::vector<Outcome>& outcomes); // inside a writer transaction
     void register_host();
+    pg::Result insert_host(pg::Connection& c, const std::string& on_conflict);
+    void hold_lock(pg::Connection& c); // takes this host's lock on c (shared by all its connections)
     void heartbeat();
     std::size_t rescue(TimePoint now);
     void refresh_heads();
@@ -168,7 +172,8 @@ private:
     bool heartbeat_pending_ = false;               // writer: this transaction heartbeats
     bool left_ = false;                   // writer: close() deleted this host's row; no heartbeat may register it again
     std::int64_t heartbeat_sent_ms_ = 0;  // writer: steady clock, ms, just before that heartbeat
-    std::optional<std::int64_t> host_id_; // writer: our row in hosts
+    std::optional<std::int64_t> host_id_; // writer: our row in hosts (the same id for the life of the process)
+    std::atomic<std::int64_t> lock_id_{0}; // host_id_, for the other connections' locks (0: not registered yet)
     // writer: jobs a failed refill reserved, which the database may hold for this host all the same (its COMMIT
     // applied, the answer lost): given back first thing in the next transaction (giving_back_ while it runs)
     std::vector<std::int64_t> unsure_, giving_back_;

@@ -287,6 +287,50 @@ TEST_CASE("postgres: a host paused past its lease loses its job to another host 
     CHECK(a.exit_code() == 0);
 }
 
+// A host is dead when every connection it has is gone, not one: a connection that drops alone (a proxy restarted,
+// an administrator's pg_terminate_backend, a network blip on one socket) while the host runs on and reconnects must
+// not let another host take over the job it is running. (When the host's lock lived on its writer connection only,
+// B rescued A's running job within a second of that connection dropping and ran it a second time beside A's run.)
+TEST_CASE("postgres: a host whose main connection drops while a job runs keeps the job: no other host runs it too") {
+    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 1\n", "retain_done = 100\n", "work_us = 3000000");
+    Background a(c.host_args());
+    REQUIRE(a.wait_for_output("serving", 30s));
+    Background b(c.host_args());
+    REQUIRE(b.wait_for_output("serving", 30s));
+    REQUIRE(c.cli({"enqueue", "fx.span", "--payload", "7"}).exit_code == 0);
+    REQUIRE(eventually([&] { return !read_spans(c.spans)[7].empty(); }, 10s));
+    auto runner = read_spans(c.spans)[7].front().pid;
+    REQUIRE((runner == a.pid() || runner == b.pid()));
+    Background& holder = runner == a.pid() ? a : b;
+    // The main connection of the host that runs it (application_name plain 'jobhost') is ended, and no new
+    // connection to the database is let in for 1.5 s (half the lease, so that the host's lease holds): the host's
+    // other connections live on, as they would if one socket broke.
+    auto id = c.sql("SELECT id FROM jobhost.hosts WHERE pid = " + std::to_string(holder.pid()));
+    REQUIRE(!id.empty());
+    auto killed =
+        c.pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(a.pid)) "
+                  "FROM pg_stat_activity a WHERE a.application_name = 'jobhost' AND EXISTS (SELECT 1 FROM "
+                  "pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.objid = " +
+                      id + ")",
+                  "template1");
+    std::this_thread::sleep_for(1500ms);
+    c.pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS true", "template1");
+    REQUIRE(killed == "1");
+    REQUIRE(eventually([&] { return c.sql("SELECT state FROM jobhost.jobs WHERE id = 1") == "3"; }, 15s));
+    auto runs = read_spans(c.spans)[7];
+    CHECK_MESSAGE(runs.size() == 1, "A said:\n" << a.err() << "\nB said:\n" << b.err());
+    CHECK(c.sql("SELECT attempt FROM jobhost.jobs WHERE id = 1") == "1");
+    CHECK(holder.wait_for_output("reconnected to PostgreSQL", 5s));
+    CHECK(!contains(holder.err(), "lease was lost"));
+    CHECK(!contains(a.err() + b.err(), "the host died while this job was running"));
+    a.signal(SIGTERM);
+    b.signal(SIGTERM);
+    REQUIRE(a.wait(30s));
+    REQUIRE(b.wait(30s));
+    CHECK(a.exit_code() == 0);
+    CHECK(b.exit_code() == 0);
+}
+
 TEST_CASE("postgres: the database restarting under load loses nothing, the host reconnects and never exits") {
     Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\n", "", "work_us = 1000");
     REQUIRE(c.enqueue_numbered(3000).exit_code == 0);
