@@ -1,5 +1,7 @@
 #include "store/pg.hpp"
 
+#include "log/log.hpp"
+
 #include <charconv>
 #include <regex>
 
@@ -71,6 +73,16 @@ std::unique_ptr<Connection> Connection::open(const std::string& url) {
         PQfinish(c);
         throw Error("cannot connect to PostgreSQL at " + redact(url) + ": " + msg, "08001", true);
     }
+    // What the server says outside an answer (a NOTICE, or why it ends the session) goes to the log, not to stderr.
+    PQsetNoticeProcessor(
+        c,
+        [](void*, const char* message) {
+            std::string m = message;
+            while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+            bool notice = m.rfind("NOTICE", 0) == 0 || m.rfind("DEBUG", 0) == 0 || m.rfind("INFO", 0) == 0;
+            log::write(notice ? log::Level::debug : log::Level::info, "store", "PostgreSQL says: " + m);
+        },
+        nullptr);
     return std::unique_ptr<Connection>(new Connection(c));
 }
 

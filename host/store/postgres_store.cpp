@@ -241,7 +241,13 @@ void PostgresStore::connect_writer() {
         // row was gone) and then drops. (Dropping it on every reconnect stranded those jobs: held by a live host,
         // no other host rescues them, and this one no longer knew it held them.)
         register_host();
-        log::write(log::Level::info, "store", "reconnected to PostgreSQL");
+        auto out =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - outage_since_);
+        char after[64];
+        std::snprintf(after, sizeof after, " after %.1f s and %zu failed attempt(s)",
+                      static_cast<double>(out.count()) / 1000.0, outage_attempts_);
+        log::write(log::Level::info, "store",
+                   std::string("reconnected to PostgreSQL") + (outage_attempts_ > 0 ? after : ""));
     }
 }
 
@@ -251,6 +257,16 @@ bool PostgresStore::is_disconnect(std::exception_ptr e) const noexcept {
     } catch (const pg::Error& x) {
         // and the transient ones: a lock wait timed out, a deadlock or a serialization failure: retry the batch
         return x.disconnect() || x.sqlstate() == "55P03" || x.sqlstate() == "40P01" || x.sqlstate() == "40001";
+    } catch (...) {
+        return false;
+    }
+}
+
+bool PostgresStore::is_unreachable(std::exception_ptr e) const noexcept {
+    try {
+        std::rethrow_exception(e);
+    } catch (const pg::Error& x) {
+        return x.disconnect();
     } catch (...) {
         return false;
     }

@@ -113,6 +113,7 @@ private:
     bool op_error_aborts_transaction() const noexcept override { return true; }
     void refill_failed(const std::vector<JobRecord>& jobs) override;
     bool is_disconnect(std::exception_ptr e) const noexcept override;
+    bool is_unreachable(std::exception_ptr e) const noexcept override;
     std::exception_ptr copy_error(const std::exception_ptr& e) const override;
 
     // Writer thread: (re)opens the writer connection and registers this host; throws pg::Error.

@@ -4,6 +4,7 @@
 #include "store/priority_levels.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <tuple>
 
@@ -74,38 +75,101 @@ void ReservingStore::poke_writer() {
 }
 
 void ReservingStore::writer_loop() {
+    using Steady = std::chrono::steady_clock;
     std::deque<Op> keep;                  // ops to retry after a lost connection
-    std::chrono::milliseconds backoff{0}; // before retrying them
+    std::chrono::milliseconds backoff{0}; // before the next attempt after a lost connection
+    std::optional<Steady::time_point> retry_at;
+    std::exception_ptr outage; // the last error of the failures in a row (null: the last transaction did not fail so)
+    Steady::time_point said{}; // when the outage was last logged
     std::minstd_rand rng{std::random_device{}()};
     bool stopping = false;
     for (;;) {
-        std::deque<Op> batch;
+        std::deque<Op> batch, refused;
         {
             std::unique_lock lock(queue_mutex_);
-            auto wait = keep.empty() ? idle_wait() : backoff;
-            queue_cv_.wait_for(lock, wait, [&] { return stopping_ || poked_ || (!queue_.empty() && keep.empty()); });
-            if (stopping_ && queue_.empty() && keep.empty()) break;
-            stopping = stopping_;
-            poked_ = false;
-            batch.swap(keep);
-            for (auto& op : queue_) batch.push_back(std::move(op));
-            queue_.clear();
+            if (retry_at) {
+                // Back-off: what is queued waits for the next attempt; while the database cannot be reached, what
+                // waits for an answer (an enqueue) is refused at once instead.
+                bool refuse = is_unreachable(outage);
+                auto answer_awaited = [&] {
+                    return std::any_of(queue_.begin(), queue_.end(), [](const Op& o) { return o.done != nullptr; });
+                };
+                queue_cv_.wait_until(lock, *retry_at, [&] { return stopping_ || (refuse && answer_awaited()); });
+                if (!stopping_ && Steady::now() < *retry_at)
+                    for (auto it = queue_.begin(); it != queue_.end();) {
+                        if (it->done) {
+                            refused.push_back(std::move(*it));
+                            it = queue_.erase(it);
+                        } else {
+                            ++it;
+                        }
+                    }
+            } else {
+                queue_cv_.wait_for(lock, idle_wait(), [&] { return stopping_ || poked_ || !queue_.empty(); });
+            }
+            if (refused.empty()) {
+                if (stopping_ && queue_.empty() && keep.empty()) break;
+                stopping = stopping_;
+                poked_ = false;
+                batch.swap(keep);
+                for (auto& op : queue_) batch.push_back(std::move(op));
+                queue_.clear();
+            }
         }
-        run_batch(batch, keep);
-        if (!keep.empty()) {
+        if (!refused.empty()) {
+            for (auto& op : refused) {
+                if (op.after_failure) op.after_failure();
+                op.done->finish(copy_error(outage));
+            }
+            continue;
+        }
+        auto error = run_batch(batch, keep);
+        if (error && is_disconnect(error)) {
             if (stopping) { // nobody will retry them: fail what waits, drop the rest (the next host recovers them)
                 for (auto& op : keep) {
                     if (op.after_failure) op.after_failure();
                     if (op.done) op.done->finish(std::make_exception_ptr(std::runtime_error("the store is closing")));
                 }
                 keep.clear();
+                retry_at.reset();
                 continue;
             }
+            auto now = Steady::now();
+            std::string what = "unknown error";
+            try {
+                std::rethrow_exception(error);
+            } catch (const std::exception& e) {
+                what = e.what();
+            } catch (...) {
+            }
+            // Said once when it begins, then every 30 s while it lasts (each attempt used to log an error).
+            if (!outage) {
+                outage_since_ = now;
+                outage_attempts_ = 0;
+                said = now;
+                log::write(log::Level::error, "store",
+                           "a transaction failed and is retried with back-off (50 ms doubling to 2 s, with jitter; " +
+                               std::to_string(keep.size()) + " write(s) kept meanwhile" +
+                               (is_unreachable(error) ? ", enqueues refused" : "") + "): " + what);
+            } else if (now - said >= std::chrono::seconds(30)) {
+                said = now;
+                log::write(
+                    log::Level::error, "store",
+                    "still failing after " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now - outage_since_).count()) +
+                        " s and " + std::to_string(outage_attempts_ + 1) + " attempts, retrying: " + what);
+            }
+            outage = error;
+            outage_attempts_ += 1;
             // back-off with jitter, so that hosts that lost the database together do not come back in step
             backoff = std::clamp(backoff * 2, std::chrono::milliseconds(50), std::chrono::milliseconds(2000));
             backoff += std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 50)(rng));
+            retry_at = now + backoff;
         } else {
             backoff = std::chrono::milliseconds(0);
+            retry_at.reset();
+            outage = nullptr;
+            outage_attempts_ = 0;
         }
         // One wakeup for the whole batch, after every cache saw its refill: a claim then chooses among all of them
         // (waking after each one let a lower priority type's refill win the race).
@@ -113,7 +177,7 @@ void ReservingStore::writer_loop() {
     }
 }
 
-void ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
+std::exception_ptr ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
     auto now = Clock::now();
     std::exception_ptr tx_error;
     std::vector<std::exception_ptr> errors(batch.size());
@@ -132,13 +196,14 @@ void ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
         }
         if (op_failed && op_error_aborts_transaction()) {
             tx_rollback();
-            if (batch.size() > 1) { // each on its own, so that one bad op fails alone
+            if (batch.size() > 1) {      // each on its own, so that one bad op fails alone
+                std::exception_ptr lost; // a lost connection meanwhile, for the writer's back-off
                 for (auto& op : batch) {
                     std::deque<Op> one;
                     one.push_back(std::move(op));
-                    run_batch(one, keep);
+                    if (auto e = run_batch(one, keep); e && is_disconnect(e)) lost = e;
                 }
-                return;
+                return lost;
             }
             tx_error = errors[0];
         } else {
@@ -148,11 +213,13 @@ void ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
     } catch (...) {
         tx_error = std::current_exception();
         tx_rollback();
-        try {
-            std::rethrow_exception(tx_error);
-        } catch (const std::exception& e) {
-            log::write(log::Level::error, "store",
-                       std::string("a transaction failed and was rolled back: ") + e.what());
+        if (!is_disconnect(tx_error)) { // (those the writer logs, once for failures in a row)
+            try {
+                std::rethrow_exception(tx_error);
+            } catch (const std::exception& e) {
+                log::write(log::Level::error, "store",
+                           std::string("a transaction failed and was rolled back: ") + e.what());
+            }
         }
     }
     bool disconnected = tx_error && is_disconnect(tx_error);
@@ -167,6 +234,7 @@ void ReservingStore::run_batch(std::deque<Op>& batch, std::deque<Op>& keep) {
         if (tx_error && op.after_failure) op.after_failure();
         if (op.done) op.done->finish(err ? copy_error(err) : nullptr);
     }
+    return tx_error;
 }
 
 ReservingStore::Cache& ReservingStore::cache_locked(std::string_view type, TypeRef* ref) {

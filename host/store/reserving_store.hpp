@@ -21,6 +21,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -94,8 +95,12 @@ protected:
     // Whether a failed op poisons the transaction (PostgreSQL): then the batch is rolled back and each op is run in
     // a transaction of its own. SQLite keeps the rest of the batch.
     virtual bool op_error_aborts_transaction() const noexcept { return false; }
-    // Whether this error means the connection was lost (the ops marked keep_on_disconnect are then retried).
+    // Whether this error means the connection was lost, or another failure worth retrying: the writer then retries
+    // with back-off (50 ms doubling to 2 s, with jitter), keeping the ops marked keep_on_disconnect.
     virtual bool is_disconnect(std::exception_ptr) const noexcept { return false; }
+    // Whether this error means the database cannot be reached: until the next attempt, ops that wait for an answer
+    // (enqueues) are refused at once with it, rather than waiting out the back-off.
+    virtual bool is_unreachable(std::exception_ptr) const noexcept { return false; }
     // A new exception object equal to `e` (its engine's type kept), for one waiter.
     virtual std::exception_ptr copy_error(const std::exception_ptr& e) const;
     // A refill's transaction failed after reserve() had taken `jobs`: they are not cached. An engine whose commit
@@ -120,6 +125,11 @@ protected:
     // Drops every reservation from the caches (close, or a lease this host lost).
     void clear_caches();
 
+    // writer: while transactions fail on a lost connection (is_disconnect), when that began and how many attempts
+    // failed since (0: none)
+    std::chrono::steady_clock::time_point outage_since_{};
+    std::size_t outage_attempts_ = 0;
+
     bool reserving_;
     std::size_t prefetch_;
     std::atomic<std::int64_t> aging_ms_{0}; // the aging the executor claims with (ms); 0: off
@@ -132,8 +142,9 @@ protected:
 
 private:
     void writer_loop();
-    // Runs ops in one transaction; returns false (and leaves `keep` with what to retry) on a lost connection.
-    void run_batch(std::deque<Op>& batch, std::deque<Op>& keep);
+    // Runs ops in one transaction; returns the transaction's error, if it failed (and leaves `keep` with what to
+    // retry, if it was a lost connection).
+    std::exception_ptr run_batch(std::deque<Op>& batch, std::deque<Op>& keep);
 
     std::mutex queue_mutex_;
     std::condition_variable queue_cv_;

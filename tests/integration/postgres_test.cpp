@@ -377,6 +377,51 @@ TEST_CASE("postgres: the database restarting under load loses nothing, the host 
     CHECK(host.exit_code() == 0);
 }
 
+// An idle host whose database goes away retries with back-off (not every 250 ms, as it did, with an error logged at
+// each attempt: 40 errors for a 10 s outage), says so once, and refuses enqueues at once meanwhile.
+TEST_CASE("postgres: with the database down, an idle host retries with back-off, says so once, refuses enqueues fast") {
+    Cluster c;
+    auto args = c.host_args();
+    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    Background host(args);
+    REQUIRE(host.wait_for_output("serving", 30s));
+    auto log = host.err();
+    const std::string at = "http listening on 127.0.0.1:";
+    REQUIRE(contains(log, at));
+    int port = std::stoi(log.substr(log.find(at) + at.size()));
+    c.pg.stop();
+    REQUIRE(host.wait_for_output("a transaction failed", 10s));
+    auto asked = std::chrono::steady_clock::now();
+    auto posted = request(port, "POST", "/api/v1/jobs", R"({"type":"fx.span","payload":1})");
+    auto took = std::chrono::steady_clock::now() - asked;
+    CHECK(posted.status == 503);
+    CHECK(contains(posted.body, "the PostgreSQL store is unavailable"));
+    CHECK(took < 1500ms); // (the back-off reaches 2 s: the enqueue does not wait for it)
+    std::this_thread::sleep_for(5s);
+    c.pg.start();
+    REQUIRE(host.wait_for_output("reconnected to PostgreSQL", 15s));
+    auto said = host.err();
+    INFO("the host said:\n" << said);
+    int errors = 0;
+    for (std::size_t p = said.find("ERROR   [store]"); p != std::string::npos; p = said.find("ERROR   [store]", p + 1))
+        ++errors;
+    CHECK(errors == 1);
+    REQUIRE(contains(said, "reconnected to PostgreSQL after"));
+    auto line = said.substr(said.find("reconnected to PostgreSQL after"));
+    line = line.substr(0, line.find('\n'));
+    auto n = line.rfind(" and ");
+    REQUIRE(n != std::string::npos);
+    int attempts = std::stoi(line.substr(n + 5));
+    // about 6.5 s without the database: 50 ms doubling to 2 s is 7 to 9 attempts; every 250 ms was 26
+    CHECK(attempts >= 3);
+    CHECK(attempts <= 12);
+    CHECK(eventually(
+        [&] { return request(port, "POST", "/api/v1/jobs", R"({"type":"fx.span","payload":2})").status == 201; }, 10s));
+    host.signal(SIGTERM);
+    REQUIRE(host.wait(30s));
+    CHECK(host.exit_code() == 0);
+}
+
 TEST_CASE("postgres: an application enqueues from SQL inside its own transaction, and a host runs it at once") {
     Cluster c;
     Background host(c.host_args());
