@@ -224,8 +224,9 @@ void PostgresStore::lost_lease() {
 }
 
 // A host that stalls inside a transaction (SIGSTOP, a frozen VM) would hold its row locks, and every other host's
-// rescue would wait on them: the server ends such a session after the lease, which also drops the host's
-// advisory lock, so the others rescue its jobs. No statement waits on a lock for longer than 10 s.
+// rescue would wait on them: the server ends such a session after the lease, which releases them (the host's other
+// connections keep its advisory lock, but its heartbeat stopped with it, so the others rescue its jobs once its
+// lease has expired). No statement waits on a lock for longer than 10 s.
 void PostgresStore::configure_writer() {
     auto idle = std::max<std::int64_t>(options_.lease.count(), 1000);
     writer_->exec("SET application_name = 'jobhost'; SET lock_timeout = '10s'; SET "
