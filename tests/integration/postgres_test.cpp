@@ -29,18 +29,25 @@ struct Cluster {
     std::filesystem::path config, spans;
     std::string url;
     // extra: more config; store_extra: more [store] keys; span: more [jobs."fx.span".settings] keys.
-    explicit Cluster(const std::string& extra = {}, const std::string& store_extra = {}, const std::string& span = {}) {
+    explicit Cluster(const std::string& extra = {}, const std::string& store_extra = {}, const std::string& span = {},
+                     const std::string& lease = "3s") {
         copy_fixtures(dir.path() / "plugins", {"fx_good.so"});
         spans = dir.path() / "spans.txt";
         url = pg.url();
         config = dir.write("jobhost.toml", "[http]\nenabled = false\n[host]\nplugin_dir = \"plugins\"\nworkers = 2\n"
                                            "shutdown_grace = \"1s\"\n[store]\nkind = \"postgres\"\nurl = \"" +
-                                               url + "\"\nlease = \"3s\"\n" + store_extra +
+                                               url + "\"\nlease = \"" + lease + "\"\n" + store_extra +
                                                "\n[jobs.\"fx.span\".settings]\nfile = \"" + spans.string() + "\"\n" +
                                                span + "\n[jobs.\"fx.record\".settings]\nfile = \"" + spans.string() +
                                                "\"\n" + extra);
     }
     std::vector<std::string> host_args() const { return {JOBHOST_BINARY, "run", "--config", config.string()}; }
+    // with the HTTP API on a free port (http_port says which)
+    std::vector<std::string> host_args_listening() const {
+        auto args = host_args();
+        args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+        return args;
+    }
     Finished cli(std::vector<std::string> args) const {
         args.push_back("--config");
         args.push_back(config.string());
@@ -56,6 +63,14 @@ struct Cluster {
         return cli({"enqueue", "fx.span", "--jsonl", (dir.path() / "jobs.jsonl").string()});
     }
 };
+
+// The port a host started with --listen 127.0.0.1:0 listens on, as it said.
+int http_port(const Background& host) {
+    auto log = host.err();
+    const std::string at = "http listening on 127.0.0.1:";
+    REQUIRE(contains(log, at));
+    return std::stoi(log.substr(log.find(at) + at.size()));
+}
 
 struct Span {
     int pid = 0;
@@ -292,7 +307,9 @@ TEST_CASE("postgres: a host paused past its lease loses its job to another host 
 // not let another host take over the job it is running. (When the host's lock lived on its writer connection only,
 // B rescued A's running job within a second of that connection dropping and ran it a second time beside A's run.)
 TEST_CASE("postgres: a host whose main connection drops while a job runs keeps the job: no other host runs it too") {
-    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 1\n", "retain_done = 100\n", "work_us = 3000000");
+    // A lease of 10 s: the host's heartbeat stops while its main connection is away (1.5 s, and up to 2 s more of
+    // back-off before it reconnects), which must stay well inside the lease, or the lease rightly ends.
+    Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 1\n", "retain_done = 100\n", "work_us = 3000000", "10s");
     Background a(c.host_args());
     REQUIRE(a.wait_for_output("serving", 30s));
     Background b(c.host_args());
@@ -303,8 +320,8 @@ TEST_CASE("postgres: a host whose main connection drops while a job runs keeps t
     REQUIRE((runner == a.pid() || runner == b.pid()));
     Background& holder = runner == a.pid() ? a : b;
     // The main connection of the host that runs it (application_name plain 'jobhost') is ended, and no new
-    // connection to the database is let in for 1.5 s (half the lease, so that the host's lease holds): the host's
-    // other connections live on, as they would if one socket broke.
+    // connection to the database is let in for 1.5 s (longer than other hosts take to look for dead ones, 1 s): the
+    // host's other connections live on, as they would if one socket broke.
     auto id = c.sql("SELECT id FROM jobhost.hosts WHERE pid = " + std::to_string(holder.pid()));
     REQUIRE(!id.empty());
     auto killed =
@@ -334,14 +351,9 @@ TEST_CASE("postgres: a host whose main connection drops while a job runs keeps t
 TEST_CASE("postgres: the database restarting under load loses nothing, the host reconnects and never exits") {
     Cluster c("\n[jobs.\"fx.span\"]\nconcurrency = 2\n", "", "work_us = 1000");
     REQUIRE(c.enqueue_numbered(3000).exit_code == 0);
-    auto args = c.host_args();
-    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
-    Background host(args);
+    Background host(c.host_args_listening());
     REQUIRE(host.wait_for_output("serving", 30s));
-    auto log = host.err();
-    const std::string at = "http listening on 127.0.0.1:";
-    REQUIRE(contains(log, at));
-    int port = std::stoi(log.substr(log.find(at) + at.size()));
+    int port = http_port(host);
     CHECK(request(port, "GET", "/readyz").status == 200);
     REQUIRE(eventually([&] { return read_spans(c.spans).size() > 300; }, 20s));
     c.pg.stop();
@@ -381,14 +393,9 @@ TEST_CASE("postgres: the database restarting under load loses nothing, the host 
 // each attempt: 40 errors for a 10 s outage), says so once, and refuses enqueues at once meanwhile.
 TEST_CASE("postgres: with the database down, an idle host retries with back-off, says so once, refuses enqueues fast") {
     Cluster c;
-    auto args = c.host_args();
-    args.insert(args.end(), {"--listen", "127.0.0.1:0"});
-    Background host(args);
+    Background host(c.host_args_listening());
     REQUIRE(host.wait_for_output("serving", 30s));
-    auto log = host.err();
-    const std::string at = "http listening on 127.0.0.1:";
-    REQUIRE(contains(log, at));
-    int port = std::stoi(log.substr(log.find(at) + at.size()));
+    int port = http_port(host);
     c.pg.stop();
     REQUIRE(host.wait_for_output("a transaction failed", 10s));
     auto asked = std::chrono::steady_clock::now();
