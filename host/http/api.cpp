@@ -589,7 +589,6 @@ ProcessFigures read_process_figures() {
         std::istringstream in(text.substr(close + 2));
         std::vector<std::string> v((std::istream_iterator<std::string>(in)), std::istream_iterator<std::string>());
         auto field = [&](std::size_t n) { return n - 3 < v.size() ? std::strtod(v[n - 3].c_str(), nullptr) : 0.0; };
-        f.cpu_seconds = (field(14) + field(15)) / tick;
         f.threads = field(20);
         f.virtual_bytes = field(23);
         f.resident_bytes = field(24) * page;
@@ -603,6 +602,12 @@ ProcessFigures read_process_figures() {
         f.open_fds += 1;
     rlimit lim{};
     if (::getrlimit(RLIMIT_NOFILE, &lim) == 0) f.max_fds = static_cast<double>(lim.rlim_cur);
+    // CPU time from getrusage, to the microsecond (/proc/self/stat counts it in clock ticks, 10 ms here, and a host
+    // scraped in its first tens of milliseconds reported 0)
+    rusage u{};
+    if (::getrusage(RUSAGE_SELF, &u) == 0)
+        f.cpu_seconds = static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+                        static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
     return f;
 }
 

@@ -269,6 +269,7 @@ print("store_ok", value("jobhost_store_size_bytes", "jobhost_store_size_bytes") 
 )");
     auto r = run({"/usr/bin/python3", script.string(), file.string()}, 30s);
     CAPTURE(r.err);
+    CAPTURE(r.out);
     REQUIRE(r.exit_code == 0);
     CHECK(contains(r.out, "succeeded 3.0"));
     CHECK(contains(r.out, "dead 1.0"));
