@@ -605,9 +605,11 @@ std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size
 
 ClaimResult PostgresStore::claim(const ClaimRequest& request) {
     // Serve reservations only while this host's lease is surely ours: after a long pause, the writer heartbeats
-    // (and learns whether other hosts took our jobs) before anything starts; its commit wakes the executor.
+    // (and learns whether other hosts took our jobs) before anything starts; its commit wakes the executor. Nor while
+    // the writer cannot reach the database: if every connection of this host was cut, other hosts take its jobs
+    // within a second, and a run started from the cache then would run a second time there (and without a mark).
     auto age = steady_ms() - heartbeat_ok_ms_.load();
-    if (reserving_ && age > options_.lease.count() / 2) {
+    if (reserving_ && (age > options_.lease.count() / 2 || unreachable_.load())) {
         poke_writer();
         ClaimResult none;
         for (std::size_t i = 0; i < request.types.size(); ++i) none.waiting.push_back(i);
@@ -1225,6 +1227,9 @@ void PostgresStore::io_loop() {
             if (ec) return;
             PGconn* c = io.listener->get();
             if (!PQconsumeInput(c)) {
+                // the connection broke: the writer looks at once whether the database can still be reached (claims
+                // wait while it cannot), rather than at its next transaction
+                poke_writer();
                 reconnect_later();
                 return;
             }

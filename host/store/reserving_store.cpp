@@ -161,6 +161,7 @@ void ReservingStore::writer_loop() {
             }
             outage = error;
             outage_attempts_ += 1;
+            if (is_unreachable(error)) unreachable_ = true;
             // back-off with jitter, so that hosts that lost the database together do not come back in step
             backoff = std::clamp(backoff * 2, std::chrono::milliseconds(50), std::chrono::milliseconds(2000));
             backoff += std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 50)(rng));
@@ -170,6 +171,7 @@ void ReservingStore::writer_loop() {
             retry_at.reset();
             outage = nullptr;
             outage_attempts_ = 0;
+            if (unreachable_.exchange(false)) wake_after_batch_ = true; // claims refused meanwhile may go on
         }
         // One wakeup for the whole batch, after every cache saw its refill: a claim then chooses among all of them
         // (waking after each one let a lower priority type's refill win the race).

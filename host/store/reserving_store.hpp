@@ -125,6 +125,9 @@ protected:
     // Drops every reservation from the caches (close, or a lease this host lost).
     void clear_caches();
 
+    // The writer's last transaction failed because the database could not be reached (is_unreachable); set until
+    // one commits again (then the executor is woken). An engine may refuse to start runs meanwhile.
+    std::atomic<bool> unreachable_{false};
     // writer: while transactions fail on a lost connection (is_disconnect), when that began and how many attempts
     // failed since (0: none)
     std::chrono::steady_clock::time_point outage_since_{};
