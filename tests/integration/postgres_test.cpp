@@ -54,6 +54,24 @@ struct Cluster {
         return run_jobhost(args, 60s);
     }
     std::string sql(const std::string& q) const { return pg.psql(q); }
+    // Ends the database sessions of the host whose process is `pid` (those whose application_name is `application`,
+    // or all of them when it is empty), as a proxy restarting would, and lets no new connection in for `outage`.
+    // Returns how many sessions it ended.
+    int cut_off(pid_t pid, const std::string& application, std::chrono::milliseconds outage) const {
+        auto id = sql("SELECT id FROM jobhost.hosts WHERE pid = " + std::to_string(pid));
+        REQUIRE(!id.empty());
+        // (from another database: the host's own refuses connections meanwhile)
+        auto ended = pg.psql(
+            "ALTER DATABASE postgres ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(x.pid)) FROM (SELECT "
+            "DISTINCT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND "
+            "l.objid = " +
+                id + " WHERE a.pid <> pg_backend_pid()" +
+                (application.empty() ? "" : " AND a.application_name = '" + application + "'") + ") x",
+            "template1");
+        std::this_thread::sleep_for(outage);
+        pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS true", "template1");
+        return std::stoi(ended);
+    }
     // Queues fx.span jobs with payloads 0..n-1, as one --jsonl file.
     Finished enqueue_numbered(int n) const {
         {
@@ -70,6 +88,15 @@ int http_port(const Background& host) {
     const std::string at = "http listening on 127.0.0.1:";
     REQUIRE(contains(log, at));
     return std::stoi(log.substr(log.find(at) + at.size()));
+}
+
+// Stops hosts with SIGTERM; each must exit, and with 0.
+void stop_cleanly(std::initializer_list<Background*> hosts) {
+    for (auto* h : hosts) h->signal(SIGTERM);
+    for (auto* h : hosts) {
+        REQUIRE(h->wait(30s));
+        CHECK(h->exit_code() == 0);
+    }
 }
 
 struct Span {
@@ -322,17 +349,7 @@ TEST_CASE("postgres: a host whose main connection drops while a job runs keeps t
     // The main connection of the host that runs it (application_name plain 'jobhost') is ended, and no new
     // connection to the database is let in for 1.5 s (longer than other hosts take to look for dead ones, 1 s): the
     // host's other connections live on, as they would if one socket broke.
-    auto id = c.sql("SELECT id FROM jobhost.hosts WHERE pid = " + std::to_string(holder.pid()));
-    REQUIRE(!id.empty());
-    auto killed =
-        c.pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(a.pid)) "
-                  "FROM pg_stat_activity a WHERE a.application_name = 'jobhost' AND EXISTS (SELECT 1 FROM "
-                  "pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.objid = " +
-                      id + ")",
-                  "template1");
-    std::this_thread::sleep_for(1500ms);
-    c.pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS true", "template1");
-    REQUIRE(killed == "1");
+    REQUIRE(c.cut_off(holder.pid(), "jobhost", 1500ms) == 1);
     REQUIRE(eventually([&] { return c.sql("SELECT state FROM jobhost.jobs WHERE id = 1") == "3"; }, 15s));
     auto runs = read_spans(c.spans)[7];
     CHECK_MESSAGE(runs.size() == 1, "A said:\n" << a.err() << "\nB said:\n" << b.err());
@@ -340,12 +357,7 @@ TEST_CASE("postgres: a host whose main connection drops while a job runs keeps t
     CHECK(holder.wait_for_output("reconnected to PostgreSQL", 5s));
     CHECK(!contains(holder.err(), "lease was lost"));
     CHECK(!contains(a.err() + b.err(), "the host died while this job was running"));
-    a.signal(SIGTERM);
-    b.signal(SIGTERM);
-    REQUIRE(a.wait(30s));
-    REQUIRE(b.wait(30s));
-    CHECK(a.exit_code() == 0);
-    CHECK(b.exit_code() == 0);
+    stop_cleanly({&a, &b});
 }
 
 // When every connection of a live host is cut (a proxy in front of the database restarted, an administrator ended its
@@ -360,15 +372,7 @@ TEST_CASE("postgres: a host cut off from the database starts none of the jobs it
     Background b(c.host_args());
     REQUIRE(b.wait_for_output("serving", 30s));
     std::this_thread::sleep_for(100ms);
-    auto id = c.sql("SELECT id FROM jobhost.hosts WHERE pid = " + std::to_string(a.pid()));
-    REQUIRE(!id.empty());
-    auto cut = c.pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(l.pid)) "
-                         "FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objid = " +
-                             id + " AND l.pid <> pg_backend_pid()",
-                         "template1");
-    CHECK(cut == "3"); // writer, marks and listener
-    std::this_thread::sleep_for(2500ms);
-    c.pg.psql("ALTER DATABASE postgres ALLOW_CONNECTIONS true", "template1");
+    CHECK(c.cut_off(a.pid(), "", 2500ms) == 3); // writer, marks and listener
     REQUIRE(eventually([&] { return c.sql("SELECT count(*) FROM jobhost.jobs WHERE state <> 3") == "0"; }, 30s));
     auto runs = read_spans(c.spans);
     int twice = 0;
@@ -383,12 +387,7 @@ TEST_CASE("postgres: a host cut off from the database starts none of the jobs it
     // only the job A was running when it was cut may have run again on B (B took it for dead: a run it cannot see)
     MESSAGE("jobs run twice:" << (which.empty() ? " none" : which));
     CHECK(twice <= 1);
-    a.signal(SIGTERM);
-    b.signal(SIGTERM);
-    REQUIRE(a.wait(30s));
-    REQUIRE(b.wait(30s));
-    CHECK(a.exit_code() == 0);
-    CHECK(b.exit_code() == 0);
+    stop_cleanly({&a, &b});
 }
 
 TEST_CASE("postgres: the database restarting under load loses nothing, the host reconnects and never exits") {
