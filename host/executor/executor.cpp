@@ -750,11 +750,8 @@ void Executor::run_batch(std::vector<JobRecord>& batch, Lane& ln, const LaneView
         j.deadline_unix_ms = deadline_ms;
         j.host_handle = &handles[i];
     }
-    std::vector<store::JobId> ids;
-    ids.reserve(batch.size());
-    for (const auto& j : batch) ids.push_back(j.id);
     auto started = Clock::now();
-    auto token = store_.begin_run(ids); // from here a crash of this process charges these jobs an attempt
+    auto token = store_.begin_run(batch); // from here a crash of this process charges these jobs an attempt
     auto run_start = std::chrono::steady_clock::now();
     runner::RunControl control;
     control.cancelled = [&] { return handles.front().cancelled(); };

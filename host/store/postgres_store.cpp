@@ -146,9 +146,11 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             store->promote_due(now);
             w.exec("COMMIT");
             store->last_liveness_ = now;
-            store->mark_sql_ = store->q(
-                "INSERT INTO {s}.running (id, owner, attempt) SELECT id, $2, attempt + 1 FROM {s}.jobs WHERE id = "
-                "ANY($1::int8[]) AND state = 2 AND lease_owner = $2");
+            // what the host knows of each job (its id and the attempt it starts), so that a mark reads nothing of
+            // jobs: looking each job up (to insert only for jobs still held by this host) cost an index descent per
+            // run on the pages the writer was changing (2 slots ran 10 % faster without it)
+            store->mark_sql_ = store->q("INSERT INTO {s}.running (id, owner, attempt) SELECT u.id, $2, u.attempt FROM "
+                                        "unnest($1::int8[], $3::int8[]) AS u(id, attempt)");
             store->open_marks();
             store->io_ = std::make_unique<Io>();
             store->io_thread_ = std::thread([s = store.get()] { s->io_loop(); });
@@ -773,11 +775,14 @@ void futex_wake(std::atomic<int>& state, int how_many) {
 // however many slots there are. The others wait on their group's state, not on the mutex: when a group is written,
 // its runs go on without taking the mutex again (with 50 slots, half of the host's context switches were runs woken
 // together queueing for it), and one run of the group that opened meanwhile (if any) is woken to write it.
-RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
-    if (!reserving_ || ids.empty()) return {};
+RunToken PostgresStore::begin_run(std::span<const JobRecord> jobs) {
+    if (!reserving_ || jobs.empty()) return {};
     std::unique_lock lock(marks_mutex_);
     auto group = open_mark_group_;
-    group->ids.insert(group->ids.end(), ids.begin(), ids.end());
+    for (const auto& j : jobs) {
+        group->ids.push_back(static_cast<std::int64_t>(j.id));
+        group->attempts.push_back(j.attempt);
+    }
     while (marking_ || group != open_mark_group_) {
         lock.unlock();
         int state = group->state.load(std::memory_order_acquire);
@@ -799,7 +804,9 @@ RunToken PostgresStore::begin_run(std::span<const JobId> ids) {
     lock.unlock();
     try {
         if (!marks_ || !marks_->ok()) open_marks();
-        marks_->run(mark_sql_, pg::Params().add(pg::int_array(group->ids)).add(options_.owner));
+        marks_->run(
+            mark_sql_,
+            pg::Params().add(pg::int_array(group->ids)).add(options_.owner).add(pg::int_array(group->attempts)));
     } catch (const std::exception& e) {
         marks_.reset(); // reopened by the next group
         log::write(log::Level::warning, "store",

@@ -80,7 +80,7 @@ public:
     ~PostgresStore() override;
 
     std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
-    RunToken begin_run(std::span<const JobId> ids) override;
+    RunToken begin_run(std::span<const JobRecord> jobs) override;
     ClaimResult claim(const ClaimRequest& request) override;
     void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
     void progress(JobId id, const Progress& progress) override;
@@ -151,7 +151,7 @@ private:
     // together do not queue on the mutex.
     struct MarkGroup {
         enum : int { waiting = 0, write_me = 1, done = 2 };
-        std::vector<std::int64_t> ids; // under marks_mutex_ while the group is open
+        std::vector<std::int64_t> ids, attempts; // under marks_mutex_ while the group is open
         std::atomic<int> state{waiting};
     };
     std::mutex marks_mutex_; // guards open_mark_group_, marking_ and the open group's ids

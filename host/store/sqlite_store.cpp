@@ -654,8 +654,12 @@ std::vector<EnqueueOutcome> SqliteStore::enqueue(std::span<const NewJob> jobs) {
     return out;
 }
 
-RunToken SqliteStore::begin_run(std::span<const JobId> ids) {
-    return record_ ? record_->mark(ids) : RunToken{};
+RunToken SqliteStore::begin_run(std::span<const JobRecord> jobs) {
+    if (!record_) return {};
+    std::vector<JobId> ids;
+    ids.reserve(jobs.size());
+    for (const auto& j : jobs) ids.push_back(j.id);
+    return record_->mark(ids);
 }
 
 void SqliteStore::finish(std::span<const Outcome> outcomes, RunToken token) {

@@ -72,7 +72,7 @@ public:
     ~SqliteStore() override;
 
     std::vector<EnqueueOutcome> enqueue(std::span<const NewJob> jobs) override;
-    RunToken begin_run(std::span<const JobId> ids) override;
+    RunToken begin_run(std::span<const JobRecord> jobs) override;
     void finish(std::span<const Outcome> outcomes, RunToken token = {}) override;
     void progress(JobId id, const Progress& progress) override;
     std::optional<std::uint64_t> size_on_disk() override;

@@ -142,10 +142,11 @@ public:
     // The caller then calls begin_run just before it calls the plugin.
     virtual ClaimResult claim(const ClaimRequest& request) = 0;
 
-    // Marks claimed jobs as running: from here on a crash of this process charges them an attempt. Pass the token
-    // to finish() or release(). An engine may write the mark without waiting for it: reads see it after flush().
-    virtual RunToken begin_run(std::span<const JobId> ids) {
-        (void)ids;
+    // Marks claimed jobs as running: from here on a crash of this process charges them an attempt. `jobs` are as
+    // claim() returned them (each with the attempt it is about to run). Pass the token to finish() or release(). An
+    // engine may write the mark without waiting for it: reads see it after flush().
+    virtual RunToken begin_run(std::span<const JobRecord> jobs) {
+        (void)jobs;
         return {};
     }
 

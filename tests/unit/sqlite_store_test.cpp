@@ -165,7 +165,7 @@ TEST_CASE("a version 2 store gains results, progress and attempts across retries
     CHECK(j->payload == R"({"keep":1})");
     auto got = claim(*s, "a", 1);
     REQUIRE(got.size() == 1);
-    auto token = s->begin_run(std::vector{id});
+    auto token = s->begin_run(got);
     s->progress(id, {50, "half", Clock::now()});
     s->flush();
     REQUIRE(s->get(id)->progress);

@@ -194,7 +194,7 @@ TEST_CASE_TEMPLATE("an attempt is charged when a run ends, never when a job is f
     auto got = claim(*s, {{"a", 1}});
     REQUIRE(got.jobs.size() == 1);
     CHECK(got.jobs[0].attempt == 1); // the attempt it is about to run
-    auto token = s->begin_run(std::vector{id});
+    auto token = s->begin_run(got.jobs);
     s->flush(); // begin_run may write without waiting; a flush makes it visible to reads
     auto running = s->get(id);
     REQUIRE(running);
@@ -219,8 +219,9 @@ TEST_CASE_TEMPLATE("a run cancelled by a shutdown goes back to ready uncharged, 
     E e;
     auto s = e.open();
     auto id = ids_of(s->enqueue(std::vector{job("a")})).front();
-    REQUIRE(claim(*s, {{"a", 1}}).jobs.size() == 1);
-    auto token = s->begin_run(std::vector{id});
+    auto got = claim(*s, {{"a", 1}});
+    REQUIRE(got.jobs.size() == 1);
+    auto token = s->begin_run(got.jobs);
     auto now = Clock::now();
     s->finish(std::vector{Outcome{id, "a", Outcome::Kind::released, now, {}, "cancelled by shutdown", {}, now}},
               std::move(token));
@@ -302,7 +303,7 @@ TEST_CASE_TEMPLATE("a running job's latest progress is kept, and a report after 
     auto got = claim(*s, {{"p", 1}});
     REQUIRE(got.jobs.size() == 1);
     auto j = got.jobs.front();
-    auto token = s->begin_run(std::vector{j.id});
+    auto token = s->begin_run(std::vector{j});
     auto at = Clock::now();
     s->progress(j.id, {40, "two of five", at});
     s->progress(j.id, {60, "three of five", at + 1ms});
@@ -342,7 +343,7 @@ TEST_CASE_TEMPLATE("a retry from the dead-letter queue gives a fresh set of atte
     auto fail = [&](Outcome::Kind kind, const std::string& error) {
         auto got = claim(*s, {{"r", 1}});
         REQUIRE(got.jobs.size() == 1);
-        auto token = s->begin_run(std::vector{got.jobs.front().id});
+        auto token = s->begin_run(got.jobs);
         auto o = outcome(got.jobs.front(), kind, error);
         o.retry_at = o.at; // at once
         s->finish(std::vector{o}, std::move(token));
@@ -468,7 +469,7 @@ TEST_CASE_TEMPLATE("counts are kept by state, and every enqueue is counted whoev
     CHECK(c.scheduled == 1);
     auto got = claim_all(*s, "a", 2);
     REQUIRE(got.size() == 2);
-    auto token = s->begin_run(std::vector{got[0].id, got[1].id});
+    auto token = s->begin_run(got);
     s->flush();
     c = s->counts()["a"];
     CHECK(c.running == 2);
@@ -520,9 +521,7 @@ pid_t crash_host(E& e, std::size_t reserve, std::size_t run, int how, bool reap 
         auto& st = *s;
         if (how == SIGSEGV || how == SIGABRT) store::arm_crash_notes(st.host_record());
         auto got = claim_all(st, "a", reserve);
-        std::vector<store::JobId> running;
-        for (std::size_t i = 0; i < run && i < got.size(); ++i) running.push_back(got[i].id);
-        st.begin_run(running);
+        st.begin_run(std::span(got).first(std::min(run, got.size())));
         st.flush(); // the start marks are sent (PostgreSQL: and applied, so the test knows what ran)
         char c = static_cast<char>(got.size());
         [[maybe_unused]] auto n = ::write(ready[1], &c, 1);
@@ -673,7 +672,8 @@ TEST_CASE_TEMPLATE("close gives back reserved jobs unchanged and charges a run t
     auto ids = ids_of(s->enqueue(std::vector{job("a"), job("a", "null", registry::Priority::normal, 1)}));
     auto got = claim_all(*s, "a", 2);
     REQUIRE(got.size() == 2);
-    s->begin_run(std::vector{ids[1]}); // never returns
+    REQUIRE(got[1].id == ids[1]);         // (oldest first)
+    s->begin_run(std::span(got).last(1)); // never returns
     s->close();
     auto again = e.open(false);
     auto reserved = again->get(ids[0]);

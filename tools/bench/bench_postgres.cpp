@@ -8,7 +8,10 @@
 //     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two. Beside it, the
 //     same loop on 2 connections that also marks each job started before its run (one round trip a job), which is
 //     what a host with 2 slots pays when its runs start one at a time;
-//  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size).
+//  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size);
+//  4. for each drain, the CPU the whole machine spent per job (every process, from /proc/stat) and how busy its cores
+//     were, and for the host's drains what its own process spent: what bounds a drain on a machine this small.
+// Every drain, the host's and the bare loop's, starts from the same table: the backlog queued again and vacuumed.
 //
 //   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements] [--only-slots N]
 //
@@ -24,7 +27,10 @@
 
 #include <sys/resource.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <fstream>
 #include <sstream>
 
 using namespace jobhost;
@@ -52,6 +58,15 @@ double fill(const std::string& url, const std::string& schema, std::size_t backl
     double rate = static_cast<double>(backlog) / std::chrono::duration<double>(Clock::now() - start).count();
     cli->close();
     return rate;
+}
+
+// Each drain starts from the same table: the backlog queued again, and the dead rows of the drains before it vacuumed
+// away. (Without it each drain walked over the dead index entries its predecessors left at the head of the ready
+// index, as many as autovacuum happened to leave; the bare loops, which run last, paid the most: vacuuming first
+// raised them from 67,200 to 81,400 jobs/s on 1 connection and from 90,500 to 101,800 on 2, in runs an hour apart.)
+void refill(const std::string& url, const std::string& schema, std::size_t backlog, test::PgServer& server) {
+    fill(url, schema, backlog);
+    server.psql("VACUUM ANALYZE " + schema + ".jobs");
 }
 
 // With --statements: what the database did since the last call (top statements by time, and the transactions that
@@ -111,6 +126,33 @@ struct Usage {
 };
 Usage host_cost; // per job, of the last drain
 
+// What the whole machine spent (every process: the host, the server's backends, its WAL writer, the bench itself),
+// from /proc/stat: the CPU a drain costs per job, and how busy the cores were. On a machine this small the bare loop
+// on 2 connections keeps both cores busy, so a drain that spends more CPU per job than it cannot keep up with it.
+struct Machine {
+    double busy_us = 0;
+    double total_us = 0;
+    static Machine now() {
+        std::ifstream in("/proc/stat");
+        std::string cpu;
+        double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+        in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+        double tick_us = 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+        double busy = user + nice + system + irq + softirq + steal;
+        return {busy * tick_us, (busy + idle + iowait) * tick_us};
+    }
+};
+struct MachineCost {
+    double us_per_job = 0; // CPU of every process, per job
+    double busy = 0;       // the share of all cores that was busy
+};
+MachineCost machine_since(const Machine& before, std::size_t jobs) {
+    auto after = Machine::now();
+    return {(after.busy_us - before.busy_us) / static_cast<double>(jobs),
+            (after.busy_us - before.busy_us) / std::max(1.0, after.total_us - before.total_us)};
+}
+MachineCost machine_cost; // of the last drain, jobhost's or the bare loop's
+
 double drain(const std::string& url, const std::string& schema, std::size_t backlog, std::size_t slots) {
     auto s = open_store(url, schema, true);
     statements.reset();
@@ -123,6 +165,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         // would miss the jobs run meanwhile)
         std::uint64_t before = 0;
         auto usage = Usage::now();
+        auto machine = Machine::now();
         auto start = Clock::now();
         // the plugin's counter first (an atomic), then the store until it counts nothing pending: asking the store
         // every few ms all along cost the database a tenth of its time (three statements a call)
@@ -143,6 +186,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
             throw std::runtime_error("drain: the store says " + std::to_string(backlog) +
                                      " jobs drained but the plugin ran " + std::to_string(ran));
         rate = static_cast<double>(backlog) / secs;
+        machine_cost = machine_since(machine, backlog);
         auto after = Usage::now();
         host_cost = {(after.cpu_us - usage.cpu_us) / static_cast<double>(backlog),
                      (after.switches - usage.switches) / static_cast<double>(backlog),
@@ -161,6 +205,7 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
                   bool marked = false) {
     std::atomic<std::size_t> done{0};
     statements.reset();
+    auto machine = Machine::now();
     auto start = Clock::now();
     std::vector<std::thread> threads;
     for (int t = 0; t < connections; ++t)
@@ -194,6 +239,7 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
     if (done != backlog)
         throw std::runtime_error("bare drain: " + std::to_string(done.load()) + " of " + std::to_string(backlog));
     double rate = static_cast<double>(backlog) / std::chrono::duration<double>(Clock::now() - start).count();
+    machine_cost = machine_since(machine, backlog);
     statements.print(marked             ? "the bare loop marking each job, 2 connections"
                      : connections == 1 ? "the bare loop on 1 connection"
                                         : "the bare loop on 2 connections",
@@ -225,6 +271,14 @@ int run(int argc, char** argv) {
     auto url = server.url();
 
     std::vector<double> fills, two, fifty, bare1, bare2, marked;
+    // the whole machine's CPU per job (us) and busy share, for each drain of each round
+    std::vector<double> cpu_two, cpu_fifty, cpu_bare1, cpu_bare2, cpu_marked;
+    std::vector<double> busy_two, busy_fifty, busy_bare1, busy_bare2, busy_marked;
+    std::vector<double> host_two, host_fifty; // of which the host's process (every thread), per job
+    auto keep = [](std::vector<double>& cpu, std::vector<double>& busy) {
+        cpu.push_back(machine_cost.us_per_job);
+        busy.push_back(machine_cost.busy);
+    };
     double bytes_per_job = 0;
     for (int i = 0; i < rounds; ++i) {
         std::string schema = "bench_" + std::to_string(i);
@@ -237,19 +291,27 @@ int run(int argc, char** argv) {
             double rate = drain(url, schema, backlog, only_slots);
             std::printf(
                 "round %d: jobhost %zu slots %.0f jobs/s; the host per job: %.1f us of CPU, %.2f context switches, "
-                "%.3f page faults\n",
-                i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches, host_cost.faults);
+                "%.3f page faults; the whole machine per job: %.1f us of CPU (%.0f %% busy)\n",
+                i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches, host_cost.faults,
+                machine_cost.us_per_job, machine_cost.busy * 100);
             continue;
         }
         two.push_back(drain(url, schema, backlog, 2));
-        fill(url, schema, backlog);
+        keep(cpu_two, busy_two);
+        host_two.push_back(host_cost.cpu_us);
+        refill(url, schema, backlog, server);
         fifty.push_back(drain(url, schema, backlog, 50));
-        fill(url, schema, backlog);
+        keep(cpu_fifty, busy_fifty);
+        host_fifty.push_back(host_cost.cpu_us);
+        refill(url, schema, backlog, server);
         bare1.push_back(bare_drain(url, schema, backlog, 1));
-        fill(url, schema, backlog);
+        keep(cpu_bare1, busy_bare1);
+        refill(url, schema, backlog, server);
         bare2.push_back(bare_drain(url, schema, backlog, 2));
-        fill(url, schema, backlog);
+        keep(cpu_bare2, busy_bare2);
+        refill(url, schema, backlog, server);
         marked.push_back(bare_drain(url, schema, backlog, 2, true));
+        keep(cpu_marked, busy_marked);
         std::printf("round %d: enqueue %.0f/s, jobhost 2 slots %.0f/s, 50 slots %.0f/s, bare 1 connection %.0f/s, "
                     "2 connections %.0f/s, marking each job %.0f/s\n",
                     i + 1, fills.back(), two.back(), fifty.back(), bare1.back(), bare2.back(), marked.back());
@@ -266,6 +328,22 @@ int run(int argc, char** argv) {
     std::printf("  bare, and a start mark per job, 2 conns %5.0f jobs/s   (jobhost 2 slots: %.2f x this)\n",
                 median(marked), median(two) / median(marked));
     std::printf("  on disk per pending job             %9.0f bytes (table, indexes, TOAST)\n", bytes_per_job);
+    // What each drain cost the whole machine: with every core busy, jobs/s can be no more than the cores' time
+    // divided by the CPU a job costs.
+    const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
+    std::printf("  CPU of the whole machine per job (%.0f cores), medians; and the most that CPU allows:\n", cores);
+    auto cpu_line = [&](const char* what, const std::vector<double>& cpu, const std::vector<double>& busy,
+                        const std::vector<double>* host = nullptr) {
+        std::printf("    %-34s %6.1f us, cores %3.0f %% busy; at most %7.0f jobs/s", what, median(cpu),
+                    median(busy) * 100, cores * 1e6 / median(cpu));
+        if (host) std::printf("   (the host's process: %.1f us)", median(*host));
+        std::printf("\n");
+    };
+    cpu_line("jobhost drain, 2 slots", cpu_two, busy_two, &host_two);
+    cpu_line("jobhost drain, 50 slots", cpu_fifty, busy_fifty, &host_fifty);
+    cpu_line("bare loop, 1 connection", cpu_bare1, busy_bare1);
+    cpu_line("bare loop, 2 connections", cpu_bare2, busy_bare2);
+    cpu_line("bare loop marking each job", cpu_marked, busy_marked);
     // The machine is noisy: the bare loop moves between rounds, so each round's drains are also compared with the
     // bare loop of that same round.
     auto paired = [&](const std::vector<double>& host, const char* what) {
