@@ -8,7 +8,8 @@
 // for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
 //
 // Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own
-// (asynchronous commit, statement prepared once) and calls the plugin once the server answered. Marks are
+// (asynchronous commit, statement prepared once; the row holds what the host claimed, id and attempt, so the statement
+// reads nothing of jobs) and calls the plugin once the server answered. Marks are
 // group-committed: runs that start while a group is being written form the next group, one statement and one round
 // trip for all of them. (Not waiting was tried: a backend whose client died stops at its next reply and drops the
 // marks it had not applied, so a killed host's last runs went uncharged.) The job's own row stays "held" (state 2):
