@@ -68,6 +68,18 @@ std::string columns(const std::string& p = "", bool just_reserved = false) {
            p + "dead_reason, " + p + "errors, " + p + "attempts_before, " + p + "result, " + p + "progress";
 }
 
+// The size of a claim that wants `want` jobs (see PostgresStore::reserve): up to 16 exactly; above, the largest of
+// 16, 24, 32, 48, 64, 96, ... (powers of two and one and a half times them) that is not more than `want`.
+std::size_t claim_size(std::size_t want) {
+    if (want <= 16) return want;
+    std::size_t size = 16;
+    for (std::size_t p = 16; p <= want; p *= 2) {
+        size = p;
+        if (p + p / 2 <= want) size = p + p / 2;
+    }
+    return size;
+}
+
 // What an enqueue answers while the database is away: say what, and what to do.
 [[noreturn]] void unavailable(const pg::Error& e) {
     throw std::runtime_error("the PostgreSQL store is unavailable (" + std::string(e.what()) +
@@ -568,16 +580,18 @@ void PostgresStore::prune() {
            true);
 }
 
-// One statement takes up to `want` ready jobs and looks at one more without taking it: that one's level is the best
-// left beyond them (the head). It is locked like the others until the commit, so another host skips it meanwhile.
-// (A separate look for the head cost a scan over the index entries of every job just taken.)
-// `want` is written into the statement, not passed: with LIMIT a parameter PostgreSQL planned the claim again at every
-// call (a custom plan each time: 1.2 ms per 1000 jobs, about a tenth of the writer's busy time with 50 slots); with it
-// a constant, each size is prepared once and its generic plan kept. Sizes are bounded (at most the larger of the
-// prefetch, 256, and a batch type's size), and so is the number of statements prepared.
-std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size_t want, bool aging, int& head) {
+// One statement takes about `wanted` ready jobs (the size below) and looks at one more without taking it: its level is
+// the best left beyond them (the head). It is locked like the others until the commit, so another host skips it
+// meanwhile. (A separate look for the head cost a scan over the index entries of every job just taken.) The size is
+// written into the statement, not passed: with LIMIT a parameter PostgreSQL planned the claim again at every call (a
+// custom plan each time: 1.2 ms per 1000 jobs, about a tenth of the writer's busy time with 50 slots); with it a
+// constant, each size is prepared once and its generic plan kept. So that few sizes are prepared, a claim of more than
+// 16 takes the largest of 16, 24, 32, 48, 64, 96, ... (powers of two and one and a half times them) that is not more
+// than `want`: the cache's target is "about", and the next refill brings the rest.
+std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size_t wanted, bool aging, int& head) {
     std::vector<JobRecord> rows;
     head = -2;
+    const auto want = claim_size(wanted);
     const auto n = std::to_string(want);
     auto r = writer_->run(
         q(("WITH picked AS MATERIALIZED (SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) "

@@ -66,7 +66,10 @@ struct PostgresOptions {
     std::chrono::milliseconds lease{30'000};  // a host silent this long is dead (stalled or cut off)
     std::chrono::milliseconds poll{1000};     // fallback look for work in case a notification was lost
     std::chrono::milliseconds liveness{1000}; // how often to look for dead hosts
-    std::size_t prefetch = 256;               // jobs per type reserved ahead into the cache, at most
+    // Jobs per type reserved ahead into the cache, at most (a host holds about what it starts in 100 ms). At 256, a
+    // host draining 60,000 jobs/s could not hold enough to cover one refill (2 ms) and its workers found the cache
+    // empty in a quarter of their claims; 1024 drained 15 to 20 % faster, paired runs on one machine.
+    std::size_t prefetch = 1024;
     std::size_t retain_done = 0;
     std::chrono::milliseconds retain_done_for{0};
     std::size_t retain_dead = 100'000;

@@ -13,12 +13,13 @@
 //     were, and for the host's drains what its own process spent: what bounds a drain on a machine this small.
 // Every drain, the host's and the bare loop's, starts from the same table: the backlog queued again and vacuumed.
 //
-//   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements] [--only-slots N]
+//   bench_postgres [backlog, default 100000] [rounds, default 3] [--statements] [--only-slots N] [--prefetch N]
 //
 // --statements: the server loads pg_stat_statements, and each drain prints what the database did for it (statements
 // by total time, with calls and rows per 1000 jobs, and the transactions that wrote; the statements that triggers run
 // are listed too, and their time is also inside the statement that fired them): where a host's time goes.
 // --only-slots N: only jobhost's drain with N slots, each round (to profile the host, e.g. under `perf record`).
+// --prefetch N: the host reserves at most N jobs per type ahead (PostgresOptions::prefetch), to compare settings.
 #include "bench_host.hpp"
 #include "log/log.hpp"
 #include "store/pg.hpp"
@@ -38,8 +39,10 @@ using namespace jobhost::bench;
 
 namespace {
 
+std::size_t prefetch_override = 0; // --prefetch N; 0: the store's default
 std::unique_ptr<store::PostgresStore> open_store(const std::string& url, const std::string& schema, bool host) {
     store::PostgresOptions o;
+    if (prefetch_override) o.prefetch = prefetch_override;
     o.url = url;
     o.schema = schema;
     o.host = host;
@@ -60,13 +63,15 @@ double fill(const std::string& url, const std::string& schema, std::size_t backl
     return rate;
 }
 
-// Each drain starts from the same table: the backlog queued again, and the dead rows of the drains before it vacuumed
-// away. (Without it each drain walked over the dead index entries its predecessors left at the head of the ready
-// index, as many as autovacuum happened to leave; the bare loops, which run last, paid the most: vacuuming first
-// raised them from 67,200 to 81,400 jobs/s on 1 connection and from 90,500 to 101,800 on 2, in runs an hour apart.)
+// Each drain starts from the same tables: the backlog queued again, and the dead rows of the drains before it vacuumed
+// away (jobs, and the start marks, counts and hosts that the host's drains write). (Without it each drain walked over
+// the dead index entries its predecessors left at the head of the ready index, as many as autovacuum happened to leave;
+// the bare loops, which run last, paid the most: vacuuming first raised them from 67,200 to 81,400 jobs/s on 1
+// connection and from 90,500 to 101,800 on 2, in runs an hour apart.)
 void refill(const std::string& url, const std::string& schema, std::size_t backlog, test::PgServer& server) {
     fill(url, schema, backlog);
-    server.psql("VACUUM ANALYZE " + schema + ".jobs");
+    server.psql("VACUUM ANALYZE " + schema + ".jobs, " + schema + ".running, " + schema + ".count_deltas, " + schema +
+                ".hosts");
 }
 
 // With --statements: what the database did since the last call (top statements by time, and the transactions that
@@ -256,6 +261,11 @@ int run(int argc, char** argv) {
     if (auto it = std::find(args.begin(), args.end(), "--only-slots"); it != args.end()) {
         if (it + 1 == args.end()) throw std::runtime_error("--only-slots needs a number of slots");
         only_slots = std::stoul(*(it + 1));
+        args.erase(it, it + 2);
+    }
+    if (auto it = std::find(args.begin(), args.end(), "--prefetch"); it != args.end()) {
+        if (it + 1 == args.end()) throw std::runtime_error("--prefetch needs a number of jobs");
+        prefetch_override = std::stoul(*(it + 1));
         args.erase(it, it + 2);
     }
     std::size_t backlog = args.size() > 0 ? std::stoul(args[0]) : 100000;
