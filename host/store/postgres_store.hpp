@@ -158,7 +158,7 @@ private:
         std::vector<std::int64_t> ids, attempts; // under marks_mutex_ while the group is open
         std::atomic<int> state{waiting};
     };
-    std::mutex marks_mutex_; // guards open_mark_group_, marking_ and the open group's ids
+    std::mutex marks_mutex_; // guards open_mark_group_, marking_ and the open group's ids and attempts
     std::shared_ptr<MarkGroup> open_mark_group_ = std::make_shared<MarkGroup>(); // runs join it
     bool marking_ = false;                                                       // a run is writing a group
     std::unique_ptr<pg::Connection> marks_; // used by the run that writes a group (marking_) only

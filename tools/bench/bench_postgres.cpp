@@ -132,8 +132,8 @@ struct Usage {
 Usage host_cost; // per job, of the last drain
 
 // What the whole machine spent (every process: the host, the server's backends, its WAL writer, the bench itself),
-// from /proc/stat: the CPU a drain costs per job, and how busy the cores were. On a machine this small the bare loop
-// on 2 connections keeps both cores busy, so a drain that spends more CPU per job than it cannot keep up with it.
+// from /proc/stat: the CPU a drain costs per job, and how busy the cores were. On a machine with few cores, CPU per job
+// bounds a drain: with every core busy, it can start no more jobs a second than the cores' time divided by it.
 struct Machine {
     double busy_us = 0;
     double total_us = 0;
@@ -280,15 +280,19 @@ int run(int argc, char** argv) {
     }
     auto url = server.url();
 
-    std::vector<double> fills, two, fifty, bare1, bare2, marked;
-    // the whole machine's CPU per job (us) and busy share, for each drain of each round
-    std::vector<double> cpu_two, cpu_fifty, cpu_bare1, cpu_bare2, cpu_marked;
-    std::vector<double> busy_two, busy_fifty, busy_bare1, busy_bare2, busy_marked;
-    std::vector<double> host_two, host_fifty; // of which the host's process (every thread), per job
-    auto keep = [](std::vector<double>& cpu, std::vector<double>& busy) {
-        cpu.push_back(machine_cost.us_per_job);
-        busy.push_back(machine_cost.busy);
+    // Each drain's figures, one per round: jobs/s, the whole machine's CPU per job (us) and busy share, and for the
+    // host's drains its own process's CPU per job.
+    struct Series {
+        std::vector<double> rate, cpu, busy, host;
+        void add(double r, bool is_host = false) {
+            rate.push_back(r);
+            cpu.push_back(machine_cost.us_per_job);
+            busy.push_back(machine_cost.busy);
+            if (is_host) host.push_back(host_cost.cpu_us);
+        }
     };
+    std::vector<double> fills;
+    Series two, fifty, bare1, bare2, marked;
     double bytes_per_job = 0;
     for (int i = 0; i < rounds; ++i) {
         std::string schema = "bench_" + std::to_string(i);
@@ -306,69 +310,63 @@ int run(int argc, char** argv) {
                 machine_cost.us_per_job, machine_cost.busy * 100);
             continue;
         }
-        two.push_back(drain(url, schema, backlog, 2));
-        keep(cpu_two, busy_two);
-        host_two.push_back(host_cost.cpu_us);
+        two.add(drain(url, schema, backlog, 2), true);
         refill(url, schema, backlog, server);
-        fifty.push_back(drain(url, schema, backlog, 50));
-        keep(cpu_fifty, busy_fifty);
-        host_fifty.push_back(host_cost.cpu_us);
+        fifty.add(drain(url, schema, backlog, 50), true);
         refill(url, schema, backlog, server);
-        bare1.push_back(bare_drain(url, schema, backlog, 1));
-        keep(cpu_bare1, busy_bare1);
+        bare1.add(bare_drain(url, schema, backlog, 1));
         refill(url, schema, backlog, server);
-        bare2.push_back(bare_drain(url, schema, backlog, 2));
-        keep(cpu_bare2, busy_bare2);
+        bare2.add(bare_drain(url, schema, backlog, 2));
         refill(url, schema, backlog, server);
-        marked.push_back(bare_drain(url, schema, backlog, 2, true));
-        keep(cpu_marked, busy_marked);
+        marked.add(bare_drain(url, schema, backlog, 2, true));
         std::printf("round %d: enqueue %.0f/s, jobhost 2 slots %.0f/s, 50 slots %.0f/s, bare 1 connection %.0f/s, "
                     "2 connections %.0f/s, marking each job %.0f/s\n",
-                    i + 1, fills.back(), two.back(), fifty.back(), bare1.back(), bare2.back(), marked.back());
+                    i + 1, fills.back(), two.rate.back(), fifty.rate.back(), bare1.rate.back(), bare2.rate.back(),
+                    marked.rate.back());
     }
     if (only_slots > 0) return 0;
-    double bare = std::max(median(bare1), median(bare2));
+    double bare = std::max(median(bare1.rate), median(bare2.rate));
     std::printf("\nPostgreSQL, %zu no-op jobs queued before the host starts, medians of %d rounds:\n", backlog, rounds);
     std::printf("  enqueue (by 1000, as --jsonl)      %9.0f jobs/s\n", median(fills));
-    std::printf("  jobhost drain, 2 slots              %9.0f jobs/s   %.2f x bare\n", median(two), median(two) / bare);
-    std::printf("  jobhost drain, 50 slots             %9.0f jobs/s   %.2f x bare\n", median(fifty),
-                median(fifty) / bare);
-    std::printf("  bare libpq claim 100 + delete, 1 conn %7.0f jobs/s\n", median(bare1));
-    std::printf("  bare libpq claim 100 + delete, 2 conns %6.0f jobs/s\n", median(bare2));
+    std::printf("  jobhost drain, 2 slots              %9.0f jobs/s   %.2f x bare\n", median(two.rate),
+                median(two.rate) / bare);
+    std::printf("  jobhost drain, 50 slots             %9.0f jobs/s   %.2f x bare\n", median(fifty.rate),
+                median(fifty.rate) / bare);
+    std::printf("  bare libpq claim 100 + delete, 1 conn %7.0f jobs/s\n", median(bare1.rate));
+    std::printf("  bare libpq claim 100 + delete, 2 conns %6.0f jobs/s\n", median(bare2.rate));
     std::printf("  bare, and a start mark per job, 2 conns %5.0f jobs/s   (jobhost 2 slots: %.2f x this)\n",
-                median(marked), median(two) / median(marked));
+                median(marked.rate), median(two.rate) / median(marked.rate));
     std::printf("  on disk per pending job             %9.0f bytes (table, indexes, TOAST)\n", bytes_per_job);
     // What each drain cost the whole machine: with every core busy, jobs/s can be no more than the cores' time
     // divided by the CPU a job costs.
     const double cores = static_cast<double>(::sysconf(_SC_NPROCESSORS_ONLN));
     std::printf("  CPU of the whole machine per job (%.0f cores), medians; and the most that CPU allows:\n", cores);
-    auto cpu_line = [&](const char* what, const std::vector<double>& cpu, const std::vector<double>& busy,
-                        const std::vector<double>* host = nullptr) {
-        std::printf("    %-34s %6.1f us, cores %3.0f %% busy; at most %7.0f jobs/s", what, median(cpu),
-                    median(busy) * 100, cores * 1e6 / median(cpu));
-        if (host) std::printf("   (the host's process: %.1f us)", median(*host));
+    auto cpu_line = [&](const char* what, const Series& d) {
+        std::printf("    %-34s %6.1f us, cores %3.0f %% busy; at most %7.0f jobs/s", what, median(d.cpu),
+                    median(d.busy) * 100, cores * 1e6 / median(d.cpu));
+        if (!d.host.empty()) std::printf("   (the host's process: %.1f us)", median(d.host));
         std::printf("\n");
     };
-    cpu_line("jobhost drain, 2 slots", cpu_two, busy_two, &host_two);
-    cpu_line("jobhost drain, 50 slots", cpu_fifty, busy_fifty, &host_fifty);
-    cpu_line("bare loop, 1 connection", cpu_bare1, busy_bare1);
-    cpu_line("bare loop, 2 connections", cpu_bare2, busy_bare2);
-    cpu_line("bare loop marking each job", cpu_marked, busy_marked);
+    cpu_line("jobhost drain, 2 slots", two);
+    cpu_line("jobhost drain, 50 slots", fifty);
+    cpu_line("bare loop, 1 connection", bare1);
+    cpu_line("bare loop, 2 connections", bare2);
+    cpu_line("bare loop marking each job", marked);
     // The machine is noisy: the bare loop moves between rounds, so each round's drains are also compared with the
     // bare loop of that same round.
     auto paired = [&](const std::vector<double>& host, const char* what) {
         std::vector<double> ratios;
         std::string each;
         for (std::size_t i = 0; i < host.size(); ++i) {
-            ratios.push_back(host[i] / std::max(bare1[i], bare2[i]));
+            ratios.push_back(host[i] / std::max(bare1.rate[i], bare2.rate[i]));
             char buf[16];
             std::snprintf(buf, sizeof buf, "%s%.2f", i ? ", " : "", ratios.back());
             each += buf;
         }
         std::printf("  %s / bare of the same round: median %.2f (%s)\n", what, median(ratios), each.c_str());
     };
-    paired(two, "jobhost 2 slots ");
-    paired(fifty, "jobhost 50 slots");
+    paired(two.rate, "jobhost 2 slots ");
+    paired(fifty.rate, "jobhost 50 slots");
     return 0;
 }
 
