@@ -550,7 +550,7 @@ bool Executor::tick(const std::string& type, store::TimePoint tick_at) {
     return false;
 }
 
-bool Executor::claim(Claimed& c) {
+bool Executor::claim(Claimed& c, bool after_run) {
     thread_local store::ClaimRequest req;
     thread_local std::vector<Lane*> lanes;
     thread_local std::vector<std::uint64_t> gens;
@@ -583,6 +583,7 @@ bool Executor::claim(Claimed& c) {
     req.lease_expiry = req.now + options_.lease;
     req.aging = options_.aging;
     req.take = [](std::size_t i) { return lanes[i]->try_take(); };
+    req.after_run = after_run;
     auto result = store_.claim(req);
     // nothing claimable until an enqueue, a retry, a due timer or a store wakeup moves work_gen on
     for (Lane* l : lanes) // written only where set: no store to every lane's cache line on each claim
@@ -652,9 +653,10 @@ void Executor::signal_work() {
 
 void Executor::worker() {
     Claimed c;
-    for (;;) { // searching_ counts this worker on entry to each round
+    bool after_run = false; // this worker has just ended a run (see ClaimRequest::after_run)
+    for (;;) {              // searching_ counts this worker on entry to each round
         auto pokes = pokes_.load();
-        bool got = dispatching_.load() && claim(c);
+        bool got = dispatching_.load() && claim(c, after_run);
         if (!got) {
             idle_workers_.fetch_add(1);
             searching_.fetch_sub(1);
@@ -676,6 +678,7 @@ void Executor::worker() {
         run_batch(c.jobs, *c.lane, *c.view);
         c.view.reset(); // an old version's last run lets go of it here
         finished_run(*c.lane);
+        after_run = true;
         searching_.fetch_add(1);
     }
 }

@@ -179,7 +179,7 @@ private:
         bool more = false;      // the store has more claimable now
         bool held_back = false; // the store held work back for a refill under way
     };
-    bool claim(Claimed& out);
+    bool claim(Claimed& out, bool after_run);
     bool any_work() const;
     void worker();
     void wake_one();

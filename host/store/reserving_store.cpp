@@ -283,6 +283,10 @@ void ReservingStore::request_refill_locked(TypeRef ref, bool better_waiting) {
         c.claimed = 0;
         c.window_start = now;
     }
+    if (c.starved) { // claims went without while a refill was under way, and the database had more: too few
+        c.target = std::min(std::max(c.target * 2, c.at_least), std::max<std::size_t>(prefetch_, c.at_least));
+        c.starved = false;
+    }
     std::size_t want = c.target > c.size ? c.target - c.size : 0;
     if (better_waiting) want = std::max(want, c.target); // the file has a better job than the cache: fetch it
     if (want == 0) return;
@@ -308,6 +312,7 @@ void ReservingStore::request_refill_locked(TypeRef ref, bool better_waiting) {
             c.maybe_in_db = *head != -2;
             c.db_head_level = *head;
             c.refill_pending = false;
+            c.last_refill_left_more = *head != -2;
         }
         wake_after_batch_ = true;
     };
@@ -357,6 +362,7 @@ look_again:
         if (c.maybe_in_db && (c.size < c.target / 2 + 1 || better_in_db)) request_refill_locked(ref, better_in_db);
         if (c.refill_pending && (!head || better_in_db)) pending_level = std::max(pending_level, in_db);
         if (!head) { // a refill, if one is under way, wakes the executor when it brings jobs
+            if (r.after_run && c.refill_pending && c.last_refill_left_more) c.starved = true;
             (c.refill_pending ? result.waiting : result.exhausted).push_back(i);
             continue;
         }

@@ -7,10 +7,14 @@
 // rolls back); enqueues wait for the commit, outcomes and refills do not.
 //
 // Reservations. How many jobs of a type a host holds ahead follows demand: it starts at 2 per type, follows what this
-// host started of the type in about 100 ms (measured since the last refill), never below a whole batch, and is capped
-// by `prefetch`. So a host that runs long jobs holds about what it runs, and leaves the rest to other hosts. A claim
-// never passes over a job that a refill under way may bring, if that job may be better (the engine says the best
-// level left in the database after each refill); the refill's wakeup claims again.
+// host started of the type in about 100 ms (measured over at least 50 ms), never below a whole batch, and is capped
+// by `prefetch`. So a host that runs long jobs holds about what it runs, and leaves the rest to other hosts. A burst of
+// short jobs grows it faster: while workers that have just ended a run find the cache empty with a refill under way,
+// and the last refill left more in the database, each refill doubles it (up to the cap), so a host reaches full pace
+// within about ten refills (a few ms) rather than after a 50 ms window or two. Idle workers taking their first job do
+// not count (a host whose slots fill with long jobs would otherwise hold as many again ahead). A claim never passes
+// over a job that a refill under way may bring, if that job may be better (the engine says the best level left in the
+// database after each refill); the refill's wakeup claims again.
 //
 // Lock order: cache_mutex_ before queue_mutex_; wakeup_mutex_ is taken alone. cache_mutex_ guards refs_, names_ and
 // caches_; queue_mutex_ guards queue_, stopping_ and poked_; wakeup_mutex_ guards wakeup_. Members marked "writer"
@@ -76,6 +80,11 @@ protected:
         std::size_t at_least = 2; // a whole batch, for a batch type
         std::size_t claimed = 0;  // jobs claimed since window_start: the demand that sizes `target`
         TimePoint window_start{};
+        // A worker that had just ended a run (ClaimRequest::after_run) found the cache empty while a refill was under
+        // way, and the last refill left ready jobs in the database: the target is too small for this host's pace (a
+        // burst of short jobs). The next refill doubles it.
+        bool starved = false;
+        bool last_refill_left_more = false;
         // The level of the best ready job in the database beyond the cache (-1: not known; -2: none), as of the last
         // refill or the last look after another process wrote.
         int db_head_level = -1;

@@ -66,6 +66,10 @@ struct ClaimRequest {
     // executor reserves a run slot of that type's lane here, so that concurrency limits hold without a lock of its
     // own. On false the store passes over that type and looks again. Unset: every type may be taken.
     std::function<bool(std::size_t)> take;
+    // The claiming worker has just ended a run. A claim of such a worker that finds nothing while a refill is under
+    // way means the host ends runs faster than its refills bring jobs (a burst of short jobs), so an engine that holds
+    // jobs ahead may hold more; the first claims of idle workers do not (slots filling up with long jobs).
+    bool after_run = false;
 };
 
 // How a run ended, as the executor reports it.
