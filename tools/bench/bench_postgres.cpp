@@ -18,7 +18,8 @@
 // --statements: the server loads pg_stat_statements, and each drain prints what the database did for it (statements
 // by total time, with calls and rows per 1000 jobs, and the transactions that wrote; the statements that triggers run
 // are listed too, and their time is also inside the statement that fired them): where a host's time goes.
-// --only-slots N: only jobhost's drain with N slots, each round (to profile the host, e.g. under `perf record`).
+// --only-slots N: only jobhost's drain with N slots, each round (to profile the host, e.g. under `perf record`), and
+// what each of the server's processes spent during it (the host's writer, its marks, the WAL writer, ...).
 // --prefetch N: the host reserves at most N jobs per type ahead (PostgresOptions::prefetch), to compare settings.
 #include "bench_host.hpp"
 #include "log/log.hpp"
@@ -31,7 +32,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <sstream>
 
 using namespace jobhost;
@@ -131,6 +136,67 @@ struct Usage {
 };
 Usage host_cost; // per job, of the last drain
 
+// What each of the server's processes spent during a drain (--only-slots): CPU per job and the share of one core,
+// by application_name for client backends (the host's writer "jobhost", its "jobhost marks", ...) and by backend type
+// for the others (walwriter, ...): which of them bounds the drain. From /proc/<pid>/stat (clock ticks), read for every
+// process named postgres when the drain starts (a scan of /proc: about a millisecond, while the host already runs)
+// and named from pg_stat_activity once it ended.
+struct ServerProcesses {
+    std::map<int, double> before_us; // pid -> CPU
+    std::map<std::string, double> spent_us;
+    static double cpu_us(int pid, std::string* comm = nullptr) {
+        std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+        std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        auto open = text.find('('), close = text.rfind(')'); // the command may hold spaces
+        if (open == std::string::npos || close == std::string::npos) return -1;
+        if (comm) *comm = text.substr(open + 1, close - open - 1);
+        std::istringstream f(text.substr(close + 2));
+        std::string field;
+        double utime = 0, stime = 0;
+        for (int i = 3; i <= 15 && f >> field; ++i) { // fields 14 and 15: utime, stime
+            if (i == 14) utime = std::stod(field);
+            if (i == 15) stime = std::stod(field);
+        }
+        return (utime + stime) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
+    void start() {
+        before_us.clear();
+        for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+            auto name = e.path().filename().string();
+            if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+            std::string comm;
+            int pid = std::stoi(name);
+            double us = cpu_us(pid, &comm);
+            if (us >= 0 && comm == "postgres") before_us[pid] = us;
+        }
+    }
+    void finish(test::PgServer& server) {
+        spent_us.clear();
+        std::istringstream in(server.psql("SELECT pid, CASE WHEN backend_type = 'client backend' THEN "
+                                          "coalesce(nullif(application_name, ''), 'client') ELSE backend_type END "
+                                          "FROM pg_stat_activity WHERE pid <> pg_backend_pid()"));
+        for (std::string line; std::getline(in, line);) {
+            auto bar = line.find('|');
+            if (bar == std::string::npos) continue;
+            int pid = std::stoi(line.substr(0, bar));
+            auto it = before_us.find(pid);
+            double now = cpu_us(pid);
+            if (it != before_us.end() && now >= 0) spent_us[line.substr(bar + 1)] += now - it->second;
+        }
+    }
+    void print(std::size_t jobs, double secs) const {
+        std::printf("  the server's processes per job:");
+        for (const auto& [name, us] : spent_us)
+            if (us > 0)
+                std::printf(" %s %.1f us (%.0f %% of a core);", name.c_str(), us / static_cast<double>(jobs),
+                            us / (secs * 1e6) * 100);
+        std::printf("\n");
+    }
+};
+ServerProcesses server_processes; // with --only-slots
+test::PgServer* only_server = nullptr;
+double last_drain_secs = 0;
+
 // What the whole machine spent (every process: the host, the server's backends, its WAL writer, the bench itself),
 // from /proc/stat: the CPU a drain costs per job, and how busy the cores were. On a machine with few cores, CPU per job
 // bounds a drain: with every core busy, it can start no more jobs a second than the cores' time divided by it.
@@ -169,6 +235,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         // each host loads a private copy of the plugin, so its run counter starts at 0 (reading it after the start
         // would miss the jobs run meanwhile)
         std::uint64_t before = 0;
+        if (only_server) server_processes.start();
         auto usage = Usage::now();
         auto machine = Machine::now();
         auto start = Clock::now();
@@ -186,6 +253,8 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         std::size_t pending = backlog;
         while ((pending = pending_now()) > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         double secs = std::chrono::duration<double>(Clock::now() - start).count();
+        last_drain_secs = secs;
+        if (only_server) server_processes.finish(*only_server);
         std::uint64_t ran = host.runs() - before;
         if (ran != backlog)
             throw std::runtime_error("drain: the store says " + std::to_string(backlog) +
@@ -279,6 +348,7 @@ int run(int argc, char** argv) {
         statements.server = &server;
     }
     auto url = server.url();
+    if (only_slots > 0) only_server = &server;
 
     // Each drain's figures, one per round: jobs/s, the whole machine's CPU per job (us) and busy share, and for the
     // host's drains its own process's CPU per job.
@@ -308,6 +378,7 @@ int run(int argc, char** argv) {
                 "%.3f page faults; the whole machine per job: %.1f us of CPU (%.0f %% busy)\n",
                 i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches, host_cost.faults,
                 machine_cost.us_per_job, machine_cost.busy * 100);
+            server_processes.print(backlog, last_drain_secs);
             continue;
         }
         two.add(drain(url, schema, backlog, 2), true);
