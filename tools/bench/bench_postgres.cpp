@@ -37,6 +37,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <sstream>
 
 using namespace jobhost;
@@ -135,6 +136,9 @@ struct Usage {
     }
 };
 Usage host_cost; // per job, of the last drain
+// The pace of a host's drain in its first 50 ms, as a share of its pace over the whole drain (of the last drain): how
+// fast a host gets going on a backlog (it used to take 140 ms to reach full pace with 50 slots).
+double start_share = 0;
 
 // What each of the server's processes spent during a drain (--only-slots): CPU per job and the share of one core,
 // by application_name for client backends (the host's writer "jobhost", its "jobhost marks", ...) and by backend type
@@ -246,8 +250,11 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
             for (const auto& [type, c] : s->counts()) n += c.pending();
             return n;
         };
+        std::optional<std::pair<double, std::uint64_t>> first; // (seconds, runs) when 50 ms had passed
         for (int i = 1; host.runs() - before < backlog; ++i) { // (a lost run would stop it: then the check says so)
             std::this_thread::sleep_for(std::chrono::microseconds(500));
+            if (auto t = Clock::now() - start; !first && t >= std::chrono::milliseconds(50))
+                first.emplace(std::chrono::duration<double>(t).count(), host.runs() - before);
             if (i % 2000 == 0 && pending_now() == 0) break;
         }
         std::size_t pending = backlog;
@@ -260,6 +267,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
             throw std::runtime_error("drain: the store says " + std::to_string(backlog) +
                                      " jobs drained but the plugin ran " + std::to_string(ran));
         rate = static_cast<double>(backlog) / secs;
+        start_share = first ? static_cast<double>(first->second) / first->first / rate : 1.0;
         machine_cost = machine_since(machine, backlog);
         auto after = Usage::now();
         host_cost = {(after.cpu_us - usage.cpu_us) / static_cast<double>(backlog),
@@ -353,12 +361,13 @@ int run(int argc, char** argv) {
     // Each drain's figures, one per round: jobs/s, the whole machine's CPU per job (us) and busy share, and for the
     // host's drains its own process's CPU per job.
     struct Series {
-        std::vector<double> rate, cpu, busy, host;
+        std::vector<double> rate, cpu, busy, host, start;
         void add(double r, bool is_host = false) {
             rate.push_back(r);
             cpu.push_back(machine_cost.us_per_job);
             busy.push_back(machine_cost.busy);
             if (is_host) host.push_back(host_cost.cpu_us);
+            if (is_host) start.push_back(start_share);
         }
     };
     std::vector<double> fills;
@@ -375,9 +384,10 @@ int run(int argc, char** argv) {
             double rate = drain(url, schema, backlog, only_slots);
             std::printf(
                 "round %d: jobhost %zu slots %.0f jobs/s; the host per job: %.1f us of CPU, %.2f context switches, "
-                "%.3f page faults; the whole machine per job: %.1f us of CPU (%.0f %% busy)\n",
+                "%.3f page faults; the whole machine per job: %.1f us of CPU (%.0f %% busy); its first 50 ms at %.2f "
+                "of its pace\n",
                 i + 1, only_slots, rate, host_cost.cpu_us, host_cost.switches, host_cost.faults,
-                machine_cost.us_per_job, machine_cost.busy * 100);
+                machine_cost.us_per_job, machine_cost.busy * 100, start_share);
             server_processes.print(backlog, last_drain_secs);
             continue;
         }
@@ -436,6 +446,9 @@ int run(int argc, char** argv) {
         }
         std::printf("  %s / bare of the same round: median %.2f (%s)\n", what, median(ratios), each.c_str());
     };
+    std::printf("  a host's drain in its first 50 ms, against its pace over the whole drain (medians): 2 slots %.2f, "
+                "50 slots %.2f\n",
+                median(two.start), median(fifty.start));
     paired(two.rate, "jobhost 2 slots ");
     paired(fifty.rate, "jobhost 50 slots");
     return 0;
