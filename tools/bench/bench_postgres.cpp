@@ -261,7 +261,6 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         while ((pending = pending_now()) > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         double secs = std::chrono::duration<double>(Clock::now() - start).count();
         last_drain_secs = secs;
-        if (only_server) server_processes.finish(*only_server);
         std::uint64_t ran = host.runs() - before;
         if (ran != backlog)
             throw std::runtime_error("drain: the store says " + std::to_string(backlog) +
@@ -273,6 +272,7 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
         host_cost = {(after.cpu_us - usage.cpu_us) / static_cast<double>(backlog),
                      (after.switches - usage.switches) / static_cast<double>(backlog),
                      (after.faults - usage.faults) / static_cast<double>(backlog)};
+        if (only_server) server_processes.finish(*only_server); // (after the machine's figures: it starts psql)
     }
     statements.print(("a drain with " + std::to_string(slots) + " slots").c_str(), backlog);
     s->close();
@@ -366,8 +366,9 @@ int run(int argc, char** argv) {
             rate.push_back(r);
             cpu.push_back(machine_cost.us_per_job);
             busy.push_back(machine_cost.busy);
-            if (is_host) host.push_back(host_cost.cpu_us);
-            if (is_host) start.push_back(start_share);
+            if (!is_host) return;
+            host.push_back(host_cost.cpu_us);
+            start.push_back(start_share);
         }
     };
     std::vector<double> fills;
