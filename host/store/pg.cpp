@@ -140,4 +140,50 @@ Result Connection::run(const std::string& sql, const Params& params) {
     return r;
 }
 
+void Connection::enter_pipeline() {
+    if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF && PQenterPipelineMode(conn_) != 1)
+        throw error("cannot enter pipeline mode: ");
+}
+
+void Connection::send(const std::string& sql, const Params& params) {
+    auto it = prepared_.find(sql);
+    if (it == prepared_.end())
+        throw Error("a statement was sent in pipeline mode without being prepared first", "", false);
+    auto values = pointers(params);
+    if (PQsendQueryPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr,
+                            0) != 1)
+        throw error("could not send a statement: ");
+}
+
+void Connection::flush() {
+    if (PQflush(conn_) != 0) throw error("could not send to the server: "); // blocking: 0 once all is written
+}
+
+void Connection::sync() {
+    if (PQpipelineSync(conn_) != 1) throw error("could not send to the server: ");
+    flush();
+    std::optional<Error> first;
+    bool after_end = false; // PQgetResult gives null after each statement's answer; two in a row: nothing is coming
+    for (;;) {
+        PGresult* raw = PQgetResult(conn_);
+        if (!raw) {
+            if (first) throw *first;
+            if (after_end || !ok()) throw error("the PostgreSQL connection was lost: ");
+            after_end = true;
+            continue;
+        }
+        after_end = false;
+        Result r(raw);
+        auto status = PQresultStatus(raw);
+        if (status == PGRES_PIPELINE_SYNC) break;
+        if (status == PGRES_PIPELINE_ABORTED || first) continue; // skipped after an error
+        try {
+            check(r);
+        } catch (const Error& e) {
+            first = e;
+        }
+    }
+    if (first) throw *first;
+}
+
 } // namespace jobhost::store::pg

@@ -82,6 +82,16 @@ public:
     Result exec(const std::string& sql);
     // Runs a statement, prepared once per connection.
     Result run(const std::string& sql, const Params& params = {});
+    // Prepares a statement once per connection (run() does it itself); returns its name.
+    const std::string& prepare(const std::string& sql);
+
+    // Pipeline mode: statements are sent without waiting for their answers, which the server keeps until sync().
+    // Only statements prepared before enter_pipeline() may be sent.
+    void enter_pipeline();
+    void send(const std::string& sql, const Params& params = {}); // into libpq's buffer
+    void flush();                                                 // that buffer into the socket, all of it
+    // Asks for the answers of everything sent, reads them, and throws the first error among them.
+    void sync();
 
     bool ok() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
     int socket() const { return PQsocket(conn_); }
@@ -92,7 +102,6 @@ public:
 
 private:
     explicit Connection(PGconn* c) : conn_(c) {}
-    const std::string& prepare(const std::string& sql);
     PGconn* conn_ = nullptr;
     std::unordered_map<std::string, std::string> prepared_; // sql -> statement name
 };

@@ -8,15 +8,20 @@
 // for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
 //
 // Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own
-// (asynchronous commit, statement prepared once; the row holds what the host claimed, id and attempt, so the statement
-// reads nothing of jobs) and calls the plugin once the server answered. Marks are
-// group-committed: runs that start while a group is being written form the next group, one statement and one round
-// trip for all of them. (Not waiting was tried: a backend whose client died stops at its next reply and drops the
-// marks it had not applied, so a killed host's last runs went uncharged.) The job's own row stays "held" (state 2):
-// a mark never waits on the job's row lock, and costs no index change on jobs. A host killed between the answer and
-// the plugin call is charged a run that did not start (the safe side, by one). Only a crash of the database server
-// itself loses marks (an unlogged table is emptied then): those jobs go back uncharged. (Two connections writing
-// groups at once were tried, so that 2 slots would not wait on each other: no gain at 2 slots, less at 50.)
+// (asynchronous commit, pipeline mode, statements prepared once; the row holds what the host claimed, id and attempt,
+// so the statement reads nothing of jobs) and calls the plugin once the row's transaction is in the server's socket,
+// without waiting for the answer: the server applies what its socket holds before it sees the connection close, and
+// the host counts as alive until then (that connection holds the host's lock), so a host killed in a job is charged
+// exactly the runs it started. The server must never have an answer to write meanwhile (one it cannot deliver to a
+// dead host ends the session, and what its socket still holds is dropped), so answers are read only every 64 marks,
+// before any further mark is sent (see begin_run). (Waiting for each answer, as before, cost every run a round trip:
+// 2 slots drained a backlog at about 0.45 of the bare loop.) Marks are group-committed: runs that start while a group
+// is written form the next group, one transaction for all of them. The job's own row stays "held" (state 2): a mark
+// never waits on the job's row lock, and costs no index change on jobs. A host killed between the send and the plugin
+// call is charged a run that did not start (the safe side, by one). A mark is lost, and its run goes back uncharged,
+// only when the server never gets it (the host's machine or network fails within a moment of the start), when the
+// server holds it back for longer than the lease, or when the database server itself crashes (an unlogged table is
+// emptied then).
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
@@ -156,12 +161,21 @@ private:
     struct MarkGroup {
         enum : int { waiting = 0, write_me = 1, done = 2 };
         std::vector<std::int64_t> ids, attempts; // under marks_mutex_ while the group is open
+        bool sync = false;                       // a flush() waits for it: read every answer up to this group
         std::atomic<int> state{waiting};
     };
-    std::mutex marks_mutex_; // guards open_mark_group_, marking_ and the open group's ids and attempts
+    // Writes `jobs`' marks, and with `sync` waits until the server applied them (and every mark before them).
+    void mark(std::span<const JobRecord> jobs, bool sync);
+    void write_marks(MarkGroup& group); // by the run that writes the group (marking_)
+    std::mutex marks_mutex_; // guards open_mark_group_, marking_, last_group_runs_ and the open group's ids, attempts
     std::shared_ptr<MarkGroup> open_mark_group_ = std::make_shared<MarkGroup>(); // runs join it
     bool marking_ = false;                                                       // a run is writing a group
-    std::unique_ptr<pg::Connection> marks_; // used by the run that writes a group (marking_) only
+    std::size_t last_group_runs_ = 0; // under marks_mutex_: how many runs the last group written marked
+    // Used by the run that writes a group (marking_) only: the connection (pipeline mode), the groups sent since the
+    // last sync, and what they marked (sent again on a new connection if this one fails before its sync).
+    std::unique_ptr<pg::Connection> marks_;
+    std::size_t marks_unsynced_ = 0;
+    std::vector<std::int64_t> unapplied_ids_, unapplied_attempts_;
     std::string mark_sql_;
 
     struct Io;

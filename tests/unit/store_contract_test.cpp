@@ -2,6 +2,7 @@
 // host run where an engine has them: SQLite and PostgreSQL, with real processes that die holding jobs. PostgreSQL
 // runs on a server of the suite's own (tests/support/pg_server.hpp), one schema per test.
 #include "store/memory_store.hpp"
+#include "store/pg.hpp"
 #include "store/postgres_store.hpp"
 #include "store/sqlite_store.hpp"
 
@@ -12,6 +13,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -670,6 +672,80 @@ TEST_CASE_TEMPLATE("a job that crashes its host every time is charged each crash
         CHECK(dead[0].errors[i].attempt == i + 1);
         CHECK(dead[0].errors[i].message.find("the host died while this job was running") == 0);
     }
+    s->close();
+}
+
+// PostgreSQL: a run waits only until its start mark is in the server's socket, not until the server applied it. A
+// host killed while the server has not yet applied its marks (here they wait behind a lock) is still charged exactly
+// the runs it started: the server applies what its socket holds before it sees the connection close, and the host
+// counts as alive until then. Before, each run waited for its mark's answer (here: the first run would wait for the
+// lock, and the others never start); marks sent with a Sync each were lost (the server ends a session it cannot
+// answer, and drops what its socket still holds).
+TEST_CASE("PostgreSQL: a host killed before the server applied its start marks is charged every run it started") {
+    PostgresContract e;
+    {
+        auto s = e.open(false);
+        s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3"), job("a", "4")});
+        s->close();
+    }
+    int to_child[2], to_parent[2];
+    REQUIRE(::pipe(to_child) == 0);
+    REQUIRE(::pipe(to_parent) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) { // a host that reserves all 4, is told to go, starts 3 runs one at a time, and waits to be killed
+        ::close(to_child[1]);
+        ::close(to_parent[0]);
+        std::string why;
+        auto s = e.try_open(true, why);
+        if (!s) ::_exit(3);
+        auto got = claim_all(*s, "a", 4);
+        char c = static_cast<char>(got.size());
+        if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1) ::_exit(5);
+        for (std::size_t i = 0; i < 3 && i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+        [[maybe_unused]] auto n = ::write(to_parent[1], "b", 1);
+        ::pause();
+        ::_exit(4);
+    }
+    ::close(to_child[0]);
+    ::close(to_parent[1]);
+    auto read_within = [&](char& c, int ms) {
+        pollfd p{to_parent[0], POLLIN, 0};
+        return ::poll(&p, 1, ms) == 1 && ::read(to_parent[0], &c, 1) == 1;
+    };
+    char c = 0;
+    REQUIRE(read_within(c, 20000));
+    REQUIRE(c == 4);
+    auto blocker = store::pg::Connection::open(e.url); // holds every mark up until it commits
+    blocker->exec("BEGIN; LOCK TABLE " + e.schema + ".running IN EXCLUSIVE MODE");
+    REQUIRE(::write(to_child[1], "g", 1) == 1);
+    bool begun = read_within(c, 5000);
+    CHECK_MESSAGE(begun, "the runs waited for the server to apply their start marks");
+    std::this_thread::sleep_for(100ms);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running") == "0"); // not applied when it died
+    blocker->exec("COMMIT");
+    auto s = e.open();
+    std::vector<store::JobRecord> jobs;
+    auto until = std::chrono::steady_clock::now() + 10s;
+    do { // the host is rescued once the server applied the marks and closed the session (a live host looks each second)
+        std::this_thread::sleep_for(100ms);
+        jobs = s->list({"a", std::nullopt, 10});
+    } while (std::chrono::steady_clock::now() < until &&
+             std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j.state != JobState::ready; }));
+    REQUIRE(jobs.size() == 4);
+    int charged = 0;
+    for (const auto& j : jobs) {
+        CHECK(j.state == JobState::ready);
+        if (j.attempt == 0) continue;
+        ++charged;
+        CHECK(j.attempt == 1);
+        REQUIRE(j.errors.size() == 1);
+        CHECK(j.errors[0].message.find("the host died while this job was running (host ") == 0);
+    }
+    CHECK(charged == 3);
     s->close();
 }
 
