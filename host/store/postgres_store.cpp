@@ -165,6 +165,10 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             // run on the pages the writer was changing (2 slots drained about 6 % faster without it)
             store->mark_sql_ = store->q("INSERT INTO {s}.running (id, owner, attempt) SELECT u.id, $2, u.attempt FROM "
                                         "unnest($1::int8[], $3::int8[]) AS u(id, attempt)");
+            // one run's mark (a host with few slots often starts runs one at a time): measured alone, the server spent
+            // 7.3 to 8.0 us a mark with it (BEGIN, INSERT, COMMIT) against 8.8 to 9.5 with one-element arrays
+            store->mark_one_sql_ =
+                store->q("INSERT INTO {s}.running (id, owner, attempt) VALUES ($1::int8, $2, $3::int)");
             store->open_marks();
             store->io_ = std::make_unique<Io>();
             store->io_thread_ = std::thread([s = store.get()] { s->io_loop(); });
@@ -778,6 +782,7 @@ void PostgresStore::open_marks() {
     hold_lock(*marks_);
     for (const auto* sql : {"BEGIN", "COMMIT"}) marks_->prepare(sql);
     marks_->prepare(mark_sql_);
+    marks_->prepare(mark_one_sql_);
     marks_->enter_pipeline();
     marks_unsynced_ = 0;
 }
@@ -883,8 +888,11 @@ void PostgresStore::write_marks(MarkGroup& group) {
         const auto& attempts = fresh ? unapplied_attempts_ : group.attempts;
         if (!ids.empty()) {
             marks_->send("BEGIN");
-            marks_->send(mark_sql_,
-                         pg::Params().add(pg::int_array(ids)).add(options_.owner).add(pg::int_array(attempts)));
+            if (ids.size() == 1)
+                marks_->send(mark_one_sql_, pg::Params().add(ids[0]).add(options_.owner).add(attempts[0]));
+            else
+                marks_->send(mark_sql_,
+                             pg::Params().add(pg::int_array(ids)).add(options_.owner).add(pg::int_array(attempts)));
             marks_->send("COMMIT");
             marks_->flush();
             ++marks_unsynced_;

@@ -176,7 +176,7 @@ private:
     std::unique_ptr<pg::Connection> marks_;
     std::size_t marks_unsynced_ = 0;
     std::vector<std::int64_t> unapplied_ids_, unapplied_attempts_;
-    std::string mark_sql_;
+    std::string mark_sql_, mark_one_sql_;
 
     struct Io;
     std::unique_ptr<Io> io_;
