@@ -3,6 +3,7 @@
 #include "log/log.hpp"
 
 #include <charconv>
+#include <poll.h>
 #include <regex>
 
 namespace jobhost::store::pg {
@@ -138,6 +139,12 @@ Result Connection::run(const std::string& sql, const Params& params) {
     Result r(PQexecPrepared(conn_, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0));
     check(r);
     return r;
+}
+
+bool Connection::silent() const {
+    if (!ok()) return false;
+    pollfd p{PQsocket(conn_), POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) == 0;
 }
 
 void Connection::enter_pipeline() {

@@ -94,6 +94,11 @@ public:
     void sync();
 
     bool ok() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
+    // Whether the server has neither sent anything nor closed the connection since it was last read (a look at the
+    // socket, without waiting). In pipeline mode between syncs the server has nothing to say unless the session is
+    // ending or a statement failed. (libpq takes a send on a connection the server ended, and reports the failure
+    // only once it reads.)
+    bool silent() const;
     int socket() const { return PQsocket(conn_); }
     PGconn* get() const noexcept { return conn_; }
     // Throws the error of a failed result (or a lost connection).

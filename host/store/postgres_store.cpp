@@ -880,38 +880,46 @@ void PostgresStore::write_marks(MarkGroup& group) {
         unapplied_ids_.erase(unapplied_ids_.begin(), unapplied_ids_.begin() + drop);
         unapplied_attempts_.erase(unapplied_attempts_.begin(), unapplied_attempts_.begin() + drop);
     }
-    try {
-        bool fresh = !marks_ || !marks_->ok();
-        if (fresh) open_marks();
-        // on a new connection, every mark not known to be applied (this group's among them)
-        const auto& ids = fresh ? unapplied_ids_ : group.ids;
-        const auto& attempts = fresh ? unapplied_attempts_ : group.attempts;
-        if (!ids.empty()) {
-            marks_->send("BEGIN");
-            if (ids.size() == 1)
-                marks_->send(mark_one_sql_, pg::Params().add(ids[0]).add(options_.owner).add(attempts[0]));
-            else
-                marks_->send(mark_sql_,
-                             pg::Params().add(pg::int_array(ids)).add(options_.owner).add(pg::int_array(attempts)));
-            marks_->send("COMMIT");
-            marks_->flush();
-            ++marks_unsynced_;
+    // A connection the server ended while it sat idle (or that has a failed mark to report) is found before the
+    // send, and replaced; one that fails during it gets one more try, on a new connection.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        bool fresh = !marks_ || !marks_->silent();
+        if (fresh) marks_.reset();
+        try {
+            if (fresh) open_marks();
+            // on a new connection, every mark not known to be applied (this group's among them)
+            const auto& ids = fresh ? unapplied_ids_ : group.ids;
+            const auto& attempts = fresh ? unapplied_attempts_ : group.attempts;
+            if (!ids.empty()) {
+                marks_->send("BEGIN");
+                if (ids.size() == 1)
+                    marks_->send(mark_one_sql_, pg::Params().add(ids[0]).add(options_.owner).add(attempts[0]));
+                else
+                    marks_->send(mark_sql_,
+                                 pg::Params().add(pg::int_array(ids)).add(options_.owner).add(pg::int_array(attempts)));
+                marks_->send("COMMIT");
+                marks_->flush();
+                ++marks_unsynced_;
+            }
+            if (marks_unsynced_ > 0 && (group.sync || fresh || marks_unsynced_ >= kMarksPerSync)) {
+                marks_->sync();
+                marks_unsynced_ = 0;
+            }
+            if (marks_unsynced_ == 0) {
+                unapplied_ids_.clear();
+                unapplied_attempts_.clear();
+            }
+            return;
+        } catch (const std::exception& e) {
+            marks_.reset(); // reopened by the next try or the next group, which send these marks again first
+            if (!fresh && attempt == 0) continue;
+            log::write(log::Level::warning, "store",
+                       std::string("could not record that ") + std::to_string(unapplied_ids_.size()) +
+                           " run(s) started (" + e.what() +
+                           "); they run anyway, their marks are sent again on a new connection, and a crash before "
+                           "then would not charge them");
+            return;
         }
-        if (marks_unsynced_ > 0 && (group.sync || fresh || marks_unsynced_ >= kMarksPerSync)) {
-            marks_->sync();
-            marks_unsynced_ = 0;
-        }
-        if (marks_unsynced_ == 0) {
-            unapplied_ids_.clear();
-            unapplied_attempts_.clear();
-        }
-    } catch (const std::exception& e) {
-        marks_.reset(); // reopened by the next group, which sends these marks again first
-        log::write(log::Level::warning, "store",
-                   std::string("could not record that ") + std::to_string(unapplied_ids_.size()) + " run(s) started (" +
-                       e.what() +
-                       "); they run anyway, their marks are sent again on a new connection, and a crash before then "
-                       "would not charge them");
     }
 }
 

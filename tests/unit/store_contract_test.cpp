@@ -749,6 +749,33 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
     s->close();
 }
 
+// PostgreSQL: the server may end the marks connection while it sits idle (pg_terminate_backend, a proxy, an idle
+// timeout); the next run's mark is then written on a new connection before the run goes on, not only with the
+// next run's or the next flush.
+TEST_CASE("PostgreSQL: a start mark sent after the server ended the marks connection is written on a new one") {
+    PostgresContract e;
+    auto s = e.open();
+    s->enqueue(std::vector{job("a")});
+    auto got = claim_all(*s, "a", 1);
+    REQUIRE(got.size() == 1);
+    CHECK(pg_server().psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = "
+                           "'jobhost marks'") == "1");
+    std::this_thread::sleep_for(100ms); // the session is gone
+    s->begin_run(got);
+    std::string marked;
+    for (int i = 0; i < 40 && marked != "1"; ++i) {
+        std::this_thread::sleep_for(50ms);
+        marked = pg_server().psql("SELECT count(*) FROM " + e.schema + ".running");
+    }
+    CHECK(marked == "1");
+    s->flush();
+    auto j = s->get(got[0].id);
+    REQUIRE(j);
+    CHECK(j->state == JobState::running);
+    s->finish(std::vector{outcome(got[0], Outcome::Kind::done)});
+    s->close();
+}
+
 TEST_CASE_TEMPLATE("a dead host is recognised by its lock, not its pid: a zombie's jobs are recovered at once", E,
                    SqliteContract, PostgresContract) {
     E e;

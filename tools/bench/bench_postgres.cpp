@@ -6,8 +6,9 @@
 //  2. the bare limit: a libpq loop on the same schema that claims 100 ready jobs with one
 //     `UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING` and deletes them with one `DELETE ... = ANY`, each in its own
 //     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two. Beside it, the
-//     same loop on 2 connections that also marks each job started before its run (one round trip a job), which is
-//     what a host with 2 slots pays when its runs start one at a time;
+//     same loop on 2 connections that also marks each job started before its run the way a host does when its runs
+//     start one at a time (a transaction a job on a connection of its own, sent without waiting for the answer, the
+//     answers read every 64 jobs): the bare limit under the store contract;
 //  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size);
 //  4. for each drain, the CPU the whole machine spent per job (every process, from /proc/stat) and how busy its cores
 //     were, and for the host's drains what its own process spent: what bounds a drain on a machine this small;
@@ -280,9 +281,9 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
 }
 
 // The bare limit on the same schema and backlog: claim 100, delete them, on `connections` threads. `marked`: each
-// job is also marked started before its (empty) run, one statement and round trip per job on a second connection
-// with asynchronous commit, as a host marks a run that starts alone (what makes a crash charge exactly the runs that
-// started); the delete takes the marks too.
+// job is also marked started before its (empty) run on a second connection with asynchronous commit, as a host marks
+// a run that starts alone (what makes a crash charge exactly the runs that started): BEGIN, INSERT, COMMIT in a
+// pipeline, sent without waiting, the answers read every 64 jobs and before the delete, which takes the marks too.
 double bare_drain(const std::string& url, const std::string& schema, std::size_t backlog, int connections,
                   bool marked = false) {
     std::atomic<std::size_t> done{0};
@@ -296,6 +297,11 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
             auto m = store::pg::Connection::open(url);
             m->exec("SET synchronous_commit = off");
             const std::string mark = "INSERT INTO " + schema + ".running (id, owner, attempt) VALUES ($1, 'bare', 1)";
+            if (marked) {
+                for (const auto* sql : {"BEGIN", "COMMIT", mark.c_str()}) m->prepare(sql);
+                m->enter_pipeline();
+            }
+            std::size_t unsynced = 0;
             const std::string claim =
                 "WITH picked AS MATERIALIZED (SELECT id FROM " + schema +
                 ".jobs WHERE type = 'bench.00' AND state = 1 ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE "
@@ -311,8 +317,20 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
                 if (r.rows() == 0) break;
                 std::vector<std::int64_t> ids;
                 for (int i = 0; i < r.rows(); ++i) ids.push_back(r.int64(i, 0));
-                if (marked)
-                    for (auto id : ids) m->run(mark, store::pg::Params().add(id));
+                if (marked) {
+                    for (auto id : ids) {
+                        m->send("BEGIN");
+                        m->send(mark, store::pg::Params().add(id));
+                        m->send("COMMIT");
+                        m->flush();
+                        if (++unsynced == 64) {
+                            m->sync();
+                            unsynced = 0;
+                        }
+                    }
+                    m->sync(); // (so that the delete finds every mark)
+                    unsynced = 0;
+                }
                 c->run(remove, store::pg::Params().add(store::pg::int_array(ids)));
                 done += ids.size();
             }
