@@ -85,8 +85,8 @@ public:
     // Prepares a statement once per connection (run() does it itself); returns its name.
     const std::string& prepare(const std::string& sql);
 
-    // Pipeline mode: statements are sent without waiting for their answers, which the server keeps until sync().
-    // Only statements prepared before enter_pipeline() may be sent.
+    // Pipeline mode: statements are sent without waiting for their answers, which the server holds until sync() (or
+    // until about 8 KiB of them fill its output buffer). Only statements prepared before enter_pipeline() may be sent.
     void enter_pipeline();
     void send(const std::string& sql, const Params& params = {}); // into libpq's buffer
     void flush();                                                 // that buffer into the socket, all of it

@@ -848,7 +848,7 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
     marking_ = true;
     if (last_group_runs_ > 1) {
         // Runs are starting together: those ready to start on this core join the group first (their threads run
-        // while this one yields). With 50 slots a group held about 2 runs without it, and about 30 with it. A lone
+        // while this one yields). With 50 slots a group held about 2 runs without it, and 20 to 35 with it. A lone
         // run (an idle host) does not yield.
         lock.unlock();
         ::sched_yield();
