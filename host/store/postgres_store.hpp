@@ -13,15 +13,15 @@
 // without waiting for the answer: the server applies what its socket holds before it sees the connection close, and
 // the host counts as alive until then (that connection holds the host's lock), so a host killed in a job is charged
 // exactly the runs it started. The server must never have an answer to write meanwhile (one it cannot deliver to a
-// dead host ends the session, and what its socket still holds is dropped), so answers are read only every 64 marks,
-// before any further mark is sent (see begin_run). (Waiting for each answer, as before, cost every run a round trip:
-// 2 slots drained a backlog at about 0.45 of the bare loop.) Marks are group-committed: runs that start while a group
-// is written form the next group, one transaction for all of them. The job's own row stays "held" (state 2): a mark
-// never waits on the job's row lock, and costs no index change on jobs. A host killed between the send and the plugin
-// call is charged a run that did not start (the safe side, by one). A mark is lost, and its run goes back uncharged,
-// only when the server never gets it (the host's machine or network fails within a moment of the start), when the
-// server holds it back for longer than the lease, or when the database server itself crashes (an unlogged table is
-// emptied then).
+// dead host ends the session, and what its socket still holds is dropped), so answers are asked for only every 64 mark
+// transactions, and read before any further mark is sent (see begin_run). (Waiting for each answer, as before, cost
+// every run a round trip: 2 slots drained a backlog at about 0.45 of the bare loop.) Marks are group-committed: runs
+// that start while a group is written form the next group, one transaction for all of them. The job's own row stays
+// "held" (state 2): a mark never waits on the job's row lock, and costs no index change on jobs. A host killed between
+// the send and the plugin call is charged a run that did not start (the safe side, by one). A mark is lost, and its run
+// goes back uncharged, only when the server never gets it (the host's machine or network fails within a moment of the
+// start), when the server holds it back for longer than the lease, or when the database server itself crashes (an
+// unlogged table is emptied then).
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
