@@ -78,7 +78,10 @@ void ReservingStore::writer_loop() {
     using Steady = std::chrono::steady_clock;
     std::deque<Op> keep;                  // ops to retry after a lost connection
     std::chrono::milliseconds backoff{0}; // before the next attempt after a lost connection
-    std::optional<Steady::time_point> retry_at;
+    // While backing off after a lost connection, when the next attempt may begin. (A plain time and a flag rather
+    // than an optional: GCC 12's release build took the optional for maybe uninitialized.)
+    bool backing_off = false;
+    Steady::time_point retry_at{};
     std::exception_ptr outage; // the last error of the failures in a row (null: the last transaction did not fail so)
     Steady::time_point said{}; // when the outage was last logged
     std::minstd_rand rng{std::random_device{}()};
@@ -87,15 +90,15 @@ void ReservingStore::writer_loop() {
         std::deque<Op> batch, refused;
         {
             std::unique_lock lock(queue_mutex_);
-            if (retry_at) {
+            if (backing_off) {
                 // Back-off: what is queued waits for the next attempt; while the database cannot be reached, what
                 // waits for an answer (an enqueue) is refused at once instead.
                 bool refuse = is_unreachable(outage);
                 auto answer_awaited = [&] {
                     return std::any_of(queue_.begin(), queue_.end(), [](const Op& o) { return o.done != nullptr; });
                 };
-                queue_cv_.wait_until(lock, *retry_at, [&] { return stopping_ || (refuse && answer_awaited()); });
-                if (!stopping_ && Steady::now() < *retry_at)
+                queue_cv_.wait_until(lock, retry_at, [&] { return stopping_ || (refuse && answer_awaited()); });
+                if (!stopping_ && Steady::now() < retry_at)
                     for (auto it = queue_.begin(); it != queue_.end();) {
                         if (it->done) {
                             refused.push_back(std::move(*it));
@@ -131,7 +134,7 @@ void ReservingStore::writer_loop() {
                     if (op.done) op.done->finish(std::make_exception_ptr(std::runtime_error("the store is closing")));
                 }
                 keep.clear();
-                retry_at.reset();
+                backing_off = false;
                 continue;
             }
             auto now = Steady::now();
@@ -166,9 +169,10 @@ void ReservingStore::writer_loop() {
             backoff = std::clamp(backoff * 2, std::chrono::milliseconds(50), std::chrono::milliseconds(2000));
             backoff += std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 50)(rng));
             retry_at = now + backoff;
+            backing_off = true;
         } else {
             backoff = std::chrono::milliseconds(0);
-            retry_at.reset();
+            backing_off = false;
             outage = nullptr;
             outage_attempts_ = 0;
             if (unreachable_.exchange(false)) wake_after_batch_ = true; // claims refused meanwhile may go on
