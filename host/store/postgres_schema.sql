@@ -1,4 +1,5 @@
--- The jobhost schema for PostgreSQL, version 2 (version 1 lacked attempts_before, result and progress). {s} is the schema's name ([store] schema, default jobhost).
+-- The jobhost schema for PostgreSQL, version 3 (version 1 lacked attempts_before, result and progress; version 2 the
+-- start marks in sequences at the end). {s} is the schema's name ([store] schema, default jobhost).
 -- Applied by the first host that starts, under an advisory lock. States: 0 scheduled, 1 ready, 2 held by a host
 -- (reserved ahead, or running when {s}.running says so), 3 done, 4 dead.
 CREATE SCHEMA IF NOT EXISTS {s};
@@ -32,7 +33,7 @@ CREATE INDEX jobs_due ON {s}.jobs (run_at) WHERE state = 0;
 CREATE INDEX jobs_held ON {s}.jobs (id) WHERE state IN (2, 5);
 
 -- Which held jobs are running: a row per run that started (the attempt it is on), written by the host just before
--- it calls the plugin, without waiting for the answer. Kept apart from jobs, so that writing it never waits on a
+-- it calls the plugin, without waiting for the answer, when none of its mark sequences (see {s}.marks) is free. Kept apart from jobs, so that writing it never waits on a
 -- job's row lock (an outcome being committed) and costs no index change on jobs; unlogged, because it only has to
 -- outlive a host, not the server (a server crash empties it: those jobs then go back uncharged).
 CREATE UNLOGGED TABLE {s}.running (id bigint NOT NULL, owner text NOT NULL, attempt integer NOT NULL);
@@ -225,4 +226,62 @@ BEGIN
 END $$;
 
 CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL);
-INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '2');
+INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '3');
+
+-- Version 3: start marks that are not transactions (a version 2 schema gets what follows). Each host keeps a few
+-- unlogged sequences, each naming one run it started as id * 65536 + attempt (0: free). A setval on one takes no
+-- transaction id and writes no WAL, and its value outlives the host, not the server (like {s}.running). The host
+-- reuses a sequence once the outcome of the run it names is committed; a run that finds none free is marked in
+-- {s}.running. A sequence that named a run whose outcome is recorded matches no held job: the attempt moved on, or
+-- the job is gone (a run given back uncharged is set free first).
+CREATE TABLE {s}.marks (seq regclass PRIMARY KEY, host bigint NOT NULL, owner text NOT NULL);
+CREATE INDEX marks_host ON {s}.marks (host);
+
+-- A host's mark sequences: p_n of them, created if missing, all set free; their oids, in order.
+CREATE FUNCTION {s}.host_marks(p_host bigint, p_owner text, p_n integer) RETURNS oid[] LANGUAGE plpgsql AS $$
+DECLARE
+    v_name text;
+    v_seq regclass;
+    v_out oid[] := '{}';
+BEGIN
+    FOR i IN 0 .. p_n - 1 LOOP
+        v_name := format('%I.%I', '{s}', 'mark_' || p_host || '_' || i);
+        v_seq := to_regclass(v_name);
+        IF v_seq IS NULL THEN
+            EXECUTE format('CREATE UNLOGGED SEQUENCE %s MINVALUE 0 START 0', v_name);
+            v_seq := v_name::regclass;
+        END IF;
+        INSERT INTO {s}.marks (seq, host, owner) VALUES (v_seq, p_host, p_owner)
+            ON CONFLICT (seq) DO UPDATE SET owner = excluded.owner;
+        PERFORM setval(v_seq, 0);
+        v_out := v_out || v_seq::oid;
+    END LOOP;
+    RETURN v_out;
+END $$;
+
+-- Drops the mark sequences of a host that is gone (after its jobs were rescued, or as it closes).
+CREATE FUNCTION {s}.drop_marks(p_host bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq regclass;
+BEGIN
+    FOR v_seq IN DELETE FROM {s}.marks WHERE host = p_host RETURNING seq LOOP
+        EXECUTE format('DROP SEQUENCE IF EXISTS %s', v_seq);
+    END LOOP;
+END $$;
+
+-- Every run marked started: the rows of {s}.running and the hosts' mark sequences. A statement reads it once (as
+-- `(id, lease_owner, attempt + 1) IN (SELECT * FROM {s}.running_now())`, a hashed subplan), not once per job.
+CREATE FUNCTION {s}.running_now() RETURNS TABLE (id bigint, owner text, attempt integer) LANGUAGE plpgsql AS $$
+DECLARE
+    h record;
+BEGIN
+    RETURN QUERY SELECT r.id, r.owner, r.attempt FROM {s}.running r;
+    FOR h IN SELECT m.owner, array_agg(m.seq) AS seqs FROM {s}.marks m GROUP BY m.owner LOOP
+        BEGIN
+            RETURN QUERY SELECT v >> 16, h.owner, (v & 65535)::integer
+                FROM unnest(h.seqs) AS u(seq), pg_sequence_last_value(u.seq) AS v WHERE v > 0;
+        EXCEPTION WHEN internal_error THEN
+            NULL; -- a sequence dropped since this statement began: its host is gone, its jobs rescued
+        END;
+    END LOOP;
+END $$;

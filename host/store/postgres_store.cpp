@@ -52,10 +52,9 @@ std::string ts(int n) {
 std::string ms(const std::string& col) {
     return "(extract(epoch from " + col + ") * 1000)::int8";
 }
-// Whether the held job `j` is running: its host marked this attempt started.
+// Whether the held job `j` is running: its host marked this attempt started (read once per statement).
 std::string running_of(const std::string& j) {
-    return "EXISTS (SELECT 1 FROM {s}.running r WHERE r.id = " + j + "id AND r.owner = " + j +
-           "lease_owner AND r.attempt = " + j + "attempt + 1)";
+    return "(" + j + "id, " + j + "lease_owner, " + j + "attempt + 1) IN (SELECT * FROM {s}.running_now())";
 }
 
 // `just_reserved`: rows this statement reserved, which cannot be running yet (no look into `running` per row).
@@ -145,11 +144,17 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             w.exec(store->q(kPostgresSchemaSql));
             log::write(log::Level::info, "store",
                        "created the jobhost schema " + o.schema + " (version " + std::to_string(kSchemaVersion) + ")");
-        } else if (version == 1) { // 1 -> 2: results, progress, attempts counted across dead-letter retries
-            w.exec(store->q("ALTER TABLE {s}.jobs ADD COLUMN attempts_before integer NOT NULL DEFAULT 0, "
-                            "ADD COLUMN result jsonb, ADD COLUMN progress jsonb; "
-                            "UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'"));
-            log::write(log::Level::info, "store", "migrated the jobhost schema " + o.schema + " from version 1 to 2");
+        } else if (version < kSchemaVersion) {
+            if (version == 1) // 1 -> 2: results, progress, attempts counted across dead-letter retries
+                w.exec(store->q("ALTER TABLE {s}.jobs ADD COLUMN attempts_before integer NOT NULL DEFAULT 0, "
+                                "ADD COLUMN result jsonb, ADD COLUMN progress jsonb"));
+            // 2 -> 3: start marks in sequences (the schema's last part)
+            std::string all = kPostgresSchemaSql;
+            w.exec(store->q(all.substr(all.find("-- Version 3:")) +
+                            "; UPDATE {s}.meta SET value = '3' WHERE key = 'schema_version'"));
+            log::write(log::Level::info, "store",
+                       "migrated the jobhost schema " + o.schema + " from version " + std::to_string(version) + " to " +
+                           std::to_string(kSchemaVersion));
         }
         w.exec("COMMIT");
         if (o.host) {
@@ -169,6 +174,10 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             // 7.3 to 8.0 us a mark with it (BEGIN, INSERT, COMMIT) against 8.8 to 9.5 with one-element arrays
             store->mark_one_sql_ =
                 store->q("INSERT INTO {s}.running (id, owner, attempt) VALUES ($1::int8, $2, $3::int)");
+            // marks in this host's sequences: no transaction id, no WAL (see begin_run)
+            store->set_mark_sql_ = "SELECT pg_catalog.setval($1::oid::regclass, $2::int8)";
+            store->set_marks_sql_ = "SELECT count(pg_catalog.setval(u.s::regclass, u.v)) FROM unnest($1::oid[], "
+                                    "$2::int8[]) AS u(s, v)";
             store->open_marks();
             store->io_ = std::make_unique<Io>();
             store->io_thread_ = std::thread([s = store.get()] { s->io_loop(); });
@@ -223,15 +232,33 @@ void PostgresStore::register_host() {
     heartbeat_sent_ms_ = steady_ms();
     auto r = insert_host(w, "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = clock_timestamp(), locked_at = now() "
                             "RETURNING id, xmax = 0");
-    bool again = host_id_.has_value() && r.text(0, 1) == "t"; // our row was gone: other hosts took our jobs
+    bool first = !host_id_.has_value();
+    bool again = !first && r.text(0, 1) == "t"; // our row was gone: other hosts took our jobs
     host_id_ = r.int64(0, 0);
     lock_id_ = *host_id_;
     // Held while this connection lives (and by the host's other connections): other hosts see the last of them
     // vanish the moment this process dies.
     hold_lock(w);
+    if (first || again) take_marks(); // (a writer that reconnected keeps them: runs in progress are marked there)
     w.exec("COMMIT");
     heartbeat_ok_ms_ = heartbeat_sent_ms_;
     if (again) lost_lease();
+}
+
+// This host's mark sequences, created if missing (another host drops them once this one is found dead and its lock
+// is gone), all set free: runs that were in progress when the lease was lost have their outcomes dropped anyway.
+void PostgresStore::take_marks() {
+    if (options_.mark_sequences == 0) return;
+    auto r = writer_->run(
+        q("SELECT unnest({s}.host_marks($1, $2, $3))"),
+        pg::Params().add(*host_id_).add(options_.owner).add(static_cast<std::int64_t>(options_.mark_sequences)));
+    std::vector<std::int64_t> seqs;
+    for (int i = 0; i < r.rows(); ++i) seqs.push_back(r.int64(i, 0));
+    std::lock_guard lock(marks_mutex_);
+    mark_seqs_ = std::move(seqs);
+    free_marks_.clear();
+    for (std::size_t i = mark_seqs_.size(); i-- > 0;) free_marks_.push_back(i);
+    mark_of_.clear();
 }
 
 void PostgresStore::lost_lease() {
@@ -408,6 +435,14 @@ void PostgresStore::maintain(TimePoint now) {
         writer_->run(q("DELETE FROM {s}.running r WHERE r.owner = $1 AND NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE "
                        "j.id = r.id AND j.state = 2 AND j.lease_owner = r.owner AND j.attempt + 1 = r.attempt)"),
                      pg::Params().add(options_.owner));
+        // mark sequences of hosts that are gone: no row, no connection (a stalled host keeps its own), and none of
+        // their jobs left to rescue
+        writer_->run(q("SELECT {s}.drop_marks(m.host) FROM (SELECT DISTINCT host, owner FROM {s}.marks) m WHERE NOT "
+                       "EXISTS (SELECT 1 FROM {s}.hosts h WHERE h.id = m.host) AND NOT EXISTS (SELECT 1 FROM pg_locks "
+                       "l WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = m.host::oid AND "
+                       "l.objsubid = 2) AND NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.state IN (2, 5) AND "
+                       "j.lease_owner = m.owner)"),
+                     pg::Params().add(std::int64_t{lock_space_}));
     }
     if (now - last_prune_ >= std::chrono::seconds(30)) {
         last_prune_ = now;
@@ -435,6 +470,7 @@ void PostgresStore::heartbeat() {
     // (under the same id, whose lock this connection and the host's others still hold)
     lost_lease();
     insert_host(*writer_, "");
+    take_marks();
     heartbeat_pending_ = true;
 }
 
@@ -783,6 +819,8 @@ void PostgresStore::open_marks() {
     for (const auto* sql : {"BEGIN", "COMMIT"}) marks_->prepare(sql);
     marks_->prepare(mark_sql_);
     marks_->prepare(mark_one_sql_);
+    marks_->prepare(set_mark_sql_);
+    marks_->prepare(set_marks_sql_);
     marks_->enter_pipeline();
     marks_unsynced_ = 0;
 }
@@ -825,7 +863,17 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
     std::unique_lock lock(marks_mutex_);
     auto group = open_mark_group_;
     for (const auto& j : jobs) {
-        group->ids.push_back(static_cast<std::int64_t>(j.id));
+        auto id = static_cast<std::int64_t>(j.id);
+        if (!free_marks_.empty() && id < (std::int64_t{1} << 47) && j.attempt > 0 && j.attempt < 65536 &&
+            !mark_of_.count(j.id)) {
+            auto slot = free_marks_.back();
+            free_marks_.pop_back();
+            mark_of_.emplace(j.id, slot);
+            group->seqs.push_back(mark_seqs_[slot]);
+            group->values.push_back(id * 65536 + j.attempt);
+            continue;
+        }
+        group->ids.push_back(id);
         group->attempts.push_back(j.attempt);
     }
     group->sync = group->sync || sync;
@@ -856,13 +904,13 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
         lock.lock();
     }
     open_mark_group_ = std::make_shared<MarkGroup>();
-    last_group_runs_ = group->ids.size();
+    last_group_runs_ = group->ids.size() + group->seqs.size();
     lock.unlock();
     write_marks(*group);
     lock.lock();
     marking_ = false;
     auto next = open_mark_group_;
-    bool wake_next = !next->ids.empty() || next->sync;
+    bool wake_next = !next->ids.empty() || !next->seqs.empty() || next->sync;
     if (wake_next) next->state.store(MarkGroup::write_me, std::memory_order_release);
     lock.unlock();
     group->state.store(MarkGroup::done, std::memory_order_release);
@@ -873,30 +921,58 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
 void PostgresStore::write_marks(MarkGroup& group) {
     const std::size_t kMarksPerSync = 64;
     const std::size_t kKeep = 65536; // marks kept for a new connection (while the database is away, runs go on)
-    unapplied_ids_.insert(unapplied_ids_.end(), group.ids.begin(), group.ids.end());
-    unapplied_attempts_.insert(unapplied_attempts_.end(), group.attempts.begin(), group.attempts.end());
-    if (unapplied_ids_.size() > kKeep) { // the oldest runs have most likely ended
-        auto drop = static_cast<std::ptrdiff_t>(unapplied_ids_.size() - kKeep);
-        unapplied_ids_.erase(unapplied_ids_.begin(), unapplied_ids_.begin() + drop);
-        unapplied_attempts_.erase(unapplied_attempts_.begin(), unapplied_attempts_.begin() + drop);
-    }
+    auto keep = [kKeep](std::vector<std::int64_t>& a, std::vector<std::int64_t>& b,
+                        const std::vector<std::int64_t>& add_a, const std::vector<std::int64_t>& add_b) {
+        a.insert(a.end(), add_a.begin(), add_a.end());
+        b.insert(b.end(), add_b.begin(), add_b.end());
+        if (a.size() > kKeep) { // the oldest runs have most likely ended
+            auto drop = static_cast<std::ptrdiff_t>(a.size() - kKeep);
+            a.erase(a.begin(), a.begin() + drop);
+            b.erase(b.begin(), b.begin() + drop);
+        }
+    };
+    keep(unapplied_ids_, unapplied_attempts_, group.ids, group.attempts);
+    // (a later mark of the same sequence supersedes an earlier one; sending both in order is the same)
+    keep(unapplied_seqs_, unapplied_values_, group.seqs, group.values);
     // A connection the server ended while it sat idle (or that has a failed mark to report) is found before the
     // send, and replaced; one that fails during it gets one more try, on a new connection.
     for (int attempt = 0; attempt < 2; ++attempt) {
         bool fresh = !marks_ || !marks_->silent();
         if (fresh) marks_.reset();
         try {
-            if (fresh) open_marks();
+            if (fresh) {
+                open_marks();
+                // sequences this host no longer has (it registered again after other hosts dropped them) are left
+                std::lock_guard lock(marks_mutex_);
+                std::vector<std::int64_t> mine = mark_seqs_;
+                std::sort(mine.begin(), mine.end());
+                std::size_t n = 0;
+                for (std::size_t i = 0; i < unapplied_seqs_.size(); ++i)
+                    if (std::binary_search(mine.begin(), mine.end(), unapplied_seqs_[i])) {
+                        unapplied_seqs_[n] = unapplied_seqs_[i];
+                        unapplied_values_[n++] = unapplied_values_[i];
+                    }
+                unapplied_seqs_.resize(n);
+                unapplied_values_.resize(n);
+            }
             // on a new connection, every mark not known to be applied (this group's among them)
             const auto& ids = fresh ? unapplied_ids_ : group.ids;
             const auto& attempts = fresh ? unapplied_attempts_ : group.attempts;
-            if (!ids.empty()) {
+            const auto& seqs = fresh ? unapplied_seqs_ : group.seqs;
+            const auto& values = fresh ? unapplied_values_ : group.values;
+            if (!ids.empty() || !seqs.empty()) {
+                // A transaction even when only sequences are set (no transaction id, no commit record): the
+                // sequences' locks are let go at its end, not held until the next Sync.
                 marks_->send("BEGIN");
                 if (ids.size() == 1)
                     marks_->send(mark_one_sql_, pg::Params().add(ids[0]).add(options_.owner).add(attempts[0]));
-                else
+                else if (!ids.empty())
                     marks_->send(mark_sql_,
                                  pg::Params().add(pg::int_array(ids)).add(options_.owner).add(pg::int_array(attempts)));
+                if (seqs.size() == 1)
+                    marks_->send(set_mark_sql_, pg::Params().add(seqs[0]).add(values[0]));
+                else if (!seqs.empty())
+                    marks_->send(set_marks_sql_, pg::Params().add(pg::int_array(seqs)).add(pg::int_array(values)));
                 marks_->send("COMMIT");
                 marks_->flush();
                 ++marks_unsynced_;
@@ -908,14 +984,17 @@ void PostgresStore::write_marks(MarkGroup& group) {
             if (marks_unsynced_ == 0) {
                 unapplied_ids_.clear();
                 unapplied_attempts_.clear();
+                unapplied_seqs_.clear();
+                unapplied_values_.clear();
             }
             return;
         } catch (const std::exception& e) {
             marks_.reset(); // reopened by the next try or the next group, which send these marks again first
             if (!fresh && attempt == 0) continue;
             log::write(log::Level::warning, "store",
-                       std::string("could not record that ") + std::to_string(unapplied_ids_.size()) +
-                           " run(s) started (" + e.what() +
+                       std::string("could not record that ") +
+                           std::to_string(unapplied_ids_.size() + unapplied_seqs_.size()) + " run(s) started (" +
+                           e.what() +
                            "); they run anyway, their marks are sent again on a new connection, and a crash before "
                            "then would not charge them");
             return;
@@ -948,6 +1027,16 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
         write_outcomes(*mine);
     };
     op.after_commit = [this, mine] {
+        {
+            // the runs' mark sequences are free: what they name matches no held job now
+            std::lock_guard lock(marks_mutex_);
+            for (const auto& o : *mine) {
+                auto it = mark_of_.find(o.id);
+                if (it == mark_of_.end()) continue;
+                free_marks_.push_back(it->second);
+                mark_of_.erase(it);
+            }
+        }
         std::lock_guard lock(cache_mutex_);
         for (const auto& o : *mine) {
             bool ready = o.kind == Outcome::Kind::released || (o.kind == Outcome::Kind::retry && o.retry_at <= o.at);
@@ -968,9 +1057,24 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
 void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
     // A run given back uncharged keeps its attempt: its start mark, if it were applied after this, would match the
     // job's next reservation by this host and make it look running.
-    if (std::any_of(outcomes.begin(), outcomes.end(),
-                    [](const Outcome& o) { return o.kind == Outcome::Kind::released; }))
-        mark({}, true);
+    // So every mark sent is applied first, and the run's mark sequence is set free before the job is.
+    std::vector<std::int64_t> table_marked, reset;
+    bool released = std::any_of(outcomes.begin(), outcomes.end(),
+                                [](const Outcome& o) { return o.kind == Outcome::Kind::released; });
+    if (released) mark({}, true);
+    {
+        std::lock_guard lock(marks_mutex_);
+        for (const auto& o : outcomes) {
+            auto it = mark_of_.find(o.id);
+            if (it == mark_of_.end())
+                table_marked.push_back(static_cast<std::int64_t>(o.id)); // or not marked at all
+            else if (o.kind == Outcome::Kind::released)
+                reset.push_back(mark_seqs_[it->second]);
+        }
+    }
+    if (!reset.empty())
+        writer_->run("SELECT count(pg_catalog.setval(s::regclass, 0)) FROM unnest($1::oid[]) AS s",
+                     pg::Params().add(pg::int_array(reset)));
     std::vector<std::int64_t> deleted;
     std::vector<const Outcome*> deleted_o, kept_o;         // what each statement is sent, to name what it missed
     std::vector<std::pair<std::string, std::string>> lost; // (id, type)
@@ -1061,14 +1165,13 @@ void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
                                   .add(pg::text_array(kept_results)));
         returned(r, kept_o);
     }
-    std::vector<std::int64_t> all;
-    for (const auto& o : outcomes) all.push_back(static_cast<std::int64_t>(o.id));
     {
-        // one statement: the finished jobs that are deleted, and every run's start mark
-        auto r = writer_->run(q("WITH d AS (DELETE FROM {s}.jobs WHERE id = ANY($1::int8[]) AND state IN (2, 5) AND "
-                                "lease_owner = $2 RETURNING id), m AS (DELETE FROM {s}.running WHERE id = "
-                                "ANY($3::int8[]) AND owner = $2) SELECT id FROM d"),
-                              pg::Params().add(pg::int_array(deleted)).add(options_.owner).add(pg::int_array(all)));
+        // one statement: the finished jobs that are deleted, and the start marks in the table
+        auto r =
+            writer_->run(q("WITH d AS (DELETE FROM {s}.jobs WHERE id = ANY($1::int8[]) AND state IN (2, 5) AND "
+                           "lease_owner = $2 RETURNING id), m AS (DELETE FROM {s}.running WHERE id = "
+                           "ANY($3::int8[]) AND owner = $2) SELECT id FROM d"),
+                         pg::Params().add(pg::int_array(deleted)).add(options_.owner).add(pg::int_array(table_marked)));
         returned(r, deleted_o);
     }
     for (const auto& [id, type] : lost)
@@ -1257,7 +1360,7 @@ std::map<std::string, TypeCounts> PostgresStore::counts() {
         }
     }
     // held jobs are reserved unless their host marked them started: few rows, whatever the backlog
-    auto run = reader().exec(q("SELECT j.type, count(*) FROM {s}.running r JOIN {s}.jobs j ON j.id = r.id AND "
+    auto run = reader().exec(q("SELECT j.type, count(*) FROM {s}.running_now() r JOIN {s}.jobs j ON j.id = r.id AND "
                                "j.state = 2 AND j.lease_owner = r.owner AND j.attempt + 1 = r.attempt GROUP BY 1"));
     for (int i = 0; i < run.rows(); ++i) {
         auto& c = out[run.text(i, 0)];
@@ -1400,6 +1503,7 @@ void PostgresStore::close() {
                                 "$1"),
                               pg::Params().add(options_.owner));
                           writer_->run(q("DELETE FROM {s}.running WHERE owner = $1"), pg::Params().add(options_.owner));
+                          if (host_id_) writer_->run(q("SELECT {s}.drop_marks($1)"), pg::Params().add(*host_id_));
                           for (int i = 0; i < r.rows(); ++i)
                               log::write(log::Level::warning, "store",
                                          "job " + r.text(i, 0) +

@@ -60,6 +60,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 namespace jobhost::store {
 
@@ -75,6 +76,8 @@ struct PostgresOptions {
     // host draining 60,000 jobs/s could not hold enough to cover one refill (2 ms) and its workers found the cache
     // empty in a quarter of their claims; 1024 drained 15 to 20 % faster, paired runs on one machine.
     std::size_t prefetch = 1024;
+    // Start marks in sequences of this host's own (see begin_run); runs beyond them are marked in a table.
+    std::size_t mark_sequences = 128;
     std::size_t retain_done = 0;
     std::chrono::milliseconds retain_done_for{0};
     std::size_t retain_dead = 100'000;
@@ -82,7 +85,7 @@ struct PostgresOptions {
 
 class PostgresStore final : public ReservingStore {
 public:
-    static constexpr int kSchemaVersion = 2;
+    static constexpr int kSchemaVersion = 3;
 
     static core::Expected<std::unique_ptr<PostgresStore>> open(const PostgresOptions& options);
     // Without close(), this is what a crash looks like to other hosts.
@@ -133,6 +136,7 @@ private:
     void open_marks();                                         // under marks_mutex_ (or in open)
     void write_outcomes(const std::vector<Outcome>& outcomes); // inside a writer transaction
     void register_host();
+    void take_marks(); // in a writer transaction, once registered: this host's mark sequences, all free
     pg::Result insert_host(pg::Connection& c, const std::string& on_conflict);
     void hold_lock(pg::Connection& c); // takes this host's lock on c (shared by all its connections)
     void heartbeat();
@@ -160,7 +164,8 @@ private:
     // together do not queue on the mutex.
     struct MarkGroup {
         enum : int { waiting = 0, write_me = 1, done = 2 };
-        std::vector<std::int64_t> ids, attempts; // under marks_mutex_ while the group is open
+        std::vector<std::int64_t> ids, attempts; // runs marked in the table, under marks_mutex_ while the group is open
+        std::vector<std::int64_t> seqs, values;  // runs marked in sequences: oid, and id * 65536 + attempt
         bool sync = false;                       // a flush() waits for it: read every answer up to this group
         std::atomic<int> state{waiting};
     };
@@ -171,12 +176,17 @@ private:
     std::shared_ptr<MarkGroup> open_mark_group_ = std::make_shared<MarkGroup>(); // runs join it
     bool marking_ = false;                                                       // a run is writing a group
     std::size_t last_group_runs_ = 0; // under marks_mutex_: how many runs the last group written marked
+    // Under marks_mutex_: this host's mark sequences (oids), those free, and which one each run in progress holds (a
+    // sequence is free again once the outcome of its run is committed).
+    std::vector<std::int64_t> mark_seqs_;
+    std::vector<std::size_t> free_marks_;
+    std::unordered_map<JobId, std::size_t> mark_of_;
     // Used by the run that writes a group (marking_) only: the connection (pipeline mode), the groups sent since the
     // last sync, and what they marked (sent again on a new connection if this one fails before its sync).
     std::unique_ptr<pg::Connection> marks_;
     std::size_t marks_unsynced_ = 0;
-    std::vector<std::int64_t> unapplied_ids_, unapplied_attempts_;
-    std::string mark_sql_, mark_one_sql_;
+    std::vector<std::int64_t> unapplied_ids_, unapplied_attempts_, unapplied_seqs_, unapplied_values_;
+    std::string mark_sql_, mark_one_sql_, set_marks_sql_, set_mark_sql_;
 
     struct Io;
     std::unique_ptr<Io> io_;

@@ -246,40 +246,65 @@ TEST_CASE("postgres: hosts that start together create the schema once, and a new
             return std::string();
         }));
     for (auto& f : starting) CHECK(f.get() == "");
-    CHECK(server().psql("SELECT value FROM together.meta WHERE key = 'schema_version'") == "2");
+    CHECK(server().psql("SELECT value FROM together.meta WHERE key = 'schema_version'") == "3");
     CHECK(server().psql("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE "
                         "n.nspname = 'together' AND p.proname = 'enqueue'") == "1");
 
     server().psql("UPDATE together.meta SET value = '99' WHERE key = 'schema_version'");
     auto refused = open("together");
     REQUIRE_FALSE(refused);
-    CHECK(refused.error().message.find("has jobhost schema version 99, newer than this jobhost's 2") !=
+    CHECK(refused.error().message.find("has jobhost schema version 99, newer than this jobhost's 3") !=
           std::string::npos);
     CHECK(refused.error().message.find("use a newer jobhost") != std::string::npos);
 }
 
-TEST_CASE(
-    "postgres: a version 1 schema is migrated to 2 (results, progress, attempts across retries), its jobs intact") {
-    store::JobId id = 0;
-    {
-        auto s = open("older");
+TEST_CASE("postgres: a version 1 or 2 schema is migrated to 3 (results, progress, attempts across retries, and start marks "
+          "in sequences), its jobs intact") {
+    for (int from : {1, 2}) {
+        CAPTURE(from);
+        auto schema = "older" + std::to_string(from);
+        store::JobId id = 0;
+        {
+            auto s = open(schema);
+            REQUIRE(s);
+            store::NewJob n;
+            n.type = "a";
+            n.payload = R"({"keep":1})";
+            id = (*s)->enqueue(std::vector{n}).front().id;
+            (*s)->close();
+        }
+        server().psql("DROP FUNCTION " + schema + ".running_now, " + schema + ".host_marks, " + schema +
+                      ".drop_marks; DROP TABLE " + schema + ".marks; UPDATE " + schema +
+                      ".meta SET value = '2' WHERE key = 'schema_version'");
+        if (from == 1)
+            server().psql("ALTER TABLE " + schema +
+                          ".jobs DROP COLUMN attempts_before, DROP COLUMN result, DROP COLUMN progress; UPDATE " +
+                          schema + ".meta SET value = '1' WHERE key = 'schema_version'");
+        auto s = open(schema);
         REQUIRE(s);
-        store::NewJob n;
-        n.type = "a";
-        n.payload = R"({"keep":1})";
-        id = (*s)->enqueue(std::vector{n}).front().id;
+        CHECK(server().psql("SELECT value FROM " + schema + ".meta WHERE key = 'schema_version'") == "3");
+        CHECK(server().psql("SELECT count(*) FROM " + schema + ".marks") == "128"); // the host's mark sequences
+        store::ClaimRequest r;
+        r.types.emplace_back((*s)->intern("a"), 1);
+        r.owner = (*s)->owner();
+        store::ClaimResult got;
+        for (auto until = std::chrono::steady_clock::now() + 10s;
+             got.jobs.empty() && std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(5ms)) {
+            r.now = store::Clock::now();
+            r.lease_expiry = r.now + 30s;
+            got = (*s)->claim(r);
+        }
+        REQUIRE(got.jobs.size() == 1);
+        (*s)->begin_run(got.jobs);
+        (*s)->flush();
+        auto j = (*s)->get(id);
+        REQUIRE(j);
+        CHECK(j->payload == R"({"keep":1})");
+        CHECK(j->attempts_before == 0);
+        CHECK(j->state == store::JobState::running);
+        (*s)->finish(std::vector<store::Outcome>{{id, "a", store::Outcome::Kind::done, store::Clock::now()}});
         (*s)->close();
     }
-    server().psql("ALTER TABLE older.jobs DROP COLUMN attempts_before, DROP COLUMN result, DROP COLUMN progress; "
-                  "UPDATE older.meta SET value = '1' WHERE key = 'schema_version'");
-    auto s = open("older");
-    REQUIRE(s);
-    CHECK(server().psql("SELECT value FROM older.meta WHERE key = 'schema_version'") == "2");
-    auto j = (*s)->get(id);
-    REQUIRE(j);
-    CHECK(j->payload == R"({"keep":1})");
-    CHECK(j->attempts_before == 0);
-    (*s)->close();
 }
 
 // close() deletes the host's row; a heartbeat that fell due in that same transaction found the row gone, took it for

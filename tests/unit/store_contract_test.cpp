@@ -84,6 +84,7 @@ struct PostgresContract {
     std::chrono::milliseconds retain_done_for{0};    // [store] retain_done_for
     std::size_t retain_dead = 100'000;               // [store] retain_dead
     static constexpr bool knows_crash_cause = false; // another machine cannot read what killed a host
+    std::size_t mark_sequences = 128;                // start marks in sequences; more runs are marked in a table
     std::string url = pg_server().url();
     std::string schema = [] {
         static int n = 0;
@@ -98,6 +99,7 @@ struct PostgresContract {
         o.retain_done = static_cast<std::size_t>(retain_done);
         o.retain_done_for = retain_done_for;
         o.retain_dead = retain_dead;
+        o.mark_sequences = mark_sequences;
         auto s = store::PostgresStore::open(o);
         if (!s) {
             why = s.error().message;
@@ -676,16 +678,101 @@ TEST_CASE_TEMPLATE("a job that crashes its host every time is charged each crash
 }
 
 // PostgreSQL: a run waits only until its start mark is in the server's socket, not until the server applied it. A
-// host killed while the server has not yet applied its marks (here they wait behind a lock) is still charged exactly
+// host killed while the server has not yet applied its marks (here they wait behind locks) is still charged exactly
 // the runs it started: the server applies what its socket holds before it sees the connection close, and the host
 // counts as alive until then. Before, each run waited for its mark's answer (here: the first run would wait for the
 // lock, and the others never start); marks sent with a Sync each were lost (the server ends a session it cannot
-// answer, and drops what its socket still holds).
+// answer, and drops what its socket still holds). Marks in sequences (3 runs, 128 of them), in the table (none), and
+// both (2 sequences for 3 runs).
 TEST_CASE("PostgreSQL: a host killed before the server applied its start marks is charged every run it started") {
+    for (std::size_t sequences : {128, 2, 0}) {
+        CAPTURE(sequences);
+        PostgresContract e;
+        e.mark_sequences = sequences;
+        {
+            auto s = e.open(false);
+            s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3"), job("a", "4")});
+            s->close();
+        }
+        int to_child[2], to_parent[2];
+        REQUIRE(::pipe(to_child) == 0);
+        REQUIRE(::pipe(to_parent) == 0);
+        pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid ==
+            0) { // a host that reserves all 4, is told to go, starts 3 runs one at a time, and waits to be killed
+            ::close(to_child[1]);
+            ::close(to_parent[0]);
+            std::string why;
+            auto s = e.try_open(true, why);
+            if (!s) ::_exit(3);
+            auto got = claim_all(*s, "a", 4);
+            char c = static_cast<char>(got.size());
+            if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1) ::_exit(5);
+            for (std::size_t i = 0; i < 3 && i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+            [[maybe_unused]] auto n = ::write(to_parent[1], "b", 1);
+            ::pause();
+            ::_exit(4);
+        }
+        ::close(to_child[0]);
+        ::close(to_parent[1]);
+        auto read_within = [&](char& c, int ms) {
+            pollfd p{to_parent[0], POLLIN, 0};
+            return ::poll(&p, 1, ms) == 1 && ::read(to_parent[0], &c, 1) == 1;
+        };
+        char c = 0;
+        REQUIRE(read_within(c, 20000));
+        REQUIRE(c == 4);
+        auto blocker = store::pg::Connection::open(e.url); // holds every mark up until it commits
+        blocker->exec("BEGIN; LOCK TABLE " + e.schema + ".running IN EXCLUSIVE MODE");
+        // (a setval waits for the lock an ALTER SEQUENCE takes)
+        blocker->exec("DO $$ DECLARE s regclass; BEGIN FOR s IN SELECT seq FROM " + e.schema +
+                      ".marks LOOP EXECUTE format('ALTER SEQUENCE %s CACHE 1', s); END LOOP; END $$");
+        CHECK(blocker->exec("SELECT count(*) FROM " + e.schema + ".marks").text(0, 0) == std::to_string(sequences));
+        REQUIRE(::write(to_child[1], "g", 1) == 1);
+        bool begun = read_within(c, 5000);
+        CHECK_MESSAGE(begun, "the runs waited for the server to apply their start marks");
+        std::this_thread::sleep_for(100ms);
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        // not applied when it died
+        CHECK(blocker->exec("SELECT count(*) FROM " + e.schema + ".running_now()").text(0, 0) == "0");
+        blocker->exec("COMMIT");
+        auto s = e.open();
+        std::vector<store::JobRecord> jobs;
+        auto until = std::chrono::steady_clock::now() + 10s;
+        do { // the host is rescued once the server applied the marks and closed the session (a live host looks each
+             // second)
+            std::this_thread::sleep_for(100ms);
+            jobs = s->list({"a", std::nullopt, 10});
+        } while (std::chrono::steady_clock::now() < until &&
+                 std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j.state != JobState::ready; }));
+        REQUIRE(jobs.size() == 4);
+        int charged = 0;
+        for (const auto& j : jobs) {
+            CHECK(j.state == JobState::ready);
+            if (j.attempt == 0) continue;
+            ++charged;
+            CHECK(j.attempt == 1);
+            REQUIRE(j.errors.size() == 1);
+            CHECK(j.errors[0].message.find("the host died while this job was running (host ") == 0);
+        }
+        CHECK(charged == 3);
+        s->close();
+    }
+}
+
+// PostgreSQL: a mark sequence names one run, and is set again only once that run's outcome is committed. Here the
+// outcome of the first run waits behind a lock on its job when the second run starts, and the host is killed before
+// it commits: the first run must still be charged (it ran) and so must the second. (Setting the one sequence for the
+// second run would have made the first look never started: given back uncharged, run again, an attempt not counted.)
+TEST_CASE("PostgreSQL: a mark sequence is not reused before the outcome of the run it names is committed") {
     PostgresContract e;
+    e.mark_sequences = 1;
     {
         auto s = e.open(false);
-        s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3"), job("a", "4")});
+        s->enqueue(std::vector{job("a", "1"), job("a", "2")});
         s->close();
     }
     int to_child[2], to_parent[2];
@@ -693,16 +780,19 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
     REQUIRE(::pipe(to_parent) == 0);
     pid_t pid = ::fork();
     REQUIRE(pid >= 0);
-    if (pid == 0) { // a host that reserves all 4, is told to go, starts 3 runs one at a time, and waits to be killed
+    if (pid == 0) { // a host that reserves both, runs the first to its end, starts the second, and waits to be killed
         ::close(to_child[1]);
         ::close(to_parent[0]);
         std::string why;
         auto s = e.try_open(true, why);
         if (!s) ::_exit(3);
-        auto got = claim_all(*s, "a", 4);
+        auto got = claim_all(*s, "a", 2);
         char c = static_cast<char>(got.size());
-        if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1) ::_exit(5);
-        for (std::size_t i = 0; i < 3 && i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+        if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1 || got.size() != 2) ::_exit(5);
+        s->begin_run(std::span(got).subspan(0, 1));
+        s->finish(std::vector{outcome(got[0], Outcome::Kind::done)});
+        std::this_thread::sleep_for(200ms); // the writer is on it, waiting for the lock
+        s->begin_run(std::span(got).subspan(1, 1));
         [[maybe_unused]] auto n = ::write(to_parent[1], "b", 1);
         ::pause();
         ::_exit(4);
@@ -715,37 +805,33 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
     };
     char c = 0;
     REQUIRE(read_within(c, 20000));
-    REQUIRE(c == 4);
-    auto blocker = store::pg::Connection::open(e.url); // holds every mark up until it commits
-    blocker->exec("BEGIN; LOCK TABLE " + e.schema + ".running IN EXCLUSIVE MODE");
+    REQUIRE(c == 2);
+    auto blocker = store::pg::Connection::open(e.url); // the first run's outcome waits for this lock
+    blocker->exec("BEGIN; SELECT id FROM " + e.schema + ".jobs FOR UPDATE");
     REQUIRE(::write(to_child[1], "g", 1) == 1);
-    bool begun = read_within(c, 5000);
-    CHECK_MESSAGE(begun, "the runs waited for the server to apply their start marks");
-    std::this_thread::sleep_for(100ms);
+    REQUIRE(read_within(c, 5000));
+    std::this_thread::sleep_for(300ms); // both marks applied
+    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "2");
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
-    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running") == "0"); // not applied when it died
     blocker->exec("COMMIT");
     auto s = e.open();
     std::vector<store::JobRecord> jobs;
     auto until = std::chrono::steady_clock::now() + 10s;
-    do { // the host is rescued once the server applied the marks and closed the session (a live host looks each second)
+    do {
         std::this_thread::sleep_for(100ms);
         jobs = s->list({"a", std::nullopt, 10});
     } while (std::chrono::steady_clock::now() < until &&
              std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j.state != JobState::ready; }));
-    REQUIRE(jobs.size() == 4);
-    int charged = 0;
+    REQUIRE(jobs.size() == 2); // the first run's outcome (done, deleted) was never committed
     for (const auto& j : jobs) {
+        CAPTURE(j.payload);
         CHECK(j.state == JobState::ready);
-        if (j.attempt == 0) continue;
-        ++charged;
         CHECK(j.attempt == 1);
         REQUIRE(j.errors.size() == 1);
         CHECK(j.errors[0].message.find("the host died while this job was running (host ") == 0);
     }
-    CHECK(charged == 3);
     s->close();
 }
 
@@ -765,7 +851,7 @@ TEST_CASE("PostgreSQL: a start mark sent after the server ended the marks connec
     std::string marked;
     for (int i = 0; i < 40 && marked != "1"; ++i) {
         std::this_thread::sleep_for(50ms);
-        marked = pg_server().psql("SELECT count(*) FROM " + e.schema + ".running");
+        marked = pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()");
     }
     CHECK(marked == "1");
     s->flush();
