@@ -1389,8 +1389,8 @@ void PostgresStore::set_type_defaults(const std::map<std::string, TypeDefaults>&
     for (const auto& [type, d] : defaults) {
         const char* sep = names.empty() ? "" : ",";
         names.push_back(type);
-        prios += sep + std::to_string(static_cast<int>(d.priority));
-        maxes += sep + std::to_string(d.max_attempts);
+        (prios += sep) += std::to_string(static_cast<int>(d.priority)); // (sep + ...: a GCC 12 -Wrestrict false alarm)
+        (maxes += sep) += std::to_string(d.max_attempts);
     }
     if (names.empty()) return;
     try {

@@ -7,8 +7,9 @@
 //     `UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING` and deletes them with one `DELETE ... = ANY`, each in its own
 //     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two. Beside it, the
 //     same loop on 2 connections that also marks each job started before its run the way a host does when its runs
-//     start one at a time (a transaction a job on a connection of its own, sent without waiting for the answer, the
-//     answers read every 64 jobs): the bare limit under the store contract;
+//     start one at a time (a setval of an unlogged sequence a job, in a transaction of its own, on a connection of
+//     its own, sent without waiting for the answer, the answers read every 64 jobs; a sequence is set again only once
+//     its job is deleted): the bare limit under the store contract;
 //  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size);
 //  4. for each drain, the CPU the whole machine spent per job (every process, from /proc/stat) and how busy its cores
 //     were, and for the host's drains what its own process spent: what bounds a drain on a machine this small;
@@ -281,23 +282,34 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
 }
 
 // The bare limit on the same schema and backlog: claim 100, delete them, on `connections` threads. `marked`: each
-// job is also marked started before its (empty) run on a second connection with asynchronous commit, as a host marks
-// a run that starts alone (what makes a crash charge exactly the runs that started): BEGIN, INSERT, COMMIT in a
-// pipeline, sent without waiting, the answers read every 64 jobs and before the delete, which takes the marks too.
+// job is also marked started before its (empty) run on a second connection, as a host marks a run that starts alone
+// (what makes a crash charge exactly the runs that started): BEGIN, setval of one of the thread's 128 unlogged
+// sequences, COMMIT in a pipeline, sent without waiting, the answers read every 64 jobs and before the delete.
 double bare_drain(const std::string& url, const std::string& schema, std::size_t backlog, int connections,
                   bool marked = false) {
     std::atomic<std::size_t> done{0};
+    if (marked) { // (before the clock starts)
+        auto c = store::pg::Connection::open(url);
+        c->exec("DO $$ BEGIN FOR i IN 0 .. " + std::to_string(128 * connections - 1) +
+                " LOOP EXECUTE format('CREATE UNLOGGED SEQUENCE IF NOT EXISTS " + schema +
+                ".bare_mark_%s MINVALUE 0 START 0', i); END LOOP; END $$");
+    }
     statements.reset();
     auto machine = Machine::now();
     auto start = Clock::now();
     std::vector<std::thread> threads;
     for (int t = 0; t < connections; ++t)
-        threads.emplace_back([&] {
+        threads.emplace_back([&, t] {
             auto c = store::pg::Connection::open(url);
             auto m = store::pg::Connection::open(url);
             m->exec("SET synchronous_commit = off");
-            const std::string mark = "INSERT INTO " + schema + ".running (id, owner, attempt) VALUES ($1, 'bare', 1)";
+            const std::string mark = "SELECT setval($1::oid::regclass, $2::int8)";
+            std::vector<std::string> seqs;
             if (marked) {
+                for (int i = 0; i < 128; ++i)
+                    seqs.push_back(
+                        m->exec("SELECT '" + schema + ".bare_mark_" + std::to_string(t * 128 + i) + "'::regclass::oid")
+                            .text(0, 0));
                 for (const auto* sql : {"BEGIN", "COMMIT", mark.c_str()}) m->prepare(sql);
                 m->enter_pipeline();
             }
@@ -308,19 +320,16 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
                 "SKIP LOCKED) UPDATE " +
                 schema +
                 ".jobs j SET state = 2, lease_owner = 'bare' FROM picked WHERE j.id = picked.id RETURNING j.id";
-            const std::string remove = marked ? "WITH d AS (DELETE FROM " + schema +
-                                                    ".running WHERE id = ANY($1::int8[])) DELETE FROM " + schema +
-                                                    ".jobs WHERE id = ANY($1::int8[])"
-                                              : "DELETE FROM " + schema + ".jobs WHERE id = ANY($1::int8[])";
+            const std::string remove = "DELETE FROM " + schema + ".jobs WHERE id = ANY($1::int8[])";
             for (;;) {
                 auto r = c->run(claim);
                 if (r.rows() == 0) break;
                 std::vector<std::int64_t> ids;
                 for (int i = 0; i < r.rows(); ++i) ids.push_back(r.int64(i, 0));
                 if (marked) {
-                    for (auto id : ids) {
+                    for (std::size_t k = 0; k < ids.size(); ++k) {
                         m->send("BEGIN");
-                        m->send(mark, store::pg::Params().add(id));
+                        m->send(mark, store::pg::Params().add(seqs[k]).add(ids[k] * 65536 + 1));
                         m->send("COMMIT");
                         m->flush();
                         if (++unsynced == 64) {
