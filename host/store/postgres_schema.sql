@@ -228,38 +228,49 @@ END $$;
 CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL);
 INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '3');
 
--- Version 3: start marks that are not transactions (a version 2 schema gets what follows). Each host keeps a few
--- unlogged sequences, each naming one run it started as id * 65536 + attempt (0: free). A setval on one takes no
+-- Version 3: start marks that are not transactions (a version 2 schema gets what follows). Each host keeps unlogged
+-- sequences (64 at first, more while runs find none free), each naming one run it started as id * 65536 + attempt
+-- (0: free). A setval on one takes no
 -- transaction id and writes no WAL, and its value outlives the host, not the server (like {s}.running). The host
 -- reuses a sequence once the outcome of the run it names is committed; a run that finds none free is marked in
 -- {s}.running. A sequence that named a run whose outcome is recorded matches no held job: the attempt moved on, or
 -- the job is gone (a run given back uncharged is set free first).
-CREATE TABLE {s}.marks (seq regclass PRIMARY KEY, host bigint NOT NULL, owner text NOT NULL);
+CREATE TABLE {s}.marks (seq regclass PRIMARY KEY, host bigint, owner text); -- no host: a spare
 CREATE INDEX marks_host ON {s}.marks (host);
+CREATE SEQUENCE {s}.mark_numbers; -- their names
 
--- A host's mark sequences: p_n of them, created if missing, all set free; their oids, in order.
-CREATE FUNCTION {s}.host_marks(p_host bigint, p_owner text, p_n integer) RETURNS oid[] LANGUAGE plpgsql AS $$
+-- A new mark sequence, set free.
+CREATE FUNCTION {s}.new_mark() RETURNS regclass LANGUAGE plpgsql AS $$
 DECLARE
-    v_name text;
-    v_seq regclass;
-    v_out oid[] := '{}';
+    v_name text := format('%I.%I', '{s}', 'mark_' || nextval('{s}.mark_numbers'));
 BEGIN
-    FOR i IN 0 .. p_n - 1 LOOP
-        v_name := format('%I.%I', '{s}', 'mark_' || p_host || '_' || i);
-        v_seq := to_regclass(v_name);
-        IF v_seq IS NULL THEN
-            EXECUTE format('CREATE UNLOGGED SEQUENCE %s MINVALUE 0 START 0', v_name);
-            v_seq := v_name::regclass;
-        END IF;
-        INSERT INTO {s}.marks (seq, host, owner) VALUES (v_seq, p_host, p_owner)
-            ON CONFLICT (seq) DO UPDATE SET owner = excluded.owner;
-        PERFORM setval(v_seq, 0);
-        v_out := v_out || v_seq::oid;
-    END LOOP;
-    RETURN v_out;
+    EXECUTE format('CREATE UNLOGGED SEQUENCE %s MINVALUE 0 START 0', v_name);
+    PERFORM setval(v_name::regclass, 0);
+    RETURN v_name::regclass;
 END $$;
 
--- Drops the mark sequences of a host that is gone (after its jobs were rescued, or as it closes).
+-- Gives a host more mark sequences, each set free: up to p_spares spares (handed back by hosts that closed), and new
+-- ones if that made fewer than p_n. Returns their oids.
+CREATE FUNCTION {s}.add_marks(p_host bigint, p_owner text, p_n integer, p_spares integer) RETURNS SETOF oid
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_seq regclass;
+    v_got integer := 0;
+BEGIN
+    FOR v_seq IN UPDATE {s}.marks SET host = p_host, owner = p_owner WHERE seq IN (SELECT m.seq FROM {s}.marks m
+                 WHERE m.host IS NULL LIMIT p_spares FOR UPDATE SKIP LOCKED) RETURNING seq LOOP
+        PERFORM setval(v_seq, 0);
+        v_got := v_got + 1;
+        RETURN NEXT v_seq::oid;
+    END LOOP;
+    FOR i IN 1 .. p_n - v_got LOOP
+        v_seq := {s}.new_mark();
+        INSERT INTO {s}.marks (seq, host, owner) VALUES (v_seq, p_host, p_owner);
+        RETURN NEXT v_seq::oid;
+    END LOOP;
+END $$;
+
+-- Drops the mark sequences of a host that is gone (after its jobs were rescued), or that lost its lease.
 CREATE FUNCTION {s}.drop_marks(p_host bigint) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     v_seq regclass;
@@ -269,6 +280,12 @@ BEGIN
     END LOOP;
 END $$;
 
+-- A host that closes hands its mark sequences back as spares, each set free.
+CREATE FUNCTION {s}.spare_marks(p_host bigint) RETURNS void LANGUAGE sql AS $$
+    SELECT count(setval(seq, 0)) FROM {s}.marks WHERE host = p_host;
+    UPDATE {s}.marks SET host = NULL, owner = NULL WHERE host = p_host;
+$$;
+
 -- Every run marked started: the rows of {s}.running and the hosts' mark sequences. A statement reads it once (as
 -- `(id, lease_owner, attempt + 1) IN (SELECT * FROM {s}.running_now())`, a hashed subplan), not once per job.
 CREATE FUNCTION {s}.running_now() RETURNS TABLE (id bigint, owner text, attempt integer) LANGUAGE plpgsql AS $$
@@ -276,7 +293,7 @@ DECLARE
     h record;
 BEGIN
     RETURN QUERY SELECT r.id, r.owner, r.attempt FROM {s}.running r;
-    FOR h IN SELECT m.owner, array_agg(m.seq) AS seqs FROM {s}.marks m GROUP BY m.owner LOOP
+    FOR h IN SELECT m.owner, array_agg(m.seq) AS seqs FROM {s}.marks m WHERE m.host IS NOT NULL GROUP BY m.owner LOOP
         BEGIN
             RETURN QUERY SELECT v >> 16, h.owner, (v & 65535)::integer
                 FROM unnest(h.seqs) AS u(seq), pg_sequence_last_value(u.seq) AS v WHERE v > 0;

@@ -199,6 +199,7 @@ PostgresStore::~PostgresStore() {
         if (io_thread_.joinable()) io_thread_.join();
     }
     stop_writer();
+    if (grow_thread_.joinable()) grow_thread_.join();
 }
 
 // The statement that registers this host; a host registers again (after its row was taken for dead) under the id it
@@ -239,26 +240,91 @@ void PostgresStore::register_host() {
     // Held while this connection lives (and by the host's other connections): other hosts see the last of them
     // vanish the moment this process dies.
     hold_lock(w);
-    if (first || again) take_marks(); // (a writer that reconnected keeps them: runs in progress are marked there)
+    if (first || again) take_marks(again); // (a writer that reconnected keeps them: runs in progress are marked there)
     w.exec("COMMIT");
+    apply_marks();
     heartbeat_ok_ms_ = heartbeat_sent_ms_;
     if (again) lost_lease();
 }
 
 // This host's mark sequences, created if missing (another host drops them once this one is found dead and its lock
 // is gone), all set free: runs that were in progress when the lease was lost have their outcomes dropped anyway.
-void PostgresStore::take_marks() {
+void PostgresStore::take_marks(bool again) {
     if (options_.mark_sequences == 0) return;
-    auto r = writer_->run(
-        q("SELECT unnest({s}.host_marks($1, $2, $3))"),
-        pg::Params().add(*host_id_).add(options_.owner).add(static_cast<std::int64_t>(options_.mark_sequences)));
-    std::vector<std::int64_t> seqs;
-    for (int i = 0; i < r.rows(); ++i) seqs.push_back(r.int64(i, 0));
+    // after a lost lease, runs of the old lease may still set the old ones: they are dropped, and others taken
+    if (again) writer_->run(q("SELECT {s}.drop_marks($1)"), pg::Params().add(*host_id_));
+    // 64 at least, and up to 1024 spares (what a host draining a backlog used, with 2 slots and with 50: a sequence is
+    // busy until its run's outcome is committed, and runs went on from the 1024 jobs held ahead meanwhile)
+    auto r = writer_->run(q("SELECT {s}.add_marks($1, $2, $3, $4)"),
+                          pg::Params()
+                              .add(*host_id_)
+                              .add(options_.owner)
+                              .add(static_cast<std::int64_t>(std::min<std::size_t>(64, options_.mark_sequences)))
+                              .add(static_cast<std::int64_t>(std::min<std::size_t>(1024, options_.mark_sequences))));
+    marks_given_.clear();
+    for (int i = 0; i < r.rows(); ++i) marks_given_.push_back(r.int64(i, 0));
+    marks_pending_ = true;
+}
+
+// More mark sequences, in a transaction of their own on a connection of their own: the first time up to 1024 (what a
+// host draining a backlog used, with 2 slots and with 50: runs went on from the 1024 jobs held ahead while their
+// outcomes waited to be committed), then 64 a second, up to mark_sequences. Spares are taken at once, but creating
+// one costs the server about 0.35 ms (doubling on past 1024 created 1024 more in a drain of less than a second, which
+// then ran at half the pace), and meanwhile runs that find none free are marked in the table.
+void PostgresStore::grow_marks() {
+    auto now = std::chrono::steady_clock::now();
+    if (!host_id_ || growing_.exchange(true)) return;
+    std::size_t have = 0;
+    std::uint64_t generation = 0;
+    bool off = false;
+    {
+        std::lock_guard lock(marks_mutex_);
+        have = mark_seqs_.size();
+        generation = marks_generation_;
+        off = seq_marks_off_;
+    }
+    if (off || have == 0 || have >= options_.mark_sequences ||
+        (have >= 1024 && now - last_grow_ < std::chrono::seconds(1))) {
+        growing_ = false;
+        return;
+    }
+    last_grow_ = now;
+    if (grow_thread_.joinable()) grow_thread_.join();
+    auto more = std::min<std::size_t>(have < 1024 ? 1024 - have : 64, options_.mark_sequences - have);
+    grow_thread_ = std::thread([this, more, generation, host = *host_id_] {
+        try {
+            auto c = pg::Connection::open(options_.url);
+            c->exec("SET application_name = 'jobhost marks setup'");
+            auto r = c->run(q("SELECT {s}.add_marks($1, $2, $3, $3)"),
+                            pg::Params().add(host).add(options_.owner).add(static_cast<std::int64_t>(more)));
+            std::lock_guard lock(marks_mutex_);
+            // (replaced meanwhile, after a lost lease: these stay unused, and are spares once this host closes)
+            if (marks_generation_ == generation)
+                for (int i = 0; i < r.rows(); ++i) {
+                    if (!seq_marks_off_) free_marks_.push_back(mark_seqs_.size());
+                    mark_seqs_.push_back(r.int64(i, 0));
+                }
+        } catch (const std::exception& e) {
+            log::write(log::Level::warning, "store",
+                       std::string("could not add start mark sequences (") + e.what() +
+                           "); runs that find none free are marked in a table, which costs more");
+        }
+        growing_ = false;
+    });
+}
+
+// Once the transaction that took them committed (the marks connection cannot see new ones before).
+void PostgresStore::apply_marks() {
+    if (!marks_pending_) return;
+    marks_pending_ = false;
     std::lock_guard lock(marks_mutex_);
-    mark_seqs_ = std::move(seqs);
+    ++marks_generation_;
+    mark_seqs_ = std::move(marks_given_);
+    marks_given_.clear();
     free_marks_.clear();
-    for (std::size_t i = mark_seqs_.size(); i-- > 0;) free_marks_.push_back(i);
     mark_of_.clear();
+    if (!seq_marks_off_)
+        for (std::size_t i = mark_seqs_.size(); i-- > 0;) free_marks_.push_back(i);
 }
 
 void PostgresStore::lost_lease() {
@@ -374,6 +440,7 @@ void PostgresStore::tx_commit() {
         }
         given_back_ = 0;
     }
+    apply_marks();
     if (heartbeat_pending_) {
         auto before = heartbeat_ok_ms_.exchange(heartbeat_sent_ms_);
         // claims refused while the lease was unsure (see claim) may go on
@@ -382,6 +449,8 @@ void PostgresStore::tx_commit() {
 }
 
 void PostgresStore::tx_rollback() noexcept {
+    marks_pending_ = false; // (what the transaction took is not taken)
+    marks_given_.clear();
     unsure_.insert(unsure_.end(), giving_back_.begin(), giving_back_.end()); // for the next transaction
     giving_back_.clear();
     try {
@@ -408,6 +477,7 @@ void PostgresStore::maintain(TimePoint now) {
     // (after close() deleted this host's row in this transaction, a heartbeat due would find the row gone, take that
     // for a lost lease and register the host again: an error logged at every clean stop, and a row left behind)
     if (!options_.host || left_) return;
+    if (marks_short_.exchange(false)) grow_marks();
     auto beat = std::min<std::chrono::milliseconds>(options_.lease / 4, std::chrono::seconds(1));
     if (now - last_heartbeat_ >= beat) {
         last_heartbeat_ = now;
@@ -436,8 +506,9 @@ void PostgresStore::maintain(TimePoint now) {
                        "j.id = r.id AND j.state = 2 AND j.lease_owner = r.owner AND j.attempt + 1 = r.attempt)"),
                      pg::Params().add(options_.owner));
         // mark sequences of hosts that are gone: no row, no connection (a stalled host keeps its own), and none of
-        // their jobs left to rescue
-        writer_->run(q("SELECT {s}.drop_marks(m.host) FROM (SELECT DISTINCT host, owner FROM {s}.marks) m WHERE NOT "
+        // their jobs left to rescue (not made spares: a host cut off may come back, and set them)
+        writer_->run(q("SELECT {s}.drop_marks(m.host) FROM (SELECT DISTINCT host, owner FROM {s}.marks WHERE host IS "
+                       "NOT NULL) m WHERE NOT "
                        "EXISTS (SELECT 1 FROM {s}.hosts h WHERE h.id = m.host) AND NOT EXISTS (SELECT 1 FROM pg_locks "
                        "l WHERE l.locktype = 'advisory' AND l.classid = $1::oid AND l.objid = m.host::oid AND "
                        "l.objsubid = 2) AND NOT EXISTS (SELECT 1 FROM {s}.jobs j WHERE j.state IN (2, 5) AND "
@@ -470,7 +541,7 @@ void PostgresStore::heartbeat() {
     // (under the same id, whose lock this connection and the host's others still hold)
     lost_lease();
     insert_host(*writer_, "");
-    take_marks();
+    take_marks(true);
     heartbeat_pending_ = true;
 }
 
@@ -873,6 +944,7 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
             group->values.push_back(id * 65536 + j.attempt);
             continue;
         }
+        if (free_marks_.empty() && !seq_marks_off_) marks_short_.store(true, std::memory_order_relaxed);
         group->ids.push_back(id);
         group->attempts.push_back(j.attempt);
     }
@@ -1481,6 +1553,14 @@ void PostgresStore::close() {
     }
     if (options_.host) {
         clear_caches();
+        {
+            std::lock_guard lock(marks_mutex_); // no run sets a sequence after this (they become spares)
+            seq_marks_off_ = true;
+            free_marks_.clear();
+        }
+        // sequences being added are this host's once added: they become spares with the others (joined here, before
+        // the writer hands them back; none is added after seq_marks_off_)
+        while (growing_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         mark({}, true); // every start mark sent is applied, so that what still runs is charged
         try {
             submit(Op{[this] {
@@ -1503,7 +1583,8 @@ void PostgresStore::close() {
                                 "$1"),
                               pg::Params().add(options_.owner));
                           writer_->run(q("DELETE FROM {s}.running WHERE owner = $1"), pg::Params().add(options_.owner));
-                          if (host_id_) writer_->run(q("SELECT {s}.drop_marks($1)"), pg::Params().add(*host_id_));
+                          // (spares for the next host to start: creating them costs about 0.35 ms each)
+                          if (host_id_) writer_->run(q("SELECT {s}.spare_marks($1)"), pg::Params().add(*host_id_));
                           for (int i = 0; i < r.rows(); ++i)
                               log::write(log::Level::warning, "store",
                                          "job " + r.text(i, 0) +
@@ -1523,6 +1604,7 @@ void PostgresStore::close() {
         }
     }
     stop_writer();
+    if (grow_thread_.joinable()) grow_thread_.join();
     writer_.reset();
     marks_.reset();
     std::lock_guard lock(reader_mutex_);

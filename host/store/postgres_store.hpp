@@ -76,8 +76,9 @@ struct PostgresOptions {
     // host draining 60,000 jobs/s could not hold enough to cover one refill (2 ms) and its workers found the cache
     // empty in a quarter of their claims; 1024 drained 15 to 20 % faster, paired runs on one machine.
     std::size_t prefetch = 1024;
-    // Start marks in sequences of this host's own (see begin_run); runs beyond them are marked in a table.
-    std::size_t mark_sequences = 128;
+    // Start marks in sequences of this host's own, at most (see begin_run): 64 at first, doubled while runs find
+    // none free (a sequence is busy from its run's start until its outcome is committed); beyond, in a table.
+    std::size_t mark_sequences = 4096;
     std::size_t retain_done = 0;
     std::chrono::milliseconds retain_done_for{0};
     std::size_t retain_dead = 100'000;
@@ -136,7 +137,12 @@ private:
     void open_marks();                                         // under marks_mutex_ (or in open)
     void write_outcomes(const std::vector<Outcome>& outcomes); // inside a writer transaction
     void register_host();
-    void take_marks(); // in a writer transaction, once registered: this host's mark sequences, all free
+    // In a writer transaction: this host's first mark sequences (after a lost lease, new ones), taken into use by
+    // apply_marks once the transaction committed. More are taken on a connection of their own (grow_marks), so that
+    // it never holds up the writer.
+    void take_marks(bool again);
+    void grow_marks();
+    void apply_marks();
     pg::Result insert_host(pg::Connection& c, const std::string& on_conflict);
     void hold_lock(pg::Connection& c); // takes this host's lock on c (shared by all its connections)
     void heartbeat();
@@ -181,6 +187,15 @@ private:
     std::vector<std::int64_t> mark_seqs_;
     std::vector<std::size_t> free_marks_;
     std::unordered_map<JobId, std::size_t> mark_of_;
+    bool seq_marks_off_ = false;           // closing: runs are marked in the table
+    std::uint64_t marks_generation_ = 0;   // how many times they were replaced
+    std::atomic<bool> marks_short_{false}; // a run found no sequence free
+    // writer: the sequences the open transaction took (all of them)
+    std::vector<std::int64_t> marks_given_;
+    bool marks_pending_ = false;
+    std::thread grow_thread_; // writer starts it (and joins the last); close and the destructor join it
+    std::atomic<bool> growing_{false};
+    std::chrono::steady_clock::time_point last_grow_{}; // writer
     // Used by the run that writes a group (marking_) only: the connection (pipeline mode), the groups sent since the
     // last sync, and what they marked (sent again on a new connection if this one fails before its sync).
     std::unique_ptr<pg::Connection> marks_;

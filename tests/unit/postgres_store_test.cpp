@@ -258,8 +258,9 @@ TEST_CASE("postgres: hosts that start together create the schema once, and a new
     CHECK(refused.error().message.find("use a newer jobhost") != std::string::npos);
 }
 
-TEST_CASE("postgres: a version 1 or 2 schema is migrated to 3 (results, progress, attempts across retries, and start marks "
-          "in sequences), its jobs intact") {
+TEST_CASE(
+    "postgres: a version 1 or 2 schema is migrated to 3 (results, progress, attempts across retries, and start marks "
+    "in sequences), its jobs intact") {
     for (int from : {1, 2}) {
         CAPTURE(from);
         auto schema = "older" + std::to_string(from);
@@ -273,9 +274,15 @@ TEST_CASE("postgres: a version 1 or 2 schema is migrated to 3 (results, progress
             id = (*s)->enqueue(std::vector{n}).front().id;
             (*s)->close();
         }
-        server().psql("DROP FUNCTION " + schema + ".running_now, " + schema + ".host_marks, " + schema +
-                      ".drop_marks; DROP TABLE " + schema + ".marks; UPDATE " + schema +
-                      ".meta SET value = '2' WHERE key = 'schema_version'");
+        // what version 2 lacked: the mark sequences (the host's, spares since it closed), their table and functions
+        server().psql("DO $$ DECLARE r regclass; BEGIN FOR r IN SELECT seq FROM " + schema +
+                      ".marks LOOP EXECUTE 'DROP SEQUENCE ' || r; END LOOP; END $$; DROP TABLE " + schema +
+                      ".marks; DROP FUNCTION " + schema + ".running_now, " + schema + ".add_marks, " + schema +
+                      ".drop_marks, " + schema + ".spare_marks, " + schema + ".new_mark; DROP SEQUENCE " + schema +
+                      ".mark_numbers; UPDATE " + schema + ".meta SET value = '2' WHERE key = 'schema_version'");
+        CHECK(server().psql("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                            "n.nspname = '" +
+                            schema + "' AND c.relkind = 'S'") == "2"); // the ids of jobs and of hosts
         if (from == 1)
             server().psql("ALTER TABLE " + schema +
                           ".jobs DROP COLUMN attempts_before, DROP COLUMN result, DROP COLUMN progress; UPDATE " +
@@ -283,7 +290,7 @@ TEST_CASE("postgres: a version 1 or 2 schema is migrated to 3 (results, progress
         auto s = open(schema);
         REQUIRE(s);
         CHECK(server().psql("SELECT value FROM " + schema + ".meta WHERE key = 'schema_version'") == "3");
-        CHECK(server().psql("SELECT count(*) FROM " + schema + ".marks") == "128"); // the host's mark sequences
+        CHECK(server().psql("SELECT count(*) FROM " + schema + ".marks") == "64"); // the host's first mark sequences
         store::ClaimRequest r;
         r.types.emplace_back((*s)->intern("a"), 1);
         r.owner = (*s)->owner();
