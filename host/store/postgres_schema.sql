@@ -1,7 +1,7 @@
 -- The jobhost schema for PostgreSQL, version 3 (version 1 lacked attempts_before, result and progress; version 2 the
 -- start marks in sequences at the end). {s} is the schema's name ([store] schema, default jobhost).
 -- Applied by the first host that starts, under an advisory lock. States: 0 scheduled, 1 ready, 2 held by a host
--- (reserved ahead, or running when {s}.running says so), 3 done, 4 dead.
+-- (reserved ahead, or running when {s}.running_now() says so), 3 done, 4 dead.
 CREATE SCHEMA IF NOT EXISTS {s};
 
 CREATE TABLE {s}.jobs (
@@ -32,10 +32,11 @@ CREATE INDEX jobs_due ON {s}.jobs (run_at) WHERE state = 0;
 -- on lease_owner made the planner scan every job a host held, dead index entries included, for each one)
 CREATE INDEX jobs_held ON {s}.jobs (id) WHERE state IN (2, 5);
 
--- Which held jobs are running: a row per run that started (the attempt it is on), written by the host just before
--- it calls the plugin, without waiting for the answer, when none of its mark sequences (see {s}.marks) is free. Kept apart from jobs, so that writing it never waits on a
--- job's row lock (an outcome being committed) and costs no index change on jobs; unlogged, because it only has to
--- outlive a host, not the server (a server crash empties it: those jobs then go back uncharged).
+-- Which held jobs are running, for runs whose host found none of its mark sequences free (see {s}.marks): a row per
+-- run that started (the attempt it is on), written by the host just before it calls the plugin, without waiting for
+-- the answer. Kept apart from jobs, so that writing it never waits on a job's row lock (an outcome being committed)
+-- and costs no index change on jobs; unlogged, because it only has to outlive a host, not the server (a server crash
+-- empties it: those jobs then go back uncharged).
 CREATE UNLOGGED TABLE {s}.running (id bigint NOT NULL, owner text NOT NULL, attempt integer NOT NULL);
 CREATE INDEX running_id ON {s}.running (id);
 CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at) WHERE state IN (3, 4);
@@ -229,12 +230,12 @@ CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL);
 INSERT INTO {s}.meta (key, value) VALUES ('schema_version', '3');
 
 -- Version 3: start marks that are not transactions (a version 2 schema gets what follows). Each host keeps unlogged
--- sequences (64 at first, more while runs find none free), each naming one run it started as id * 65536 + attempt
--- (0: free). A setval on one takes no
--- transaction id and writes no WAL, and its value outlives the host, not the server (like {s}.running). The host
--- reuses a sequence once the outcome of the run it names is committed; a run that finds none free is marked in
--- {s}.running. A sequence that named a run whose outcome is recorded matches no held job: the attempt moved on, or
--- the job is gone (a run given back uncharged is set free first).
+-- sequences (at least 64, up to 1024 spares as it starts, more while runs find none free), each naming one run it
+-- started as id * 65536 + attempt (0: free). A setval on one takes no transaction id and writes no WAL, and its value
+-- outlives the host, not the server (like {s}.running). The host sets a sequence again only once the outcome of the
+-- run it names is committed; a run that finds none free is marked in {s}.running. A sequence that named a run whose
+-- outcome is recorded matches no held job: the attempt moved on, or the job is gone (a run given back uncharged is
+-- set free first).
 CREATE TABLE {s}.marks (seq regclass PRIMARY KEY, host bigint, owner text); -- no host: a spare
 CREATE INDEX marks_host ON {s}.marks (host);
 CREATE SEQUENCE {s}.mark_numbers; -- their names

@@ -914,7 +914,8 @@ void futex_wake(std::atomic<int>& state, int how_many) {
 // the host that rescues the jobs sees every mark sent. That holds only while the server has no answer to send:
 // a server that fails to write to a dead client ends the session, and drops what its socket still holds (marks sent
 // with a Sync each were lost this way: 4 to 93 % of 5,000, when the client was killed with marks queued). So each mark
-// is its own transaction in the pipeline (BEGIN, INSERT, COMMIT, whose answers the server keeps until a Sync), and a
+// is its own transaction in the pipeline (BEGIN, setval or INSERT, COMMIT, whose answers the server keeps until a
+// Sync; a transaction that only sets sequences takes no transaction id and writes no commit record), and a
 // Sync is sent only every kMarksPerSync groups, by the run whose group reaches it, which reads every answer before
 // any further mark is sent; the answers held meanwhile (about 70 bytes a group) stay well within the server's 8 KiB
 // output buffer, which it would write out when full. (Waiting for each answer instead cost each run a round trip:

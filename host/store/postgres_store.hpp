@@ -7,21 +7,28 @@
 // `FOR UPDATE SKIP LOCKED` over the ready index, best priority first, oldest first within one, so hosts never wait
 // for each other's rows. A claim takes from that cache without I/O. Reserved jobs are not charged.
 //
-// Running. begin_run writes a row per job into the unlogged table `running` on a connection of its own
-// (asynchronous commit, pipeline mode, statements prepared once; the row holds what the host claimed, id and attempt,
-// so the statement reads nothing of jobs) and calls the plugin once the row's transaction is in the server's socket,
-// without waiting for the answer: the server applies what its socket holds before it sees the connection close, and
-// the host counts as alive until then (that connection holds the host's lock), so a host killed in a job is charged
-// exactly the runs it started. The server must never have an answer to write meanwhile (one it cannot deliver to a
-// dead host ends the session, and what its socket still holds is dropped), so answers are asked for only every 64 mark
-// transactions, and read before any further mark is sent (see begin_run). (Waiting for each answer, as before, cost
-// every run a round trip: 2 slots drained a backlog at about 0.45 of the bare loop.) Marks are group-committed: runs
-// that start while a group is written form the next group, one transaction for all of them. The job's own row stays
-// "held" (state 2): a mark never waits on the job's row lock, and costs no index change on jobs. A host killed between
-// the send and the plugin call is charged a run that did not start (the safe side, by one). A mark is lost, and its run
-// goes back uncharged, only when the server never gets it (the host's machine or network fails within a moment of the
-// start), when the server holds it back for longer than the lease, or when the database server itself crashes (an
-// unlogged table is emptied then).
+// Running. begin_run records that each job started on a connection of its own (pipeline mode, statements prepared
+// once), and calls the plugin once the record is in the server's socket, without waiting for the answer: the server
+// applies what its socket holds before it sees the connection close, and the host counts as alive until then (that
+// connection holds the host's lock), so a host killed in a job is charged exactly the runs it started. The server must
+// never have an answer to write meanwhile (one it cannot deliver to a dead host ends the session, and what its socket
+// still holds is dropped), so answers are asked for only every 64 mark transactions, and read before any further mark
+// is sent (see begin_run). (Waiting for each answer, as before, cost every run a round trip: 2 slots drained a
+// backlog at about 0.45 of the bare loop.) A run's mark is a setval on one of the host's unlogged sequences (schema
+// table `marks`), to the job's id * 65536 + its attempt: no transaction id, no WAL, and the value outlives the host
+// (not the server). A sequence is set again only once the outcome of the run it names is committed (after a crash
+// that run must still look started), so a host draining a backlog needs about as many as it holds jobs ahead: it
+// takes up to 1024 spares as it starts (handed back by hosts that closed) and adds more on a connection of its own
+// while runs find none free; those runs (and ids from 2^47, attempts from 65,536) insert a row into the unlogged
+// table `running` instead, as every run did before (a transaction each: 2 slots drained at 0.64 of the bare loop with
+// those, 0.77 with sequences). Runs that start while a group of marks is written form the next group, one
+// transaction for all of them. The job's own row stays "held" (state 2): a mark never waits on the job's row lock,
+// and costs no index change on jobs. Readers see both kinds through `running_now()`, once per statement. A host killed
+// between the send and the plugin call is charged a run that did not start (the safe side, by one). A mark is lost,
+// and its run goes back uncharged, only when the server never gets it (the host's machine or network fails within a
+// moment of the start), when the server holds it back for longer than the lease, or when the database server itself
+// crashes (unlogged sequences and tables are reset then). A gone host's sequences are dropped once it has no
+// connection and no job left to rescue; a stalled one keeps them, and one that lost its lease takes new ones.
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued
