@@ -247,8 +247,8 @@ void PostgresStore::register_host() {
     if (again) lost_lease();
 }
 
-// This host's mark sequences, created if missing (another host drops them once this one is found dead and its lock
-// is gone), all set free: runs that were in progress when the lease was lost have their outcomes dropped anyway.
+// This host's first mark sequences, all free. After a lost lease the ones it had are dropped (a run of the old lease
+// may still set one: it fails, and that run's outcome is dropped anyway) and others taken.
 void PostgresStore::take_marks(bool again) {
     if (options_.mark_sequences == 0) return;
     // after a lost lease, runs of the old lease may still set the old ones: they are dropped, and others taken
