@@ -677,13 +677,74 @@ TEST_CASE_TEMPLATE("a job that crashes its host every time is charged each crash
     s->close();
 }
 
+namespace {
+
+// A host in a child process that a test steps through: it opens, reserves `reserve` jobs of type "a" and says how
+// many it got; on go() it calls `then` with them, says so, and waits to be killed.
+struct SteppedHost {
+    pid_t pid = -1;
+    int to_child = -1, from_child = -1;
+    bool read_within(char& c, int ms) const {
+        pollfd p{from_child, POLLIN, 0};
+        return ::poll(&p, 1, ms) == 1 && ::read(from_child, &c, 1) == 1;
+    }
+    bool go() const { return ::write(to_child, "g", 1) == 1; }
+    void kill() const {
+        ::kill(pid, SIGKILL);
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        ::close(to_child);
+        ::close(from_child);
+    }
+};
+
+SteppedHost stepped_host(PostgresContract& e, std::size_t reserve,
+                         const std::function<void(store::JobStore&, std::vector<store::JobRecord>&)>& then) {
+    int to_child[2], to_parent[2];
+    REQUIRE(::pipe(to_child) == 0);
+    REQUIRE(::pipe(to_parent) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::close(to_child[1]);
+        ::close(to_parent[0]);
+        std::string why;
+        auto s = e.try_open(true, why);
+        if (!s) ::_exit(3);
+        auto got = claim_all(*s, "a", reserve);
+        char c = static_cast<char>(got.size());
+        if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1 || got.size() != reserve) ::_exit(5);
+        then(*s, got);
+        [[maybe_unused]] auto n = ::write(to_parent[1], "b", 1);
+        ::pause();
+        ::_exit(4);
+    }
+    ::close(to_child[0]);
+    ::close(to_parent[1]);
+    return {pid, to_child[1], to_parent[0]};
+}
+
+// The jobs of type "a" once a live host gave back a dead one's (it looks each second), within 10 s.
+std::vector<store::JobRecord> after_rescue(store::JobStore& s) {
+    std::vector<store::JobRecord> jobs;
+    auto until = std::chrono::steady_clock::now() + 10s;
+    do {
+        std::this_thread::sleep_for(100ms);
+        jobs = s.list({"a", std::nullopt, 10});
+    } while (std::chrono::steady_clock::now() < until &&
+             std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j.state != JobState::ready; }));
+    return jobs;
+}
+
+} // namespace
+
 // PostgreSQL: a run waits only until its start mark is in the server's socket, not until the server applied it. A
 // host killed while the server has not yet applied its marks (here they wait behind locks) is still charged exactly
 // the runs it started: the server applies what its socket holds before it sees the connection close, and the host
 // counts as alive until then. Before, each run waited for its mark's answer (here: the first run would wait for the
 // lock, and the others never start); marks sent with a Sync each were lost (the server ends a session it cannot
-// answer, and drops what its socket still holds). Marks in sequences (3 runs, 128 of them), in the table (none), and
-// both (2 sequences for 3 runs).
+// answer, and drops what its socket still holds). Marks in sequences (3 runs, 64 of them at first), in the table
+// (none), and both (2 sequences for 3 runs).
 TEST_CASE("PostgreSQL: a host killed before the server applied its start marks is charged every run it started") {
     for (std::size_t sequences : {128, 2, 0}) {
         CAPTURE(sequences);
@@ -694,34 +755,12 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
             s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3"), job("a", "4")});
             s->close();
         }
-        int to_child[2], to_parent[2];
-        REQUIRE(::pipe(to_child) == 0);
-        REQUIRE(::pipe(to_parent) == 0);
-        pid_t pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid ==
-            0) { // a host that reserves all 4, is told to go, starts 3 runs one at a time, and waits to be killed
-            ::close(to_child[1]);
-            ::close(to_parent[0]);
-            std::string why;
-            auto s = e.try_open(true, why);
-            if (!s) ::_exit(3);
-            auto got = claim_all(*s, "a", 4);
-            char c = static_cast<char>(got.size());
-            if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1) ::_exit(5);
-            for (std::size_t i = 0; i < 3 && i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
-            [[maybe_unused]] auto n = ::write(to_parent[1], "b", 1);
-            ::pause();
-            ::_exit(4);
-        }
-        ::close(to_child[0]);
-        ::close(to_parent[1]);
-        auto read_within = [&](char& c, int ms) {
-            pollfd p{to_parent[0], POLLIN, 0};
-            return ::poll(&p, 1, ms) == 1 && ::read(to_parent[0], &c, 1) == 1;
-        };
+        // reserves all 4, and on go starts 3 runs one at a time
+        auto host = stepped_host(e, 4, [](store::JobStore& s, std::vector<store::JobRecord>& got) {
+            for (std::size_t i = 0; i < 3; ++i) s.begin_run(std::span(got).subspan(i, 1));
+        });
         char c = 0;
-        REQUIRE(read_within(c, 20000));
+        REQUIRE(host.read_within(c, 20000));
         REQUIRE(c == 4);
         auto blocker = store::pg::Connection::open(e.url); // holds every mark up until it commits
         blocker->exec("BEGIN; LOCK TABLE " + e.schema + ".running IN EXCLUSIVE MODE");
@@ -730,25 +769,16 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
                       ".marks LOOP EXECUTE format('ALTER SEQUENCE %s CACHE 1', s); END LOOP; END $$");
         CHECK(blocker->exec("SELECT count(*) FROM " + e.schema + ".marks").text(0, 0) ==
               std::to_string(std::min<std::size_t>(sequences, 64)));
-        REQUIRE(::write(to_child[1], "g", 1) == 1);
-        bool begun = read_within(c, 5000);
+        REQUIRE(host.go());
+        bool begun = host.read_within(c, 5000);
         CHECK_MESSAGE(begun, "the runs waited for the server to apply their start marks");
         std::this_thread::sleep_for(100ms);
-        ::kill(pid, SIGKILL);
-        int status = 0;
-        ::waitpid(pid, &status, 0);
+        host.kill();
         // not applied when it died
         CHECK(blocker->exec("SELECT count(*) FROM " + e.schema + ".running_now()").text(0, 0) == "0");
         blocker->exec("COMMIT");
         auto s = e.open();
-        std::vector<store::JobRecord> jobs;
-        auto until = std::chrono::steady_clock::now() + 10s;
-        do { // the host is rescued once the server applied the marks and closed the session (a live host looks each
-             // second)
-            std::this_thread::sleep_for(100ms);
-            jobs = s->list({"a", std::nullopt, 10});
-        } while (std::chrono::steady_clock::now() < until &&
-                 std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j.state != JobState::ready; }));
+        auto jobs = after_rescue(*s); // once the server applied the marks and closed the session
         REQUIRE(jobs.size() == 4);
         int charged = 0;
         for (const auto& j : jobs) {
@@ -776,55 +806,26 @@ TEST_CASE("PostgreSQL: a mark sequence is not reused before the outcome of the r
         s->enqueue(std::vector{job("a", "1"), job("a", "2")});
         s->close();
     }
-    int to_child[2], to_parent[2];
-    REQUIRE(::pipe(to_child) == 0);
-    REQUIRE(::pipe(to_parent) == 0);
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) { // a host that reserves both, runs the first to its end, starts the second, and waits to be killed
-        ::close(to_child[1]);
-        ::close(to_parent[0]);
-        std::string why;
-        auto s = e.try_open(true, why);
-        if (!s) ::_exit(3);
-        auto got = claim_all(*s, "a", 2);
-        char c = static_cast<char>(got.size());
-        if (::write(to_parent[1], &c, 1) != 1 || ::read(to_child[0], &c, 1) != 1 || got.size() != 2) ::_exit(5);
-        s->begin_run(std::span(got).subspan(0, 1));
-        s->finish(std::vector{outcome(got[0], Outcome::Kind::done)});
+    // reserves both, and on go runs the first to its end and starts the second
+    auto host = stepped_host(e, 2, [](store::JobStore& s, std::vector<store::JobRecord>& got) {
+        s.begin_run(std::span(got).subspan(0, 1));
+        s.finish(std::vector{outcome(got[0], Outcome::Kind::done)});
         std::this_thread::sleep_for(200ms); // the writer is on it, waiting for the lock
-        s->begin_run(std::span(got).subspan(1, 1));
-        [[maybe_unused]] auto n = ::write(to_parent[1], "b", 1);
-        ::pause();
-        ::_exit(4);
-    }
-    ::close(to_child[0]);
-    ::close(to_parent[1]);
-    auto read_within = [&](char& c, int ms) {
-        pollfd p{to_parent[0], POLLIN, 0};
-        return ::poll(&p, 1, ms) == 1 && ::read(to_parent[0], &c, 1) == 1;
-    };
+        s.begin_run(std::span(got).subspan(1, 1));
+    });
     char c = 0;
-    REQUIRE(read_within(c, 20000));
+    REQUIRE(host.read_within(c, 20000));
     REQUIRE(c == 2);
     auto blocker = store::pg::Connection::open(e.url); // the first run's outcome waits for this lock
     blocker->exec("BEGIN; SELECT id FROM " + e.schema + ".jobs FOR UPDATE");
-    REQUIRE(::write(to_child[1], "g", 1) == 1);
-    REQUIRE(read_within(c, 5000));
+    REQUIRE(host.go());
+    REQUIRE(host.read_within(c, 5000));
     std::this_thread::sleep_for(300ms); // both marks applied
     CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "2");
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
+    host.kill();
     blocker->exec("COMMIT");
     auto s = e.open();
-    std::vector<store::JobRecord> jobs;
-    auto until = std::chrono::steady_clock::now() + 10s;
-    do {
-        std::this_thread::sleep_for(100ms);
-        jobs = s->list({"a", std::nullopt, 10});
-    } while (std::chrono::steady_clock::now() < until &&
-             std::any_of(jobs.begin(), jobs.end(), [](const auto& j) { return j.state != JobState::ready; }));
+    auto jobs = after_rescue(*s);
     REQUIRE(jobs.size() == 2); // the first run's outcome (done, deleted) was never committed
     for (const auto& j : jobs) {
         CAPTURE(j.payload);
