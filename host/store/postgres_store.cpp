@@ -251,7 +251,6 @@ void PostgresStore::register_host() {
 // may still set one: it fails, and that run's outcome is dropped anyway) and others taken.
 void PostgresStore::take_marks(bool again) {
     if (options_.mark_sequences == 0) return;
-    // after a lost lease, runs of the old lease may still set the old ones: they are dropped, and others taken
     if (again) writer_->run(q("SELECT {s}.drop_marks($1)"), pg::Params().add(*host_id_));
     // 64 at least, and up to 1024 spares (what a host draining a backlog used, with 2 slots and with 50: a sequence is
     // busy until its run's outcome is committed, and runs went on from the 1024 jobs held ahead meanwhile)

@@ -83,8 +83,9 @@ struct PostgresOptions {
     // host draining 60,000 jobs/s could not hold enough to cover one refill (2 ms) and its workers found the cache
     // empty in a quarter of their claims; 1024 drained 15 to 20 % faster, paired runs on one machine.
     std::size_t prefetch = 1024;
-    // Start marks in sequences of this host's own, at most (see begin_run): 64 at first, doubled while runs find
-    // none free (a sequence is busy from its run's start until its outcome is committed); beyond, in a table.
+    // Start marks in sequences of this host's own, at most (see begin_run): at least 64 at start (and up to 1024
+    // spares), up to 1024 the first time runs find none free, then 64 a second (a sequence is busy from its run's
+    // start until its outcome is committed); runs that find none free are marked in a table.
     std::size_t mark_sequences = 4096;
     std::size_t retain_done = 0;
     std::chrono::milliseconds retain_done_for{0};
