@@ -86,6 +86,10 @@ struct JobRecord {
     std::uint32_t attempts_before = 0;
     std::optional<JobResult> result;  // done jobs, where the store keeps them
     std::optional<Progress> progress; // the latest one reported, if any
+    // Where a PostgreSQL host marks this reservation's start (PostgresStore::begin_run): its line's sequence (an
+    // oid; 0: none, the run is marked in a table) and its place in that line.
+    std::uint32_t mark_seq = 0;
+    std::int64_t mark_pos = 0;
 };
 
 // What an enqueue asks for.

@@ -148,10 +148,10 @@ core::Expected<std::unique_ptr<PostgresStore>> PostgresStore::open(const Postgre
             if (version == 1) // 1 -> 2: results, progress, attempts counted across dead-letter retries
                 w.exec(store->q("ALTER TABLE {s}.jobs ADD COLUMN attempts_before integer NOT NULL DEFAULT 0, "
                                 "ADD COLUMN result jsonb, ADD COLUMN progress jsonb"));
-            // 2 -> 3: start marks in sequences (the schema's last part)
+            // 2 -> 3: start marks in sequences; 3 -> 4: what they mark is a place in line (the schema's last parts)
             std::string all = kPostgresSchemaSql;
-            w.exec(store->q(all.substr(all.find("-- Version 3:")) +
-                            "; UPDATE {s}.meta SET value = '3' WHERE key = 'schema_version'"));
+            w.exec(store->q(all.substr(all.find(version < 3 ? "-- Version 3:" : "-- Version 4:")) +
+                            "; UPDATE {s}.meta SET value = '4' WHERE key = 'schema_version'"));
             log::write(log::Level::info, "store",
                        "migrated the jobhost schema " + o.schema + " from version " + std::to_string(version) + " to " +
                            std::to_string(kSchemaVersion));
@@ -252,24 +252,19 @@ void PostgresStore::register_host() {
 void PostgresStore::take_marks(bool again) {
     if (options_.mark_sequences == 0) return;
     if (again) writer_->run(q("SELECT {s}.drop_marks($1)"), pg::Params().add(*host_id_));
-    // 64 at least, and up to 1024 spares (what a host draining a backlog used, with 2 slots and with 50: a sequence is
-    // busy until its run's outcome is committed, and runs went on from the 1024 jobs held ahead meanwhile)
-    auto r = writer_->run(q("SELECT {s}.add_marks($1, $2, $3, $4)"),
-                          pg::Params()
-                              .add(*host_id_)
-                              .add(options_.owner)
-                              .add(static_cast<std::int64_t>(std::min<std::size_t>(64, options_.mark_sequences)))
-                              .add(static_cast<std::int64_t>(std::min<std::size_t>(1024, options_.mark_sequences))));
+    // 64, spares first (a line of jobs, a type at one priority, needs one: 64 serve 12 types at every priority, and
+    // more are added while lines find none free)
+    const auto n = static_cast<std::int64_t>(std::min<std::size_t>(64, options_.mark_sequences));
+    auto r =
+        writer_->run(q("SELECT {s}.add_marks($1, $2, $3, $3)"), pg::Params().add(*host_id_).add(options_.owner).add(n));
     marks_given_.clear();
     for (int i = 0; i < r.rows(); ++i) marks_given_.push_back(r.int64(i, 0));
     marks_pending_ = true;
 }
 
-// More mark sequences, in a transaction of their own on a connection of their own: the first time up to 1024 (what a
-// host draining a backlog used, with 2 slots and with 50: runs went on from the 1024 jobs held ahead while their
-// outcomes waited to be committed), then 64 a second, up to mark_sequences. Spares are taken at once, but creating
-// one costs the server about 0.35 ms (doubling on past 1024 created 1024 more in a drain of less than a second, which
-// then ran at half the pace), and meanwhile runs that find none free are marked in the table.
+// More mark sequences, 64 at most once a second (up to mark_sequences), in a transaction of their own on a connection
+// of their own: creating one costs the server about 0.35 ms, which must not hold up the writer. Meanwhile the runs
+// of lines that have none are marked in the table.
 void PostgresStore::grow_marks() {
     auto now = std::chrono::steady_clock::now();
     if (!host_id_ || growing_.exchange(true)) return;
@@ -282,14 +277,13 @@ void PostgresStore::grow_marks() {
         generation = marks_generation_;
         off = seq_marks_off_;
     }
-    if (off || have == 0 || have >= options_.mark_sequences ||
-        (have >= 1024 && now - last_grow_ < std::chrono::seconds(1))) {
+    if (off || have == 0 || have >= options_.mark_sequences || now - last_grow_ < std::chrono::seconds(1)) {
         growing_ = false;
         return;
     }
     last_grow_ = now;
     if (grow_thread_.joinable()) grow_thread_.join();
-    auto more = std::min<std::size_t>(have < 1024 ? 1024 - have : 64, options_.mark_sequences - have);
+    auto more = std::min<std::size_t>(64, options_.mark_sequences - have);
     grow_thread_ = std::thread([this, more, generation, host = *host_id_] {
         try {
             auto c = pg::Connection::open(options_.url);
@@ -321,7 +315,9 @@ void PostgresStore::apply_marks() {
     mark_seqs_ = std::move(marks_given_);
     marks_given_.clear();
     free_marks_.clear();
-    mark_of_.clear();
+    taken_.clear(); // (runs of jobs taken before are marked in the table: their outcomes are dropped anyway)
+    reached_.clear();
+    lines_.clear();
     if (!seq_marks_off_)
         for (std::size_t i = mark_seqs_.size(); i-- > 0;) free_marks_.push_back(i);
 }
@@ -704,30 +700,54 @@ std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size
     head = -2;
     const auto want = claim_size(wanted);
     const auto n = std::to_string(want);
+    // Each job taken gets its place in its line (see begin_run): in the order this host will start them (priority,
+    // then age, as the cache keeps them), after every place given before.
+    auto& line = lines_[type];
+    if (std::find(line.begin(), line.end(), 0u) != line.end()) { // a sequence for each priority, while any is free
+        std::lock_guard lock(marks_mutex_);
+        for (auto& seq : line)
+            if (seq == 0 && !seq_marks_off_ && !free_marks_.empty()) {
+                seq = static_cast<std::uint32_t>(mark_seqs_[free_marks_.back()]);
+                free_marks_.pop_back();
+            }
+    }
+    std::vector<std::int64_t> seqs(line.begin(), line.end());
+    const auto base = next_pos_;
+    next_pos_ += static_cast<std::int64_t>(want) + 2;
     auto r = writer_->run(
         q(("WITH picked AS MATERIALIZED (SELECT id, priority, row_number() OVER (ORDER BY priority DESC, run_at, id) "
            "AS n FROM (SELECT id, priority, run_at FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority "
            "DESC, run_at, id LIMIT " +
            std::to_string(want + 1) +
-           " FOR UPDATE SKIP LOCKED) x), taken AS (UPDATE {s}.jobs j SET state = 2, lease_owner = $2 FROM picked "
-           "WHERE j.id = picked.id AND picked.n <= " +
-           n + " RETURNING " + columns("j.", true) + ") SELECT taken.*, (SELECT priority FROM picked WHERE n > " + n +
-           ") FROM taken")
+           " FOR UPDATE SKIP LOCKED) x), taken AS (UPDATE {s}.jobs j SET state = 2, lease_owner = $2, mark_seq = "
+           "nullif(($3::int8[])[j.priority + 1], 0)::oid, mark_pos = $4::int8 + picked.n FROM picked WHERE j.id = "
+           "picked.id AND picked.n <= " +
+           n + " RETURNING " + columns("j.", true) +
+           ", j.mark_seq, j.mark_pos) SELECT taken.*, (SELECT priority FROM picked WHERE n > " + n + ") FROM taken")
               .c_str()),
-        pg::Params().add(type).add(options_.owner));
-    for (int i = 0; i < r.rows(); ++i) rows.push_back(read_row(r, i));
+        pg::Params().add(type).add(options_.owner).add(pg::int_array(seqs)).add(base));
+    auto read_taken = [this](const pg::Result& res, int i) {
+        auto j = read_row(res, i);
+        if (!res.null(i, 19)) j.mark_seq = static_cast<std::uint32_t>(res.int64(i, 19));
+        j.mark_pos = res.int64(i, 20);
+        return j;
+    };
+    for (int i = 0; i < r.rows(); ++i) rows.push_back(read_taken(r, i));
     if (r.rows() > 0 && !r.null(0, r.columns() - 1)) head = static_cast<int>(r.int64(0, r.columns() - 1));
     if (aging) {
         // the oldest job of each lower level too: it is the one aging raises first (see SqliteStore::reserve)
+        const auto after = next_pos_;
+        next_pos_ += 4;
         auto o = writer_->run(
-            q(("WITH picked AS MATERIALIZED (SELECT x.id FROM generate_series(0, 3) AS p(level), LATERAL (SELECT id "
-               "FROM {s}.jobs WHERE type = $1 AND state = 1 AND priority = p.level ORDER BY run_at, id LIMIT 1 FOR "
-               "UPDATE SKIP LOCKED) x) UPDATE {s}.jobs j SET state = 2, lease_owner = $2 FROM picked WHERE j.id = "
-               "picked.id RETURNING " +
-               columns("j.", true))
+            q(("WITH picked AS MATERIALIZED (SELECT x.id, p.level FROM generate_series(0, 3) AS p(level), LATERAL "
+               "(SELECT id FROM {s}.jobs WHERE type = $1 AND state = 1 AND priority = p.level ORDER BY run_at, id "
+               "LIMIT 1 FOR UPDATE SKIP LOCKED) x) UPDATE {s}.jobs j SET state = 2, lease_owner = $2, mark_seq = "
+               "nullif(($3::int8[])[j.priority + 1], 0)::oid, mark_pos = $4::int8 + picked.level FROM picked WHERE "
+               "j.id = picked.id RETURNING " +
+               columns("j.", true) + ", j.mark_seq, j.mark_pos")
                   .c_str()),
-            pg::Params().add(type).add(options_.owner));
-        for (int i = 0; i < o.rows(); ++i) rows.push_back(read_row(o, i));
+            pg::Params().add(type).add(options_.owner).add(pg::int_array(seqs)).add(after));
+        for (int i = 0; i < o.rows(); ++i) rows.push_back(read_taken(o, i));
         // (these may include the job looked at for the head: look again)
         head = -2;
         auto h = writer_->run(q("SELECT priority FROM {s}.jobs WHERE type = $1 AND state = 1 ORDER BY priority "
@@ -735,6 +755,10 @@ std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size
                               pg::Params().add(type));
         if (h.rows() > 0) head = static_cast<int>(h.int64(0, 0));
     }
+    // jobs of a line that has no sequence: their runs are marked in the table, and more sequences are added
+    if (options_.mark_sequences > 0 &&
+        std::any_of(rows.begin(), rows.end(), [](const JobRecord& j) { return j.mark_seq == 0; }))
+        marks_short_ = true;
     return rows;
 }
 
@@ -930,24 +954,59 @@ RunToken PostgresStore::begin_run(std::span<const JobRecord> jobs) {
     return {};
 }
 
+void PostgresStore::taken_locked(const JobRecord& job) {
+    if (job.mark_seq == 0) return;
+    std::lock_guard lock(marks_mutex_); // (the cache's mutex is held: the order of the line)
+    if (!seq_marks_off_) taken_[job.mark_seq].push_back({job.id, job.mark_pos, false});
+}
+
 void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
     std::unique_lock lock(marks_mutex_);
     auto group = open_mark_group_;
-    for (const auto& j : jobs) {
-        auto id = static_cast<std::int64_t>(j.id);
-        if (!free_marks_.empty() && id < (std::int64_t{1} << 47) && j.attempt > 0 && j.attempt < 65536 &&
-            !mark_of_.count(j.id)) {
-            auto slot = free_marks_.back();
-            free_marks_.pop_back();
-            mark_of_.emplace(j.id, slot);
-            group->seqs.push_back(mark_seqs_[slot]);
-            group->values.push_back(id * 65536 + j.attempt);
-            continue;
+    // A line's sequence reaches a place once every job taken from the line before it started (they are started in
+    // the order they were taken, but two slots may reach this point the other way round): until then a run is
+    // marked in the table.
+    auto line_of = [&](const JobRecord& j) -> std::deque<Taken>* {
+        if (j.mark_seq == 0 || seq_marks_off_) return nullptr;
+        auto it = taken_.find(j.mark_seq);
+        return it == taken_.end() ? nullptr : &it->second;
+    };
+    std::vector<bool> in_line(jobs.size());
+    for (std::size_t i = 0; i < jobs.size(); ++i)
+        if (auto* line = line_of(jobs[i]))
+            for (auto& t : *line)
+                if (t.id == jobs[i].id && !t.started) {
+                    t.started = true;
+                    in_line[i] = true;
+                    break;
+                }
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const auto& j = jobs[i];
+        if (in_line[i]) {
+            auto* line = line_of(j);
+            auto& reached = reached_[j.mark_seq];
+            while (!line->empty() && line->front().started) {
+                reached = std::max(reached, line->front().pos);
+                line->pop_front();
+            }
+            bool waiting = std::any_of(line->begin(), line->end(), [&](const Taken& t) { return t.id == j.id; });
+            if (!waiting && j.mark_pos <= reached) {
+                auto at = std::find(group->seqs.begin(), group->seqs.end(), std::int64_t{j.mark_seq});
+                if (at == group->seqs.end()) {
+                    group->seqs.push_back(j.mark_seq);
+                    group->values.push_back(reached);
+                } else {
+                    auto& v = group->values[static_cast<std::size_t>(at - group->seqs.begin())];
+                    v = std::max(v, reached);
+                }
+                continue;
+            }
         }
-        if (free_marks_.empty() && !seq_marks_off_) marks_short_.store(true, std::memory_order_relaxed);
-        group->ids.push_back(id);
+        table_marked_.insert(j.id);
+        group->ids.push_back(static_cast<std::int64_t>(j.id));
         group->attempts.push_back(j.attempt);
     }
+    group->runs += jobs.size();
     group->sync = group->sync || sync;
     while (marking_ || group != open_mark_group_) {
         lock.unlock();
@@ -976,7 +1035,7 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
         lock.lock();
     }
     open_mark_group_ = std::make_shared<MarkGroup>();
-    last_group_runs_ = group->ids.size() + group->seqs.size();
+    last_group_runs_ = group->runs;
     lock.unlock();
     write_marks(*group);
     lock.lock();
@@ -1100,13 +1159,18 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
     };
     op.after_commit = [this, mine] {
         {
-            // the runs' mark sequences are free: what they name matches no held job now
+            // Jobs given back that never started leave their lines: the lines' sequences may pass their places now
+            // (before, a crash would have charged them).
             std::lock_guard lock(marks_mutex_);
             for (const auto& o : *mine) {
-                auto it = mark_of_.find(o.id);
-                if (it == mark_of_.end()) continue;
-                free_marks_.push_back(it->second);
-                mark_of_.erase(it);
+                if (o.kind != Outcome::Kind::released) continue;
+                for (auto& [seq, line] : taken_) {
+                    auto it = std::find_if(line.begin(), line.end(),
+                                           [&](const Taken& t) { return t.id == o.id && !t.started; });
+                    if (it == line.end()) continue;
+                    line.erase(it);
+                    break;
+                }
             }
         }
         std::lock_guard lock(cache_mutex_);
@@ -1127,26 +1191,18 @@ void PostgresStore::finish(std::span<const Outcome> outcomes, RunToken) {
 }
 
 void PostgresStore::write_outcomes(const std::vector<Outcome>& outcomes) {
-    // A run given back uncharged keeps its attempt: its start mark, if it were applied after this, would match the
-    // job's next reservation by this host and make it look running.
-    // So every mark sent is applied first, and the run's mark sequence is set free before the job is.
-    std::vector<std::int64_t> table_marked, reset;
+    // A run given back uncharged keeps its attempt: its start mark in the table, if it were applied after this, would
+    // match the job's next reservation by this host and make it look running. So every mark sent is applied first.
+    // (A place in line cannot: the next reservation gets a place further on.)
+    std::vector<std::int64_t> table_marked;
     bool released = std::any_of(outcomes.begin(), outcomes.end(),
                                 [](const Outcome& o) { return o.kind == Outcome::Kind::released; });
-    if (released) mark({}, true);
     {
         std::lock_guard lock(marks_mutex_);
-        for (const auto& o : outcomes) {
-            auto it = mark_of_.find(o.id);
-            if (it == mark_of_.end())
-                table_marked.push_back(static_cast<std::int64_t>(o.id)); // or not marked at all
-            else if (o.kind == Outcome::Kind::released)
-                reset.push_back(mark_seqs_[it->second]);
-        }
+        for (const auto& o : outcomes)
+            if (table_marked_.erase(o.id) > 0) table_marked.push_back(static_cast<std::int64_t>(o.id));
     }
-    if (!reset.empty())
-        writer_->run("SELECT count(pg_catalog.setval(s::regclass, 0)) FROM unnest($1::oid[]) AS s",
-                     pg::Params().add(pg::int_array(reset)));
+    if (released && !table_marked.empty()) mark({}, true);
     std::vector<std::int64_t> deleted;
     std::vector<const Outcome*> deleted_o, kept_o;         // what each statement is sent, to name what it missed
     std::vector<std::pair<std::string, std::string>> lost; // (id, type)

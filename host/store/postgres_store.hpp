@@ -14,15 +14,20 @@
 // never have an answer to write meanwhile (one it cannot deliver to a dead host ends the session, and what its socket
 // still holds is dropped), so answers are asked for only every 64 mark transactions, and read before any further mark
 // is sent (see begin_run). (Waiting for each answer, as before, cost every run a round trip: 2 slots drained a
-// backlog at about 0.45 of the bare loop.) A run's mark is a setval on one of the host's unlogged sequences (schema
-// table `marks`), to the job's id * 65536 + its attempt: no transaction id, no WAL, and the value outlives the host
-// (not the server). A sequence is set again only once the outcome of the run it names is committed (after a crash
-// that run must still look started), so a host draining a backlog needs about as many as it holds jobs ahead: it
-// takes up to 1024 spares as it starts (handed back by hosts that closed) and adds more on a connection of its own
-// while runs find none free; those runs (and ids from 2^47, attempts from 65,536) insert a row into the unlogged
-// table `running` instead, as every run did before (a transaction each: 2 slots drained at 0.64 of the bare loop with
-// those, 0.77 with sequences). Runs that start while a group of marks is written form the next group, one
-// transaction for all of them. The job's own row stays "held" (state 2): a mark never waits on the job's row lock,
+// backlog at about 0.45 of the bare loop.) A run's mark is a setval on an unlogged sequence of the host's own (schema
+// table `marks`): no transaction id, no WAL, and the value outlives the host (not the server). One sequence serves a
+// line of jobs, a type at one priority: a claim gives each job it reserves a place in its line (jobs.mark_pos, and
+// the line's sequence in jobs.mark_seq), in the order the host will start them, and a mark sets the line's sequence to
+// the place of the last job started, once every job taken from the line before it started; a held job is running
+// when its line's sequence reached its place. (Before, a sequence named one run, id * 65536 + attempt, and could be
+// set again only once that run's outcome was committed: a host draining a backlog set one of about a thousand, which
+// cost the server about 1 us a job more than setting the same few again.) A run that starts before a job taken from
+// its line before it (two slots reach this point the other way round), and the runs of a line that has no sequence
+// yet, insert a row into the unlogged table `running` instead (a transaction each). A host takes 64 sequences as it
+// starts (spares handed back by hosts that closed, or new), gives each type it reserves one for each priority while
+// any is free, and adds 64 at most once a second, on a connection of its own, while jobs of a line without one are
+// reserved. Runs that start while a group of marks is written form the next group, one transaction for all of them.
+// The job's own row stays "held" (state 2): a mark never waits on the job's row lock,
 // and costs no index change on jobs. Readers see both kinds through `running_now()`, once per statement. A host killed
 // between the send and the plugin call is charged a run that did not start (the safe side, by one). A mark is lost,
 // and its run goes back uncharged, only when the server never gets it (the host's machine or network fails within a
@@ -61,6 +66,7 @@
 #include "store/pg.hpp"
 #include "store/reserving_store.hpp"
 
+#include <array>
 #include <atomic>
 #include <deque>
 #include <memory>
@@ -68,6 +74,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace jobhost::store {
 
@@ -83,9 +90,8 @@ struct PostgresOptions {
     // host draining 60,000 jobs/s could not hold enough to cover one refill (2 ms) and its workers found the cache
     // empty in a quarter of their claims; 1024 drained 15 to 20 % faster, paired runs on one machine.
     std::size_t prefetch = 1024;
-    // Start marks in sequences of this host's own, at most (see begin_run): at least 64 at start (and up to 1024
-    // spares), up to 1024 the first time runs find none free, then 64 a second (a sequence is busy from its run's
-    // start until its outcome is committed); runs that find none free are marked in a table.
+    // Start mark sequences of this host's own, at most (see begin_run): 64 at start, then 64 at most a second while
+    // jobs of a line (a type at one priority) that has none are reserved; those runs are marked in a table.
     std::size_t mark_sequences = 4096;
     std::size_t retain_done = 0;
     std::chrono::milliseconds retain_done_for{0};
@@ -94,7 +100,7 @@ struct PostgresOptions {
 
 class PostgresStore final : public ReservingStore {
 public:
-    static constexpr int kSchemaVersion = 3;
+    static constexpr int kSchemaVersion = 4;
 
     static core::Expected<std::unique_ptr<PostgresStore>> open(const PostgresOptions& options);
     // Without close(), this is what a crash looks like to other hosts.
@@ -149,6 +155,7 @@ private:
     // apply_marks once the transaction committed. More are taken on a connection of their own (grow_marks), so that
     // it never holds up the writer.
     void take_marks(bool again);
+    void taken_locked(const JobRecord& job) override;
     void grow_marks();
     void apply_marks();
     pg::Result insert_host(pg::Connection& c, const std::string& on_conflict);
@@ -179,7 +186,8 @@ private:
     struct MarkGroup {
         enum : int { waiting = 0, write_me = 1, done = 2 };
         std::vector<std::int64_t> ids, attempts; // runs marked in the table, under marks_mutex_ while the group is open
-        std::vector<std::int64_t> seqs, values;  // runs marked in sequences: oid, and id * 65536 + attempt
+        std::vector<std::int64_t> seqs, values;  // lines' sequences (oids), and the place each has reached
+        std::size_t runs = 0;                    // how many runs joined it
         bool sync = false;                       // a flush() waits for it: read every answer up to this group
         std::atomic<int> state{waiting};
     };
@@ -190,11 +198,23 @@ private:
     std::shared_ptr<MarkGroup> open_mark_group_ = std::make_shared<MarkGroup>(); // runs join it
     bool marking_ = false;                                                       // a run is writing a group
     std::size_t last_group_runs_ = 0; // under marks_mutex_: how many runs the last group written marked
-    // Under marks_mutex_: this host's mark sequences (oids), those free, and which one each run in progress holds (a
-    // sequence is free again once the outcome of its run is committed).
+    // Under marks_mutex_: this host's mark sequences (oids), and those that no line has yet (indexes).
     std::vector<std::int64_t> mark_seqs_;
     std::vector<std::size_t> free_marks_;
-    std::unordered_map<JobId, std::size_t> mark_of_;
+    // Under marks_mutex_: for each line's sequence, the jobs taken from the line and not yet passed by it, in the
+    // order they were taken (taken_locked), and the place its marks reached; the runs marked in the table whose
+    // outcomes are not yet written.
+    struct Taken {
+        JobId id;
+        std::int64_t pos;
+        bool started;
+    };
+    std::unordered_map<std::uint32_t, std::deque<Taken>> taken_;
+    std::unordered_map<std::uint32_t, std::int64_t> reached_;
+    std::unordered_set<JobId> table_marked_;
+    // writer: each type's lines' sequences, by priority (0: none yet), and the next place in line to give
+    std::unordered_map<std::string, std::array<std::uint32_t, 5>> lines_;
+    std::int64_t next_pos_ = 1;
     bool seq_marks_off_ = false;           // closing: runs are marked in the table
     std::uint64_t marks_generation_ = 0;   // how many times they were replaced
     std::atomic<bool> marks_short_{false}; // a run found no sequence free

@@ -303,8 +303,9 @@ void ReservingStore::request_refill_locked(TypeRef ref, bool better_waiting) {
         *rows = reserve(type, want, aging_ms_.load(std::memory_order_relaxed) > 0, *head);
     };
     op.after_commit = [this, rows, head, ref] {
+        // (an engine that gives jobs places in line, in the order they are to start, has them kept in that order)
         std::sort(rows->begin(), rows->end(), [](const JobRecord& a, const JobRecord& b) {
-            return std::tie(a.run_at, a.id) < std::tie(b.run_at, b.id);
+            return std::tie(a.mark_pos, a.run_at, a.id) < std::tie(b.mark_pos, b.run_at, b.id);
         });
         {
             std::lock_guard lock(cache_mutex_);
@@ -408,6 +409,7 @@ look_again:
         job.attempt += 1; // the attempt it is about to run; charged by finish() or by a crash
         job.state = JobState::running;
         job.started_at = r.now;
+        taken_locked(job);
         result.jobs.push_back(std::move(job));
     }
     result.more = runner_up.has_value() || best_c->size > 0;

@@ -117,6 +117,8 @@ protected:
     // may have been applied although its answer was lost (a server across a network) gives them back (see
     // PostgresStore); they are nowhere else in this host.
     virtual void refill_failed(const std::vector<JobRecord>& jobs) { (void)jobs; }
+    // A claim took `job` from the cache (under the cache's mutex, in the order jobs are taken).
+    virtual void taken_locked(const JobRecord& job) { (void)job; }
 
     // ---- for engines ----
     void start_writer();

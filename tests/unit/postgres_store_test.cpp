@@ -246,22 +246,22 @@ TEST_CASE("postgres: hosts that start together create the schema once, and a new
             return std::string();
         }));
     for (auto& f : starting) CHECK(f.get() == "");
-    CHECK(server().psql("SELECT value FROM together.meta WHERE key = 'schema_version'") == "3");
+    CHECK(server().psql("SELECT value FROM together.meta WHERE key = 'schema_version'") == "4");
     CHECK(server().psql("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE "
                         "n.nspname = 'together' AND p.proname = 'enqueue'") == "1");
 
     server().psql("UPDATE together.meta SET value = '99' WHERE key = 'schema_version'");
     auto refused = open("together");
     REQUIRE_FALSE(refused);
-    CHECK(refused.error().message.find("has jobhost schema version 99, newer than this jobhost's 3") !=
+    CHECK(refused.error().message.find("has jobhost schema version 99, newer than this jobhost's 4") !=
           std::string::npos);
     CHECK(refused.error().message.find("use a newer jobhost") != std::string::npos);
 }
 
 TEST_CASE(
-    "postgres: a version 1 or 2 schema is migrated to 3 (results, progress, attempts across retries, and start marks "
-    "in sequences), its jobs intact") {
-    for (int from : {1, 2}) {
+    "postgres: a version 1, 2 or 3 schema is migrated to 4 (results, progress, attempts across retries, start marks "
+    "in sequences, places in line), its jobs intact") {
+    for (int from : {1, 2, 3}) {
         CAPTURE(from);
         auto schema = "older" + std::to_string(from);
         store::JobId id = 0;
@@ -274,22 +274,27 @@ TEST_CASE(
             id = (*s)->enqueue(std::vector{n}).front().id;
             (*s)->close();
         }
+        // what version 3 lacked: the places in line
+        server().psql("ALTER TABLE " + schema + ".jobs DROP COLUMN mark_seq, DROP COLUMN mark_pos; UPDATE " + schema +
+                      ".meta SET value = '3' WHERE key = 'schema_version'");
         // what version 2 lacked: the mark sequences (the host's, spares since it closed), their table and functions
-        server().psql("DO $$ DECLARE r regclass; BEGIN FOR r IN SELECT seq FROM " + schema +
-                      ".marks LOOP EXECUTE 'DROP SEQUENCE ' || r; END LOOP; END $$; DROP TABLE " + schema +
-                      ".marks; DROP FUNCTION " + schema + ".running_now, " + schema + ".add_marks, " + schema +
-                      ".drop_marks, " + schema + ".spare_marks, " + schema + ".new_mark; DROP SEQUENCE " + schema +
-                      ".mark_numbers; UPDATE " + schema + ".meta SET value = '2' WHERE key = 'schema_version'");
-        CHECK(server().psql("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
-                            "n.nspname = '" +
-                            schema + "' AND c.relkind = 'S'") == "2"); // the ids of jobs and of hosts
+        if (from < 3)
+            server().psql("DO $$ DECLARE r regclass; BEGIN FOR r IN SELECT seq FROM " + schema +
+                          ".marks LOOP EXECUTE 'DROP SEQUENCE ' || r; END LOOP; END $$; DROP TABLE " + schema +
+                          ".marks; DROP FUNCTION " + schema + ".running_now, " + schema + ".add_marks, " + schema +
+                          ".drop_marks, " + schema + ".spare_marks, " + schema + ".new_mark; DROP SEQUENCE " + schema +
+                          ".mark_numbers; UPDATE " + schema + ".meta SET value = '2' WHERE key = 'schema_version'");
+        if (from < 3)
+            CHECK(server().psql("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                                "n.nspname = '" +
+                                schema + "' AND c.relkind = 'S'") == "2"); // the ids of jobs and of hosts
         if (from == 1)
             server().psql("ALTER TABLE " + schema +
                           ".jobs DROP COLUMN attempts_before, DROP COLUMN result, DROP COLUMN progress; UPDATE " +
                           schema + ".meta SET value = '1' WHERE key = 'schema_version'");
         auto s = open(schema);
         REQUIRE(s);
-        CHECK(server().psql("SELECT value FROM " + schema + ".meta WHERE key = 'schema_version'") == "3");
+        CHECK(server().psql("SELECT value FROM " + schema + ".meta WHERE key = 'schema_version'") == "4");
         CHECK(server().psql("SELECT count(*) FROM " + schema + ".marks") == "64"); // the host's first mark sequences
         store::ClaimRequest r;
         r.types.emplace_back((*s)->intern("a"), 1);

@@ -743,21 +743,28 @@ std::vector<store::JobRecord> after_rescue(store::JobStore& s) {
 // the runs it started: the server applies what its socket holds before it sees the connection close, and the host
 // counts as alive until then. Before, each run waited for its mark's answer (here: the first run would wait for the
 // lock, and the others never start); marks sent with a Sync each were lost (the server ends a session it cannot
-// answer, and drops what its socket still holds). Marks in sequences (3 runs, 64 of them at first), in the table
-// (none), and both (2 sequences for 3 runs).
+// answer, and drops what its socket still holds). Marks by the line's sequence (runs started in line), by both (the
+// second job in line started first: it is marked in the table, and the sequence passes it once the first started),
+// and in the table (no sequences).
 TEST_CASE("PostgreSQL: a host killed before the server applied its start marks is charged every run it started") {
-    for (std::size_t sequences : {128, 2, 0}) {
-        CAPTURE(sequences);
+    struct Variant {
+        std::size_t sequences;
+        std::vector<std::size_t> order; // of the first 3 jobs in line
+        const char* in_table;           // runs marked in the table
+    };
+    for (const auto& v : {Variant{128, {0, 1, 2}, "0"}, Variant{128, {1, 0, 2}, "1"}, Variant{0, {0, 1, 2}, "3"}}) {
+        CAPTURE(v.sequences);
+        CAPTURE(v.order[0]);
         PostgresContract e;
-        e.mark_sequences = sequences;
+        e.mark_sequences = v.sequences;
         {
             auto s = e.open(false);
             s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3"), job("a", "4")});
             s->close();
         }
         // reserves all 4, and on go starts 3 runs one at a time
-        auto host = stepped_host(e, 4, [](store::JobStore& s, std::vector<store::JobRecord>& got) {
-            for (std::size_t i = 0; i < 3; ++i) s.begin_run(std::span(got).subspan(i, 1));
+        auto host = stepped_host(e, 4, [order = v.order](store::JobStore& s, std::vector<store::JobRecord>& got) {
+            for (auto i : order) s.begin_run(std::span(got).subspan(i, 1));
         });
         char c = 0;
         REQUIRE(host.read_within(c, 20000));
@@ -768,7 +775,7 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
         blocker->exec("DO $$ DECLARE s regclass; BEGIN FOR s IN SELECT seq FROM " + e.schema +
                       ".marks LOOP EXECUTE format('ALTER SEQUENCE %s CACHE 1', s); END LOOP; END $$");
         CHECK(blocker->exec("SELECT count(*) FROM " + e.schema + ".marks").text(0, 0) ==
-              std::to_string(std::min<std::size_t>(sequences, 64)));
+              std::to_string(std::min<std::size_t>(v.sequences, 64)));
         REQUIRE(host.go());
         bool begun = host.read_within(c, 5000);
         CHECK_MESSAGE(begun, "the runs waited for the server to apply their start marks");
@@ -777,15 +784,22 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
         // not applied when it died
         CHECK(blocker->exec("SELECT count(*) FROM " + e.schema + ".running_now()").text(0, 0) == "0");
         blocker->exec("COMMIT");
+        std::string marked;
+        for (int i = 0; i < 100 && marked != "3"; ++i) {
+            std::this_thread::sleep_for(20ms);
+            marked = pg_server().psql("SELECT count(DISTINCT id) FROM " + e.schema + ".running_now()");
+        }
+        CHECK(marked == "3"); // applied once the locks were let go, before any host rescued the jobs
+        CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running") == v.in_table);
         auto s = e.open();
         auto jobs = after_rescue(*s); // once the server applied the marks and closed the session
         REQUIRE(jobs.size() == 4);
         int charged = 0;
         for (const auto& j : jobs) {
             CHECK(j.state == JobState::ready);
+            CHECK(j.attempt == (j.payload == "4" ? 0u : 1u));
             if (j.attempt == 0) continue;
             ++charged;
-            CHECK(j.attempt == 1);
             REQUIRE(j.errors.size() == 1);
             CHECK(j.errors[0].message.find("the host died while this job was running (host ") == 0);
         }
@@ -794,46 +808,69 @@ TEST_CASE("PostgreSQL: a host killed before the server applied its start marks i
     }
 }
 
-// PostgreSQL: a mark sequence names one run, and is set again only once that run's outcome is committed. Here the
-// outcome of the first run waits behind a lock on its job when the second run starts, and the host is killed before
-// it commits: the first run must still be charged (it ran) and so must the second. (Setting the one sequence for the
-// second run would have made the first look never started: given back uncharged, run again, an attempt not counted.)
-TEST_CASE("PostgreSQL: a mark sequence is not reused before the outcome of the run it names is committed") {
+// PostgreSQL: a line's sequence marks every job of the line up to a place, so it may reach a job's place only once
+// every job before it in line started. Here the second and third jobs start and the first does not: their runs are
+// marked in the table, and after a crash the first goes back uncharged. (Setting the sequence to the place of the
+// last job started would have charged the first an attempt it never ran.)
+TEST_CASE("PostgreSQL: a line's sequence never passes a job that was taken but not started") {
     PostgresContract e;
-    e.mark_sequences = 1;
     {
         auto s = e.open(false);
-        s->enqueue(std::vector{job("a", "1"), job("a", "2")});
+        s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3")});
         s->close();
     }
-    // reserves both, and on go runs the first to its end and starts the second
-    auto host = stepped_host(e, 2, [](store::JobStore& s, std::vector<store::JobRecord>& got) {
-        s.begin_run(std::span(got).subspan(0, 1));
-        s.finish(std::vector{outcome(got[0], Outcome::Kind::done)});
-        std::this_thread::sleep_for(200ms); // the writer is on it, waiting for the lock
+    auto host = stepped_host(e, 3, [](store::JobStore& s, std::vector<store::JobRecord>& got) {
         s.begin_run(std::span(got).subspan(1, 1));
+        s.begin_run(std::span(got).subspan(2, 1));
+        s.flush();
     });
     char c = 0;
     REQUIRE(host.read_within(c, 20000));
-    REQUIRE(c == 2);
-    auto blocker = store::pg::Connection::open(e.url); // the first run's outcome waits for this lock
-    blocker->exec("BEGIN; SELECT id FROM " + e.schema + ".jobs FOR UPDATE");
+    REQUIRE(c == 3);
     REQUIRE(host.go());
     REQUIRE(host.read_within(c, 5000));
-    std::this_thread::sleep_for(300ms); // both marks applied
-    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "2");
+    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running") == "2");
+    CHECK(pg_server().psql("SELECT string_agg(j.payload::text, ',' ORDER BY j.payload::text) FROM " + e.schema +
+                           ".jobs j WHERE (j.id, j.lease_owner, j.attempt + 1) IN (SELECT * FROM " + e.schema +
+                           ".running_now())") == "2,3");
     host.kill();
-    blocker->exec("COMMIT");
     auto s = e.open();
     auto jobs = after_rescue(*s);
-    REQUIRE(jobs.size() == 2); // the first run's outcome (done, deleted) was never committed
+    REQUIRE(jobs.size() == 3);
     for (const auto& j : jobs) {
         CAPTURE(j.payload);
         CHECK(j.state == JobState::ready);
-        CHECK(j.attempt == 1);
-        REQUIRE(j.errors.size() == 1);
-        CHECK(j.errors[0].message.find("the host died while this job was running (host ") == 0);
+        CHECK(j.attempt == (j.payload == "1" ? 0u : 1u));
     }
+    s->close();
+}
+
+// PostgreSQL: a job taken from its line and given back without starting leaves the line once that is committed:
+// the jobs after it are marked by the line's sequence again, and it is not (it is ready, uncharged).
+TEST_CASE("PostgreSQL: a job given back without starting lets its line's sequence pass it") {
+    PostgresContract e;
+    auto s = e.open();
+    s->enqueue(std::vector{job("a", "1"), job("a", "2"), job("a", "3")});
+    auto got = claim_all(*s, "a", 3);
+    REQUIRE(got.size() == 3);
+    auto in_table = [&] { return pg_server().psql("SELECT count(*) FROM " + e.schema + ".running"); };
+    s->begin_run(std::span(got).subspan(1, 1)); // before the first in line: marked in the table
+    s->flush();
+    CHECK(in_table() == "1");
+    auto now = Clock::now();
+    s->finish(std::vector{Outcome{got[0].id, "a", Outcome::Kind::released, now, {}, {}, store::DeadReason::none, now}});
+    s->flush();
+    s->begin_run(std::span(got).subspan(2, 1)); // the line passes the first (given back) and the second (started)
+    s->flush();
+    CHECK(in_table() == "1");
+    CHECK(pg_server().psql("SELECT string_agg(j.payload::text, ',' ORDER BY j.payload::text) FROM " + e.schema +
+                           ".jobs j WHERE (j.id, j.lease_owner, j.attempt + 1) IN (SELECT * FROM " + e.schema +
+                           ".running_now())") == "2,3");
+    auto first = s->get(got[0].id);
+    REQUIRE(first);
+    CHECK(first->state == JobState::ready);
+    CHECK(first->attempt == 0);
+    s->finish(std::vector{outcome(got[1], Outcome::Kind::done), outcome(got[2], Outcome::Kind::done)});
     s->close();
 }
 
@@ -858,7 +895,7 @@ TEST_CASE("PostgreSQL: mark sequences are handed back by a host that closes, and
         REQUIRE(got.size() == 1);
         s->begin_run(got);
         s->flush();
-        CHECK(count("pg_sequence_last_value(m.seq) <> 0") == "1"); // the run's
+        CHECK(count("pg_sequence_last_value(m.seq) <> 0") == "1"); // the line's
         s->finish(std::vector{outcome(got[0], Outcome::Kind::done)});
         s->close();
     }
@@ -882,31 +919,59 @@ TEST_CASE("PostgreSQL: mark sequences are handed back by a host that closes, and
     s->close();
 }
 
-// PostgreSQL: a host with more runs going than mark sequences marks the others in the table, and adds sequences on a
-// connection of its own (the first time up to 1024): every run is still seen running.
-TEST_CASE("PostgreSQL: runs beyond a host's mark sequences are marked in the table, and more sequences are added") {
+// PostgreSQL: a host gives each line of jobs (a type at one priority) a sequence of its own as it first reserves the
+// type, while it has sequences free: its 64 serve 12 types at every priority. The jobs of a line it has none for are
+// marked in the table, and it adds more (64 at most, once a second, up to mark_sequences): the line's later runs are
+// marked by its sequence. Every run is seen running either way.
+TEST_CASE("PostgreSQL: runs of a line with no sequence are marked in the table, and more sequences are added") {
     PostgresContract e;
+    e.mark_sequences = 70;
     auto s = e.open();
-    std::vector<store::NewJob> jobs(100, job("a"));
+    auto in_table = [&] { return pg_server().psql("SELECT count(*) FROM " + e.schema + ".running"); };
+    for (int t = 0; t < 12; ++t) { // 60 sequences, 4 left
+        auto type = "t" + std::to_string(t);
+        s->enqueue(std::vector{job(type)});
+        auto got = claim_all(*s, type, 1);
+        REQUIRE(got.size() == 1);
+        s->begin_run(got);
+        s->finish(std::vector{outcome(got[0], Outcome::Kind::done)});
+    }
+    s->flush();
+    CHECK(in_table() == "0");
+    // "a" gets 4: not one for its jobs of the highest priority
+    std::vector<store::NewJob> jobs(10, job("a", "null", registry::Priority::critical));
     s->enqueue(jobs);
-    auto got = claim_all(*s, "a", 100);
-    REQUIRE(got.size() == 100);
+    auto got = claim_all(*s, "a", 10);
+    REQUIRE(got.size() == 10);
     for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
     s->flush();
-    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running") == "36");
-    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "100");
-    CHECK(s->counts()["a"].running == 100);
+    CHECK(in_table() == "10");
+    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "10");
+    CHECK(s->counts()["a"].running == 10);
     std::string have;
-    for (int i = 0; i < 100 && have != "1024"; ++i) {
+    for (int i = 0; i < 100 && have != "70"; ++i) {
         std::this_thread::sleep_for(50ms);
         have = pg_server().psql("SELECT count(*) FROM " + e.schema + ".marks WHERE host IS NOT NULL");
     }
-    CHECK(have == "1024");
+    CHECK(have == "70"); // 6 more: up to mark_sequences
     std::vector<Outcome> done;
     for (const auto& j : got) done.push_back(outcome(j, Outcome::Kind::done));
     s->finish(done);
     s->flush();
-    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running") == "0"); // deleted with the outcomes
+    CHECK(in_table() == "0"); // deleted with the outcomes
+    // the line has a sequence now
+    s->enqueue(jobs);
+    got = claim_all(*s, "a", 10);
+    REQUIRE(got.size() == 10);
+    for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+    s->flush();
+    CHECK(in_table() == "0");
+    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "10");
+    CHECK(s->counts()["a"].running == 10);
+    done.clear();
+    for (const auto& j : got) done.push_back(outcome(j, Outcome::Kind::done));
+    s->finish(done);
+    s->flush();
     CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".jobs") == "0");
     s->close();
 }

@@ -3,15 +3,15 @@
 //  1. drain: a backlog queued the way `jobhost enqueue --jsonl` does (1000 per transaction), then drained by a host
 //     with 2 and with 50 slots (no-op jobs); timed until the plugin ran them all and then the store counts nothing
 //     pending, and the plugin's run counter (taken as a difference) must agree. Before them, on each round's new
-//     schema, a first drain with 2 slots, reported apart: that host creates the start mark sequences it needs (the
-//     hosts after it take them over as spares, as on any database where a host ran before);
+//     schema, a first drain with 2 slots, reported apart: that host creates its start mark sequences (the hosts
+//     after it take them over as spares, as on any database where a host ran before);
 //  2. the bare limit: a libpq loop on the same schema that claims 100 ready jobs with one
 //     `UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING` and deletes them with one `DELETE ... = ANY`, each in its own
 //     transaction, on 1 and on 2 connections (threads); the ratio is against the better of the two. Beside it, the
 //     same loop on 2 connections that also marks each job started before its run the way a host does when its runs
-//     start one at a time (a setval of an unlogged sequence a job, in a transaction of its own, on a connection of
-//     its own, sent without waiting for the answer, the answers read every 64 jobs; a sequence is set again only once
-//     its job is deleted): the bare limit under the store contract;
+//     start one at a time (a setval of the unlogged sequence of the jobs' line to the job's place in it, in a
+//     transaction of its own, on a connection of its own, sent without waiting for the answer, the answers read every
+//     64 jobs): the bare limit under the store contract;
 //  3. bytes on disk per pending job (the jobs table with its indexes and TOAST, at the backlog's size);
 //  4. for each drain, the CPU the whole machine spent per job (every process, from /proc/stat) and how busy its cores
 //     were, and for the host's drains what its own process spent: what bounds a drain on a machine this small;
@@ -285,14 +285,15 @@ double drain(const std::string& url, const std::string& schema, std::size_t back
 
 // The bare limit on the same schema and backlog: claim 100, delete them, on `connections` threads. `marked`: each
 // job is also marked started before its (empty) run on a second connection, as a host marks a run that starts alone
-// (what makes a crash charge exactly the runs that started): BEGIN, setval of one of the thread's 128 unlogged
-// sequences, COMMIT in a pipeline, sent without waiting, the answers read every 64 jobs and before the delete.
+// (what makes a crash charge exactly the runs that started): BEGIN, setval of the thread's unlogged sequence (its
+// line) to the job's place, COMMIT in a pipeline, sent without waiting, the answers read every 64 jobs and before the
+// delete.
 double bare_drain(const std::string& url, const std::string& schema, std::size_t backlog, int connections,
                   bool marked = false) {
     std::atomic<std::size_t> done{0};
     if (marked) { // (before the clock starts)
         auto c = store::pg::Connection::open(url);
-        c->exec("DO $$ BEGIN FOR i IN 0 .. " + std::to_string(128 * connections - 1) +
+        c->exec("DO $$ BEGIN FOR i IN 0 .. " + std::to_string(connections - 1) +
                 " LOOP EXECUTE format('CREATE UNLOGGED SEQUENCE IF NOT EXISTS " + schema +
                 ".bare_mark_%s MINVALUE 0 START 0', i); END LOOP; END $$");
     }
@@ -306,12 +307,10 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
             auto m = store::pg::Connection::open(url);
             m->exec("SET synchronous_commit = off");
             const std::string mark = "SELECT setval($1::oid::regclass, $2::int8)";
-            std::vector<std::string> seqs;
+            std::string line;
+            std::int64_t place = 0;
             if (marked) {
-                for (int i = 0; i < 128; ++i)
-                    seqs.push_back(
-                        m->exec("SELECT '" + schema + ".bare_mark_" + std::to_string(t * 128 + i) + "'::regclass::oid")
-                            .text(0, 0));
+                line = m->exec("SELECT '" + schema + ".bare_mark_" + std::to_string(t) + "'::regclass::oid").text(0, 0);
                 for (const auto* sql : {"BEGIN", "COMMIT", mark.c_str()}) m->prepare(sql);
                 m->enter_pipeline();
             }
@@ -331,7 +330,7 @@ double bare_drain(const std::string& url, const std::string& schema, std::size_t
                 if (marked) {
                     for (std::size_t k = 0; k < ids.size(); ++k) {
                         m->send("BEGIN");
-                        m->send(mark, store::pg::Params().add(seqs[k]).add(ids[k] * 65536 + 1));
+                        m->send(mark, store::pg::Params().add(line).add(++place));
                         m->send("COMMIT");
                         m->flush();
                         if (++unsynced == 64) {
