@@ -1,7 +1,7 @@
 -- The jobhost schema for PostgreSQL, version 4 (version 1 lacked attempts_before, result and progress; version 2 the
--- start marks in sequences; version 3 the places in line that those mark, at the end). {s} is the schema's name ([store] schema, default jobhost).
--- Applied by the first host that starts, under an advisory lock. States: 0 scheduled, 1 ready, 2 held by a host
--- (reserved ahead, or running when {s}.running_now() says so), 3 done, 4 dead.
+-- start marks in sequences; version 3 the places in line that those mark, at the end). {s} is the schema's name
+-- ([store] schema, default jobhost). Applied by the first host that starts, under an advisory lock. States:
+-- 0 scheduled, 1 ready, 2 held by a host (reserved ahead, or running when {s}.running_now() says so), 3 done, 4 dead.
 CREATE SCHEMA IF NOT EXISTS {s};
 
 CREATE TABLE {s}.jobs (
