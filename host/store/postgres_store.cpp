@@ -962,7 +962,6 @@ void PostgresStore::taken_locked(const JobRecord& job) {
 
 void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
     std::unique_lock lock(marks_mutex_);
-    auto group = open_mark_group_;
     // A line's sequence reaches a place once every job taken from the line before it started (they are started in
     // the order they were taken, but two slots may reach this point the other way round): until then a run is
     // marked in the table.
@@ -980,17 +979,35 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
                     in_line[i] = true;
                     break;
                 }
-    for (std::size_t i = 0; i < jobs.size(); ++i) {
-        const auto& j = jobs[i];
-        if (in_line[i]) {
-            auto* line = line_of(j);
-            auto& reached = reached_[j.mark_seq];
+    // Passes the jobs at the head of a line that started; whether one of these is still held back by a job before it.
+    auto held_back = [&] {
+        bool held = false;
+        for (std::size_t i = 0; i < jobs.size(); ++i) {
+            auto* line = in_line[i] ? line_of(jobs[i]) : nullptr;
+            if (!line) continue;
+            auto& reached = reached_[jobs[i].mark_seq];
             while (!line->empty() && line->front().started) {
                 reached = std::max(reached, line->front().pos);
                 line->pop_front();
             }
-            bool waiting = std::any_of(line->begin(), line->end(), [&](const Taken& t) { return t.id == j.id; });
-            if (!waiting && j.mark_pos <= reached) {
+            held = held || std::any_of(line->begin(), line->end(), [&](const Taken& t) { return t.id == jobs[i].id; });
+        }
+        return held;
+    };
+    // The job before is most often a moment from its own start: a few yields let it get there (each run marked in the
+    // table instead is a transaction of its own).
+    for (int i = 0; held_back() && i < 4; ++i) {
+        lock.unlock();
+        ::sched_yield();
+        lock.lock();
+    }
+    auto group = open_mark_group_;
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+        const auto& j = jobs[i];
+        auto* line = in_line[i] ? line_of(j) : nullptr;
+        if (line && std::none_of(line->begin(), line->end(), [&](const Taken& t) { return t.id == j.id; })) {
+            auto reached = reached_[j.mark_seq];
+            if (j.mark_pos <= reached) {
                 auto at = std::find(group->seqs.begin(), group->seqs.end(), std::int64_t{j.mark_seq});
                 if (at == group->seqs.end()) {
                     group->seqs.push_back(j.mark_seq);
