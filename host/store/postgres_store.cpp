@@ -1042,10 +1042,11 @@ void PostgresStore::mark(std::span<const JobRecord> jobs, bool sync) {
         }
     }
     marking_ = true;
-    if (last_group_runs_ > 1) {
+    if (last_group_runs_ > 2) {
         // Runs are starting together: those ready to start on this core join the group first (their threads run
         // while this one yields). With 50 slots a group held about 2 runs without it, and 20 to 35 with it. A lone
-        // run (an idle host) does not yield.
+        // run (an idle host) does not yield, nor one after a group of 2: with 2 slots that is the most a group can
+        // hold, and yielding after one cost the host 1.3 us and 0.9 context switches a job (--only-slots 2).
         lock.unlock();
         ::sched_yield();
         ::sched_yield();
