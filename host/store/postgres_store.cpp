@@ -252,7 +252,7 @@ void PostgresStore::register_host() {
 void PostgresStore::take_marks(bool again) {
     if (options_.mark_sequences == 0) return;
     if (again) writer_->run(q("SELECT {s}.drop_marks($1)"), pg::Params().add(*host_id_));
-    // 64, spares first (a line of jobs, a type at one priority, needs one: 64 serve 12 types at every priority, and
+    // 64, spares first (a line of jobs, a type at one priority, needs one once it has jobs: 64 serve 64 lines, and
     // more are added while lines find none free)
     const auto n = static_cast<std::int64_t>(std::min<std::size_t>(64, options_.mark_sequences));
     auto r =
@@ -703,14 +703,6 @@ std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size
     // Each job taken gets its place in its line (see begin_run): in the order this host will start them (priority,
     // then age, as the cache keeps them), after every place given before.
     auto& line = lines_[type];
-    if (std::find(line.begin(), line.end(), 0u) != line.end()) { // a sequence for each priority, while any is free
-        std::lock_guard lock(marks_mutex_);
-        for (auto& seq : line)
-            if (seq == 0 && !seq_marks_off_ && !free_marks_.empty()) {
-                seq = static_cast<std::uint32_t>(mark_seqs_[free_marks_.back()]);
-                free_marks_.pop_back();
-            }
-    }
     std::vector<std::int64_t> seqs(line.begin(), line.end());
     const auto base = next_pos_;
     next_pos_ += static_cast<std::int64_t>(want) + 2;
@@ -755,10 +747,34 @@ std::vector<JobRecord> PostgresStore::reserve(const std::string& type, std::size
                               pg::Params().add(type));
         if (h.rows() > 0) head = static_cast<int>(h.int64(0, 0));
     }
-    // jobs of a line that has no sequence: their runs are marked in the table, and more sequences are added
-    if (options_.mark_sequences > 0 &&
-        std::any_of(rows.begin(), rows.end(), [](const JobRecord& j) { return j.mark_seq == 0; }))
-        marks_short_ = true;
+    // A line that had no sequence gets one as its first jobs are taken (not before: a type with no jobs takes none),
+    // and those jobs are given it in this transaction. With none free, their runs are marked in the table, and more
+    // sequences are added.
+    std::vector<std::int64_t> given, given_seqs;
+    bool short_of_marks = false;
+    for (auto& j : rows) {
+        if (j.mark_seq != 0) continue;
+        auto& seq = line[static_cast<std::size_t>(j.priority)];
+        if (seq == 0 && options_.mark_sequences > 0) {
+            std::lock_guard lock(marks_mutex_);
+            if (!seq_marks_off_ && !free_marks_.empty()) {
+                seq = static_cast<std::uint32_t>(mark_seqs_[free_marks_.back()]);
+                free_marks_.pop_back();
+            }
+        }
+        if (seq == 0) {
+            short_of_marks = options_.mark_sequences > 0;
+            continue;
+        }
+        j.mark_seq = seq;
+        given.push_back(static_cast<std::int64_t>(j.id));
+        given_seqs.push_back(seq);
+    }
+    if (!given.empty())
+        writer_->run(q("UPDATE {s}.jobs j SET mark_seq = u.seq::oid FROM unnest($1::int8[], $2::int8[]) AS u(id, seq) "
+                       "WHERE j.id = u.id"),
+                     pg::Params().add(pg::int_array(given)).add(pg::int_array(given_seqs)));
+    if (short_of_marks) marks_short_ = true;
     return rows;
 }
 

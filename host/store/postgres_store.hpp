@@ -22,18 +22,18 @@
 // when its line's sequence reached its place. (Before, a sequence named one run, id * 65536 + attempt, and could be
 // set again only once that run's outcome was committed: a host draining a backlog set one of about a thousand, which
 // cost the server about 1 us a job more than setting the same few again.) A run that starts before a job taken from
-// its line before it (two slots reach this point the other way round), and the runs of a line that has no sequence
-// yet, insert a row into the unlogged table `running` instead (a transaction each). A host takes 64 sequences as it
-// starts (spares handed back by hosts that closed, or new), gives each type it reserves one for each priority while
-// any is free, and adds 64 at most once a second, on a connection of its own, while jobs of a line without one are
-// reserved. Runs that start while a group of marks is written form the next group, one transaction for all of them.
-// The job's own row stays "held" (state 2): a mark never waits on the job's row lock,
-// and costs no index change on jobs. Readers see both kinds through `running_now()`, once per statement. A host killed
-// between the send and the plugin call is charged a run that did not start (the safe side, by one). A mark is lost,
-// and its run goes back uncharged, only when the server never gets it (the host's machine or network fails within a
-// moment of the start), when the server holds it back for longer than the lease, or when the database server itself
-// crashes (unlogged sequences and tables are reset then). A gone host's sequences are dropped once it has no
-// connection and no job left to rescue; a stalled one keeps them, and one that lost its lease takes new ones.
+// its line before it (two slots reach this point the other way round; it yields up to four times first), and the runs
+// of a line that has no sequence yet, insert a row into the unlogged table `running` instead (a transaction each). A
+// host takes 64 sequences as it starts (spares handed back by hosts that closed, or new), gives a line one as it first
+// reserves jobs of it, and adds 64 at most once a second, on a connection of its own, while jobs of a line without one
+// are reserved. Runs that start while a group of marks is written form the next group, one transaction for all of them.
+// The job's own row stays "held" (state 2): a mark never waits on the job's row lock, and costs no index change on
+// jobs. Readers see both kinds through `running_now()`, once per statement. A host killed between the send and the
+// plugin call is charged a run that did not start (the safe side, by one). A mark is lost, and its run goes back
+// uncharged, only when the server never gets it (the host's machine or network fails within a moment of the start),
+// when the server holds it back for longer than the lease, or when the database server itself crashes (unlogged
+// sequences and tables are reset then). A gone host's sequences are dropped once it has no connection and no job left
+// to rescue; a stalled one keeps them, and one that lost its lease takes new ones.
 //
 // Outcomes, enqueues, reservations, heartbeats and rescue are group-committed by the writer thread. An outcome is
 // recorded only while this host still holds the job (state and owner are checked); one for a job that was rescued

@@ -919,26 +919,32 @@ TEST_CASE("PostgreSQL: mark sequences are handed back by a host that closes, and
     s->close();
 }
 
-// PostgreSQL: a host gives each line of jobs (a type at one priority) a sequence of its own as it first reserves the
-// type, while it has sequences free: its 64 serve 12 types at every priority. The jobs of a line it has none for are
-// marked in the table, and it adds more (64 at most, once a second, up to mark_sequences): the line's later runs are
-// marked by its sequence. Every run is seen running either way.
+// PostgreSQL: a host gives each line of jobs (a type at one priority) a sequence of its own as it first reserves
+// jobs of the line, while it has sequences free: its 64 serve 64 lines. The jobs of a line it has none for are marked
+// in the table, and it adds more (64 at most, once a second, up to mark_sequences): the line's later runs are marked
+// by its sequence. Every run is seen running either way.
 TEST_CASE("PostgreSQL: runs of a line with no sequence are marked in the table, and more sequences are added") {
     PostgresContract e;
     e.mark_sequences = 70;
     auto s = e.open();
     auto in_table = [&] { return pg_server().psql("SELECT count(*) FROM " + e.schema + ".running"); };
-    for (int t = 0; t < 12; ++t) { // 60 sequences, 4 left
+    CHECK(claim(*s, {{"idle", 1}}).jobs.empty()); // a type with no jobs takes none
+    for (int t = 0; t < 13; ++t) { // 64 lines: 12 types at every priority, one at 4
         auto type = "t" + std::to_string(t);
-        s->enqueue(std::vector{job(type)});
-        auto got = claim_all(*s, type, 1);
-        REQUIRE(got.size() == 1);
-        s->begin_run(got);
-        s->finish(std::vector{outcome(got[0], Outcome::Kind::done)});
+        std::vector<store::NewJob> five;
+        for (int p = 0; p < (t < 12 ? 5 : 4); ++p)
+            five.push_back(job(type, "null", static_cast<registry::Priority>(p)));
+        s->enqueue(five);
+        auto got = claim_all(*s, type, five.size());
+        REQUIRE(got.size() == five.size());
+        for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+        for (const auto& j : got) s->finish(std::vector{outcome(j, Outcome::Kind::done)});
     }
     s->flush();
     CHECK(in_table() == "0");
-    // "a" gets 4: not one for its jobs of the highest priority
+    CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".marks WHERE pg_sequence_last_value(seq) > 0") ==
+          "64");
+    // none left for "a"
     std::vector<store::NewJob> jobs(10, job("a", "null", registry::Priority::critical));
     s->enqueue(jobs);
     auto got = claim_all(*s, "a", 10);
