@@ -928,8 +928,16 @@ TEST_CASE("PostgreSQL: runs of a line with no sequence are marked in the table, 
     e.mark_sequences = 70;
     auto s = e.open();
     auto in_table = [&] { return pg_server().psql("SELECT count(*) FROM " + e.schema + ".running"); };
+    auto start_each = [&](std::vector<store::JobRecord>& got) { // one run at a time, as 2 slots start them
+        for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+    };
+    auto finish_all = [&](const std::vector<store::JobRecord>& got) {
+        std::vector<Outcome> done;
+        for (const auto& j : got) done.push_back(outcome(j, Outcome::Kind::done));
+        s->finish(done);
+    };
     CHECK(claim(*s, {{"idle", 1}}).jobs.empty()); // a type with no jobs takes none
-    for (int t = 0; t < 13; ++t) { // 64 lines: 12 types at every priority, one at 4
+    for (int t = 0; t < 13; ++t) {                // 64 lines: 12 types at every priority, one at 4
         auto type = "t" + std::to_string(t);
         std::vector<store::NewJob> five;
         for (int p = 0; p < (t < 12 ? 5 : 4); ++p)
@@ -937,8 +945,8 @@ TEST_CASE("PostgreSQL: runs of a line with no sequence are marked in the table, 
         s->enqueue(five);
         auto got = claim_all(*s, type, five.size());
         REQUIRE(got.size() == five.size());
-        for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
-        for (const auto& j : got) s->finish(std::vector{outcome(j, Outcome::Kind::done)});
+        start_each(got);
+        finish_all(got);
     }
     s->flush();
     CHECK(in_table() == "0");
@@ -949,7 +957,7 @@ TEST_CASE("PostgreSQL: runs of a line with no sequence are marked in the table, 
     s->enqueue(jobs);
     auto got = claim_all(*s, "a", 10);
     REQUIRE(got.size() == 10);
-    for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+    start_each(got);
     s->flush();
     CHECK(in_table() == "10");
     CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "10");
@@ -960,23 +968,19 @@ TEST_CASE("PostgreSQL: runs of a line with no sequence are marked in the table, 
         have = pg_server().psql("SELECT count(*) FROM " + e.schema + ".marks WHERE host IS NOT NULL");
     }
     CHECK(have == "70"); // 6 more: up to mark_sequences
-    std::vector<Outcome> done;
-    for (const auto& j : got) done.push_back(outcome(j, Outcome::Kind::done));
-    s->finish(done);
+    finish_all(got);
     s->flush();
     CHECK(in_table() == "0"); // deleted with the outcomes
     // the line has a sequence now
     s->enqueue(jobs);
     got = claim_all(*s, "a", 10);
     REQUIRE(got.size() == 10);
-    for (std::size_t i = 0; i < got.size(); ++i) s->begin_run(std::span(got).subspan(i, 1));
+    start_each(got);
     s->flush();
     CHECK(in_table() == "0");
     CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".running_now()") == "10");
     CHECK(s->counts()["a"].running == 10);
-    done.clear();
-    for (const auto& j : got) done.push_back(outcome(j, Outcome::Kind::done));
-    s->finish(done);
+    finish_all(got);
     s->flush();
     CHECK(pg_server().psql("SELECT count(*) FROM " + e.schema + ".jobs") == "0");
     s->close();
